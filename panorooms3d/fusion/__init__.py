@@ -1,0 +1,1 @@
+"""fusion stage of panorooms3d."""

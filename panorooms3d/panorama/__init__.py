@@ -1,0 +1,1 @@
+"""panorama stage of panorooms3d."""

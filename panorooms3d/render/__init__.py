@@ -1,0 +1,1 @@
+"""render stage of panorooms3d."""

@@ -1,0 +1,1 @@
+"""scene stage of panorooms3d."""
