@@ -1,0 +1,483 @@
+"""The 3D Segmenter (Wu et al., ICLR 2023): a volumetric Swin transformer with a linear decoder.
+
+Architecture (paper.md, "Model"), for an input block ``x`` of shape (B, 4, X, Y, Z) =
+[tsdf-channel, r, g, b]:
+
+1. pad X, Y, Z at the far end with zeros to multiples of ``patch_size * 2 ** (len(depths) - 1)``
+   (8 for the paper's two stages), as the official code does;
+2. patch embedding ``Conv3d(in -> D, kernel P, stride P)`` (P = 4, no norm);
+3. stage 1: ``depths[0]`` Video-Swin blocks of width D over 8x8x8 windows (odd blocks use windows
+   shifted by 4 with the shifted-window attention mask), then a full-3D patch merge
+   (2x2x2 neighbours -> 8D -> LayerNorm -> Linear(8D -> 2D, no bias));
+4. stage 2: ``depths[1]`` blocks of width 2D;
+5. two LayerNorms on the 2D-wide tokens (the backbone's ``norm`` and the encoder's ``post_norm``:
+   the official model has both, and only with both do the parameter counts match the paper's
+   exact counts 0.375M / 0.619M / 1.5495M / 4.4305M);
+6. decoder: ``Linear(2D -> K)`` per token, trilinear interpolation to the padded input size,
+   skip connection ``Linear(concat(y_f, x)) (K + 4 -> K)`` per voxel (``skip=False``: no skip,
+   the paper's Table 4 ablation), crop to the input size.
+
+Windows follow the official (Video Swin) rules exactly, so that official checkpoints give the
+same outputs: at each block the tokens are padded (after ``norm1``) to multiples of the window;
+along an axis whose token count is at most the window size the window shrinks to that count and
+the shift along it is 0; the relative position bias of a shrunk window of N tokens uses the first
+N rows/columns of the full window's index (Video Swin's ``relative_position_index[:N, :N]``).
+Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
+relative position bias (plus the shifted-window mask of -100 between regions) as ``attn_mask``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "DropPath",
+    "PatchMerge3D",
+    "Segmenter3D",
+    "SwinBlock3D",
+    "SwinStage3D",
+    "WindowAttention3D",
+    "effective_window",
+    "relative_position_index",
+    "shifted_window_mask",
+    "window_partition",
+    "window_reverse",
+]
+
+MASK_VALUE = -100.0
+"""Additive attention bias between tokens of different regions of a shifted window (as official)."""
+
+Size3 = tuple[int, int, int]
+
+
+def _triple(v: int | Sequence[int]) -> Size3:
+    if isinstance(v, int):
+        return (v, v, v)
+    t = tuple(int(a) for a in v)
+    if len(t) != 3:
+        raise ValueError(f"expected an int or 3 ints, got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def effective_window(grid: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
+    """Window and shift actually used on a token grid (Video Swin's ``get_window_size``).
+
+    Args:
+        grid: token grid (X, Y, Z), in tokens.
+        window: nominal window size per axis, in tokens.
+        shift: nominal shift per axis, in tokens.
+
+    Returns:
+        (window, shift): along an axis with ``grid <= window`` the window becomes ``grid`` and the
+        shift 0; other axes keep the nominal values.
+    """
+    w = list(window)
+    s = list(shift)
+    for i in range(3):
+        if grid[i] <= window[i]:
+            w[i] = grid[i]
+            s[i] = 0
+    return (w[0], w[1], w[2]), (s[0], s[1], s[2])
+
+
+@lru_cache(maxsize=16)
+def _relative_position_index_cpu(window: Size3) -> torch.Tensor:
+    wx, wy, wz = window
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(wx), torch.arange(wy), torch.arange(wz), indexing="ij")
+    ).flatten(1)  # (3, N), token n = (ix * wy + iy) * wz + iz
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 3): coord_i - coord_j
+    rel = rel + torch.tensor([wx - 1, wy - 1, wz - 1])
+    return rel[..., 0] * ((2 * wy - 1) * (2 * wz - 1)) + rel[..., 1] * (2 * wz - 1) + rel[..., 2]
+
+
+def relative_position_index(window: Size3) -> torch.Tensor:
+    """Index into the relative position bias table for every pair of tokens in one window.
+
+    Args:
+        window: window size (wx, wy, wz) in tokens; tokens are numbered in C order
+            ``n = (ix * wy + iy) * wz + iz``.
+
+    Returns:
+        int64 tensor (N, N), N = wx * wy * wz: for tokens i, j with coordinate difference
+        (dx, dy, dz) = c_i - c_j the entry is
+        ``(dx + wx - 1) * (2wy - 1) * (2wz - 1) + (dy + wy - 1) * (2wz - 1) + (dz + wz - 1)``,
+        in [0, (2wx - 1)(2wy - 1)(2wz - 1)).
+    """
+    return _relative_position_index_cpu(tuple(window)).clone()
+
+
+def _region_labels(length: int, window: int, shift: int) -> torch.Tensor:
+    """Region (0, 1, 2) of each position along one padded axis after a cyclic shift."""
+    pos = torch.arange(length)
+    if shift == 0:
+        return torch.zeros(length, dtype=torch.long)
+    return (pos >= length - window).long() + (pos >= length - shift).long()
+
+
+@lru_cache(maxsize=32)
+def _shifted_window_mask_cpu(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
+    rx = _region_labels(padded[0], window[0], shift[0])
+    ry = _region_labels(padded[1], window[1], shift[1])
+    rz = _region_labels(padded[2], window[2], shift[2])
+    label = (rx[:, None, None] * 9 + ry[None, :, None] * 3 + rz[None, None, :]).float()
+    win = window_partition(label[None, :, :, :, None], window)[0, :, :, 0]  # (nW, N)
+    diff = win[:, :, None] != win[:, None, :]
+    return torch.zeros(diff.shape).masked_fill(diff, MASK_VALUE)
+
+
+def shifted_window_mask(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
+    """Additive attention mask for shifted windows on a padded token grid.
+
+    After the cyclic shift by ``-shift`` the last window along each axis holds tokens that were
+    far apart before the shift; tokens of different regions must not attend to each other.
+
+    Args:
+        padded: padded token grid (X, Y, Z), each a multiple of the window.
+        window: window size in tokens.
+        shift: shift in tokens (0 on an axis = no regions along it).
+
+    Returns:
+        float32 tensor (nW, N, N), nW windows in C order over the grid, N tokens per window:
+        0 where tokens i and j may attend, -100 where they may not.
+    """
+    return _shifted_window_mask_cpu(tuple(padded), tuple(window), tuple(shift)).clone()
+
+
+def window_partition(x: torch.Tensor, window: Size3) -> torch.Tensor:
+    """Split a token grid into non-overlapping windows.
+
+    Args:
+        x: (B, X, Y, Z, C) with X, Y, Z multiples of ``window``.
+        window: (wx, wy, wz) in tokens.
+
+    Returns:
+        (B, nW, N, C): nW = X/wx * Y/wy * Z/wz windows in C order, N = wx * wy * wz tokens each
+        (C order inside the window).
+    """
+    b, nx, ny, nz, c = x.shape
+    wx, wy, wz = window
+    x = x.view(b, nx // wx, wx, ny // wy, wy, nz // wz, wz, c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, -1, wx * wy * wz, c)
+
+
+def window_reverse(windows: torch.Tensor, window: Size3, grid: Size3) -> torch.Tensor:
+    """Inverse of :func:`window_partition`.
+
+    Args:
+        windows: (B, nW, N, C).
+        window: (wx, wy, wz) in tokens.
+        grid: padded grid (X, Y, Z) in tokens.
+
+    Returns:
+        (B, X, Y, Z, C).
+    """
+    b, _, _, c = windows.shape
+    wx, wy, wz = window
+    nx, ny, nz = grid
+    x = windows.view(b, nx // wx, ny // wy, nz // wz, wx, wy, wz, c)
+    return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, nx, ny, nz, c)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample with probability ``p`` (training only).
+
+    Input and output: any shape (B, ...); surviving samples are scaled by 1 / (1 - p).
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply stochastic depth to ``x`` (B, ...)."""
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Mlp(nn.Module):
+    """Token MLP: Linear(C -> hidden) -> GELU -> Dropout -> Linear(hidden -> C) -> Dropout. (..., C) -> (..., C)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) -> (..., C)."""
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class WindowAttention3D(nn.Module):
+    """Multi-head self-attention inside 3D windows with a learned relative position bias.
+
+    Parameters: ``qkv`` Linear(C -> 3C), ``proj`` Linear(C -> C), ``relative_position_bias_table``
+    ((2wx-1)(2wy-1)(2wz-1), heads). Input (B, nW, N, C) windows, output the same shape.
+    """
+
+    def __init__(
+        self, dim: int, window: Size3, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.dim = dim
+        self.window = window
+        self.num_heads = num_heads
+        self.attn_drop = attn_drop
+        n_rel = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(n_rel, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def position_bias(self, n: int) -> torch.Tensor:
+        """Relative position bias (heads, n, n) for windows of ``n`` tokens (first n of the full window)."""
+        idx = self.relative_position_index[:n, :n].reshape(-1)
+        return self.relative_position_bias_table[idx].view(n, n, -1).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend inside each window.
+
+        Args:
+            x: (B, nW, N, C) window tokens.
+            mask: optional (nW, N, N) additive mask (0 / -100) of the shifted windows.
+
+        Returns:
+            (B, nW, N, C).
+        """
+        b, nw, n, c = x.shape
+        h = self.num_heads
+        qkv = self.qkv(x).view(b, nw, n, 3, h, c // h).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, h, N, hd
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        bias = self.position_bias(n)  # h, N, N
+        if mask is not None:
+            bias = bias.unsqueeze(0) + mask.to(bias.dtype).unsqueeze(1)  # nW, h, N, N
+        bias = bias.to(q.dtype)
+        q = q.reshape(b * nw, h, n, c // h)
+        k = k.reshape(b * nw, h, n, c // h)
+        v = v.reshape(b * nw, h, n, c // h)
+        if bias.ndim == 4:
+            bias = bias.unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(b * nw, h, n, n)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0
+        )  # (B*nW, h, N, hd)
+        out = out.view(b, nw, h, n, c // h).transpose(2, 3).reshape(b, nw, n, c)
+        return self.proj_drop(self.proj(out))
+
+
+class SwinBlock3D(nn.Module):
+    """One Video-Swin block: x + DropPath(W-MSA(LN(x))), then x + DropPath(MLP(LN(x))).
+
+    Input and output (B, X, Y, Z, C) tokens. ``shifted`` blocks roll the grid by ``-shift`` before
+    windowing (and back after) and use the shifted-window mask.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, window: Size3, shifted: bool, mlp_ratio: float = 4.0,
+        qkv_bias: bool = True, drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.window = window
+        self.shifted = shifted
+        self.shift = tuple(w // 2 for w in window) if shifted else (0, 0, 0)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention3D(dim, window, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        b, nx, ny, nz, c = x.shape
+        window, shift = effective_window((nx, ny, nz), self.window, self.shift)
+        x = self.norm1(x)
+        pads = [(w - n % w) % w for n, w in zip((nx, ny, nz), window)]
+        if any(pads):
+            x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+        grid = (nx + pads[0], ny + pads[1], nz + pads[2])
+        mask = None
+        if any(shift):
+            x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
+            mask = shifted_window_mask(grid, window, shift).to(x.device)
+        out = window_reverse(self.attn(window_partition(x, window), mask), window, grid)
+        if any(shift):
+            out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
+        if any(pads):
+            out = out[:, :nx, :ny, :nz].contiguous()
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, X, Y, Z, C) -> (B, X, Y, Z, C)."""
+        x = x + self.drop_path(self._attend(x))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchMerge3D(nn.Module):
+    """Full-3D patch merge: 2x2x2 neighbours concatenated (8C) -> LayerNorm(8C) -> Linear(8C -> 2C, no bias).
+
+    Concatenation order (ours): neighbour (dx, dy, dz) at slot ``4 dx + 2 dy + dz`` (C order).
+    The official code uses slot ``dx + 2 dy + 4 dz``; :mod:`panorooms3d.nn.official` permutes.
+    Input (B, X, Y, Z, C) with even X, Y, Z; output (B, X/2, Y/2, Z/2, 2C).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(8 * dim)
+        self.reduction = nn.Linear(8 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, X, Y, Z, C) -> (B, X/2, Y/2, Z/2, 2C)."""
+        b, nx, ny, nz, c = x.shape
+        if nx % 2 or ny % 2 or nz % 2:
+            x = F.pad(x, (0, 0, 0, nz % 2, 0, ny % 2, 0, nx % 2))
+            b, nx, ny, nz, c = x.shape
+        x = x.view(b, nx // 2, 2, ny // 2, 2, nz // 2, 2, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
+        x = x.reshape(b, nx // 2, ny // 2, nz // 2, 8 * c)
+        return self.reduction(self.norm(x))
+
+
+class SwinStage3D(nn.Module):
+    """A stage: ``depth`` Swin blocks (odd ones shifted), then an optional :class:`PatchMerge3D`.
+
+    Input (B, X, Y, Z, C); output (B, X, Y, Z, C), or (B, X/2, Y/2, Z/2, 2C) with ``downsample``.
+    """
+
+    def __init__(
+        self, dim: int, depth: int, num_heads: int, window: Size3, mlp_ratio: float, qkv_bias: bool,
+        drop: float, attn_drop: float, drop_path: Sequence[float], downsample: bool,
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinBlock3D(dim, num_heads, window, i % 2 == 1, mlp_ratio, qkv_bias, drop, attn_drop, drop_path[i])
+            for i in range(depth)
+        )
+        self.downsample = PatchMerge3D(dim) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, X, Y, Z, C) -> (B, X', Y', Z', C')."""
+        for blk in self.blocks:
+            x = blk(x)
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return x
+
+
+class Segmenter3D(nn.Module):
+    """The 3D Segmenter: volumetric Swin encoder + linear decoder + input skip connection.
+
+    Args:
+        num_classes: K, number of output classes (30 in the paper).
+        in_channels: input channels (4 = [tsdf-channel, r, g, b]).
+        embed_dim: D, token width of the first stage (the final width is D * 2 ** (stages - 1)).
+        depths: Swin blocks per stage ([2, 2] for 3DSeg-T).
+        num_heads: attention heads per stage.
+        patch_size: P, voxels per patch edge (4).
+        window_size: window edge in tokens (8).
+        mlp_ratio: MLP hidden width / token width (4).
+        qkv_bias: bias on the qkv projection (True in the official code).
+        drop_path_rate: stochastic depth, linear from 0 to this over all blocks (0.2 official).
+        drop_rate: dropout after attention projection and in the MLP (0 official).
+        attn_drop_rate: attention-probability dropout (0 official).
+        dropout: dropout between the two final LayerNorms (the official encoder's, 0 in training).
+        skip: use the skip connection Linear(concat(y_f, x)) (K + in -> K); False = Table 4 ablation.
+
+    Forward: (B, in_channels, X, Y, Z) float -> (B, num_classes, X, Y, Z) logits, any X, Y, Z >= 1.
+    """
+
+    def __init__(
+        self, num_classes: int = 30, in_channels: int = 4, embed_dim: int = 48,
+        depths: Sequence[int] = (2, 2), num_heads: Sequence[int] = (3, 3), patch_size: int = 4,
+        window_size: int | Sequence[int] = 8, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+        drop_path_rate: float = 0.2, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+        dropout: float = 0.0, skip: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(depths) != len(num_heads) or not depths:
+            raise ValueError(f"depths {list(depths)} and num_heads {list(num_heads)} must be non-empty and equal length")
+        self.num_classes = int(num_classes)
+        self.in_channels = int(in_channels)
+        self.embed_dim = int(embed_dim)
+        self.depths = [int(d) for d in depths]
+        self.num_heads = [int(h) for h in num_heads]
+        self.patch_size = int(patch_size)
+        self.window = _triple(window_size)
+        self.use_skip = bool(skip)
+        n_stages = len(self.depths)
+        self.stride = self.patch_size * 2 ** (n_stages - 1)
+        self.num_features = self.embed_dim * 2 ** (n_stages - 1)
+
+        self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        self.stages = nn.ModuleList()
+        start = 0
+        for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
+            self.stages.append(
+                SwinStage3D(
+                    self.embed_dim * 2**i, depth, heads, self.window, mlp_ratio, qkv_bias, drop_rate,
+                    attn_drop_rate, dpr[start:start + depth], downsample=i < n_stages - 1,
+                )
+            )
+            start += depth
+        self.norm = nn.LayerNorm(self.num_features)
+        self.dropout = nn.Dropout(dropout)
+        self.post_norm = nn.LayerNorm(self.num_features)
+        self.head = nn.Linear(self.num_features, num_classes)
+        self.skip = nn.Linear(num_classes + in_channels, num_classes) if skip else None
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder on a padded block.
+
+        Args:
+            x: (B, in_channels, X, Y, Z), X, Y, Z multiples of :attr:`stride`.
+
+        Returns:
+            tokens (B, X/stride, Y/stride, Z/stride, num_features) after both final LayerNorms.
+        """
+        t = self.patch_embed(x).permute(0, 2, 3, 4, 1)
+        for stage in self.stages:
+            t = stage(t)
+        return self.post_norm(self.dropout(self.norm(t)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, X, Y, Z) -> (B, num_classes, X, Y, Z) logits."""
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, X, Y, Z), got {tuple(x.shape)}")
+        size = tuple(x.shape[2:])
+        pads = [(-n) % self.stride for n in size]
+        if any(pads):
+            x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
+        padded = tuple(x.shape[2:])
+        y = self.head(self.encode(x)).permute(0, 4, 1, 2, 3)  # B, K, x', y', z'
+        y = F.interpolate(y, size=padded, mode="trilinear", align_corners=False)
+        if self.skip is not None:
+            y = torch.cat([y, x.to(y.dtype)], dim=1)
+            w = self.skip.weight.to(y.dtype)[:, :, None, None, None]
+            y = F.conv3d(y, w, self.skip.bias.to(y.dtype))
+        return y[:, :, : size[0], : size[1], : size[2]]
