@@ -1,0 +1,63 @@
+"""The ``panorooms3d`` command line: one thin command per stage, no logic of its own.
+
+Commands are loaded lazily (``--help`` must not import bpy, torch or Open3D), from the table
+below: name -> (module, attribute, one-line summary).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from panorooms3d import __version__
+
+COMMANDS: dict[str, tuple[str, str, str]] = {}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[cmd_name]
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary) for name, (_, _, summary) in COMMANDS.items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="panorooms3d")
+@click.option("-v", "--verbose", is_flag=True, help="Log details (warnings of the loaders, settings).")
+def cli(verbose: bool) -> None:
+    """Make, ship and benchmark PanoRooms3D-style data for 3D semantic segmentation.
+
+    \b
+    Typical flow (each step resumable, one room = one task):
+      panorooms3d synth  --out front --houses 2 --seed 0      # or a real 3D-FRONT folder
+      panorooms3d render --front front --out work             # Blender frames + skybox
+      panorooms3d fuse   --work work --out data               # TSDF + colour + labels
+      panorooms3d panorama --work work --out data             # 512 x 1024 equirect
+      panorooms3d info data --verify
+    or all at once: panorooms3d build --front front --out data
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="panorooms3d")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
