@@ -7,7 +7,10 @@ lead registers them in ``panorooms3d/cli.py``.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -33,6 +36,19 @@ _FRONT_OPTION = click.option(
 )
 
 
+@contextmanager
+def _scene_warnings(show: bool) -> Iterator[None]:
+    """Silence the loader's per-item warnings (``panorooms3d.scene``) unless ``show``."""
+    logger = logging.getLogger("panorooms3d.scene")
+    old = logger.level
+    if not show:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
 def _kinds(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
 
@@ -47,56 +63,74 @@ def _table(rows: list[list[str]], header: list[str], right: set[int]) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
+def _scan(
+    front_root: Path, houses: tuple[str, ...], report: list[dict], rows: list[list[str]], totals: Counter
+) -> None:
+    """Parse the houses one by one (a house is dropped before the next is read) into report rows."""
+    for item in load_houses(front_root, list(houses) or None, load_geometry=False):
+        if isinstance(item, HouseLoadError):
+            report.append({"house": item.house_uid, "error": str(item)})
+            rows.append([item.house_uid, "-", "-", "", "", "", "", f"ERROR: {item}"])
+            continue
+        totals.update(item.counts)
+        entry: dict = {
+            "house": item.uid,
+            "rooms": [],
+            "counts": dict(item.counts),
+            "problems": list(item.problems),
+            "unknown_categories": dict(item.unknown_categories),
+        }
+        for room in item.rooms:
+            s = summarise_room(item, room)
+            entry["rooms"].append(
+                {
+                    "room": room.room_id,
+                    "uid": s.uid,
+                    "type": s.type,
+                    "floor_area_m2": round(s.floor_area, 3),
+                    "height_m": round(s.height, 3),
+                    "size_m": [round(s.size[0], 3), round(s.size[1], 3)],
+                    "furniture": s.furniture,
+                    "problems": s.problems,
+                }
+            )
+            rows.append(
+                [item.uid, room.room_id, room.type or "-", f"{s.floor_area:.2f}", f"{s.height:.2f}",
+                 f"{s.size[0]:.2f} x {s.size[1]:.2f}", str(s.furniture), _kinds(s.problems)]
+            )  # fmt: skip
+        house_only = Counter(problem_kind(p) for p in item.problems) - Counter(
+            problem_kind(p) for r in item.rooms for p in r.problems
+        )
+        if not item.rooms or house_only:
+            rows.append([item.uid, "(house)", "-", "", "", "", "", _kinds(dict(house_only)) or "no rooms"])
+        report.append(entry)
+
+
 @click.command("scenes")
 @_FRONT_OPTION
 @click.option("--house", "houses", multiple=True, help="Only this house uid (repeatable). Default: all houses.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (houses, rooms, problems) instead of a table.")
-def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also log every problem line (house, room, item) to stderr.")
+def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, verbose: bool) -> None:
     """List the houses and rooms of a 3D-FRONT folder, with the problems the loader found.
 
     Parses the house files only (furniture OBJs are not read, so this is fast). A bad house file
-    is listed with its error and the run goes on.
+    is listed with its error and the run goes on. The problems column counts, per room, what the
+    loader skipped or repaired (see docs/scenes.md); ``--verbose`` prints each one.
+
+    Example: panorooms3d scenes --front data/front
     """
     report: list[dict] = []
     rows: list[list[str]] = []
     totals: Counter = Counter()
-    n_rooms = n_bad = 0
     try:
-        for item in load_houses(front_root, list(houses) or None, load_geometry=False):
-            if isinstance(item, HouseLoadError):
-                n_bad += 1
-                report.append({"house": item.house_uid, "error": str(item)})
-                rows.append([item.house_uid, "-", "-", "", "", "", "", f"ERROR: {item}"])
-                continue
-            totals.update(item.counts)
-            entry = {"house": item.uid, "rooms": [], "counts": dict(item.counts), "problems": list(item.problems),
-                     "unknown_categories": dict(item.unknown_categories)}  # fmt: skip
-            for room in item.rooms:
-                s = summarise_room(item, room)
-                n_rooms += 1
-                entry["rooms"].append(
-                    {
-                        "room": room.room_id,
-                        "uid": s.uid,
-                        "type": s.type,
-                        "floor_area_m2": round(s.floor_area, 3),
-                        "height_m": round(s.height, 3),
-                        "size_m": [round(s.size[0], 3), round(s.size[1], 3)],
-                        "furniture": s.furniture,
-                        "problems": s.problems,
-                    }  # fmt: skip
-                )
-                rows.append([item.uid, room.room_id, room.type or "-", f"{s.floor_area:.2f}", f"{s.height:.2f}",
-                             f"{s.size[0]:.2f} x {s.size[1]:.2f}", str(s.furniture), _kinds(s.problems)])  # fmt: skip
-            house_only = Counter(problem_kind(p) for p in item.problems) - Counter(
-                problem_kind(p) for r in item.rooms for p in r.problems
-            )
-            if not item.rooms or house_only:
-                rows.append([item.uid, "(house)", "-", "", "", "", "", _kinds(dict(house_only)) or "no rooms"])
-            report.append(entry)
+        with _scene_warnings(verbose):
+            _scan(front_root, houses, report, rows, totals)
     except FrontError as exc:
         raise click.ClickException(str(exc)) from None
     n_houses = len(report)
+    n_bad = sum(1 for h in report if "error" in h)
+    n_rooms = sum(len(h.get("rooms", [])) for h in report)
     if as_json:
         summary = {"houses": n_houses, "bad_houses": n_bad, "rooms": n_rooms, "problems": dict(totals)}
         click.echo(json.dumps({"summary": summary, "houses": report}, indent=2))
@@ -116,6 +150,8 @@ def export_command(front_root: Path, room_uid: str, out: Path, class_set: str) -
     """Export one room's labelled triangles (world frame, metres, Z up) as a binary PLY.
 
     Faces carry the raw 3D-FRONT label and the instance id; vertices are coloured by class.
+
+    Example: panorooms3d export --front data/front --room HOUSE_UID/Bedroom-2741 --out bedroom.ply
     """
     try:
         house, room = room_by_uid(front_root, room_uid)

@@ -421,14 +421,18 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
         rtype = _str(rj.get("type"))
         rid = _str(rj.get("instanceid")) or f"{rtype or 'Room'}-{index}"
         rid = rid.replace("/", "_")
-        if rid in seen_rooms:
+        duplicate = rid in seen_rooms
+        if duplicate:
             k = 2
             while f"{rid}_{k}" in seen_rooms:
                 k += 1
-            ctx.problem("duplicate_room", f"{uid}/{rid}", f"room instanceid seen before: renamed {rid}_{k}")
-            rid = f"{rid}_{k}"
+            old_rid, rid = rid, f"{rid}_{k}"
         seen_rooms.add(rid)
         room = Room(house_uid=uid, room_id=rid, type=rtype)
+        if duplicate:
+            ctx.problem(
+                "duplicate_room", f"{uid}/{rid}", f"room instanceid {old_rid!r} seen before: renamed {rid}", room
+            )
         rwhere = f"{uid}/{rid}"
         identity = (
             _vec(rj.get("pos", [0, 0, 0]), 3),
