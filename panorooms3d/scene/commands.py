@@ -38,11 +38,14 @@ _FRONT_OPTION = click.option(
 
 @contextmanager
 def _scene_warnings(show: bool) -> Iterator[None]:
-    """Silence the loader's per-item warnings (``panorooms3d.scene``) unless ``show``."""
+    """Show (``show``) or silence the loader's per-item warnings (logger ``panorooms3d.scene``).
+
+    Showing sets the logger's own level, so the lines come out even when the ``panorooms3d`` group
+    configured the root logger at ERROR.
+    """
     logger = logging.getLogger("panorooms3d.scene")
     old = logger.level
-    if not show:
-        logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.WARNING if show else logging.ERROR)
     try:
         yield
     finally:
