@@ -228,6 +228,7 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
         _child("f/ok", "c-neg-scale", scale=(-2, 1, 1)),  # repaired with abs
         _child("f/ok", "c-zero-rot", rot=(0, 0, 0, 0)),  # repaired with identity
         _child("f/ok", "c-null-rot", rot=(None, 0, 0, 1)),  # repaired with identity
+        _child("f/ok", "c-nan-rot", rot=(0, float("nan"), 0, 1)),  # repaired with identity
         _child("f/ok", "c-bad-pos", pos=(1, None, 0)),
         _child("no/such/uid", "c-unknown"),
         _child("m/baduv", "c-baduv"),
@@ -255,7 +256,7 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
         "invalid_furniture": 1,
         "missing_uv": 2,  # the textured model without vt, the truncated uv list
         "bad_scale": 3,  # zero, NaN (skipped), negative (repaired)
-        "bad_rotation": 2,
+        "bad_rotation": 3,
         "bad_position": 1,
         "unknown_ref": 1,
         "empty_mesh": 1,
@@ -276,18 +277,18 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
     assert "identity used" in by_item["c-zero-rot"]
 
     # What still loaded: the base room's 6 architecture meshes, the base tetra, the no-uv model
-    # (texture dropped), the repaired ones (neg scale, 2 rotations) and the truncated-uv floor.
+    # (texture dropped), the repaired ones (neg scale, 3 rotations) and the truncated-uv floor.
     room1 = house.room("Bedroom-1")
     assert room1.problems == [p for p in house.problems if p.split(": ")[1] == "house1/Bedroom-1"]
     assert house.room("Bedroom-1_2").problems == [
         "duplicate_room: house1/Bedroom-1_2: room instanceid 'Bedroom-1' seen before: renamed Bedroom-1_2"
     ]
     fur = room1.furniture()
-    assert len(fur) == 5
+    assert len(fur) == 6
     nouv = [m for m in fur if m.name.startswith("sofa/f/nouv")][0]
     assert nouv.uv is None and nouv.material.texture is None
     neg = [m for m in fur if house.instances[m.instance].source_uid == "f/ok"]
-    assert len(neg) == 3
+    assert len(neg) == 4
     # Negative scale (-2, 1, 1) repaired to (2, 1, 1) at pos (1, 0, 1), identity rotation:
     # local (1, 0, 0) -> (2, 0, 0) + (1, 0, 1) = (3, 0, 1) -> world (3, -1, 0); not mirrored.
     np.testing.assert_allclose(neg[0].vertices[1], [3.0, -1.0, 0.0])
@@ -296,7 +297,7 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
     np.testing.assert_allclose(neg[1].vertices[2], [1.0, -1.0, 2.0])
     baduv = [m for m in room1.meshes if house.instances[m.instance].source_uid == "m/baduv"][0]
     assert baduv.uv is None and baduv.material.texture is None and baduv.label == 51
-    assert len(room1.meshes) == 6 + 5 + 1
+    assert len(room1.meshes) == 6 + 6 + 1
     # Duplicate room renamed; room without floor skipped, its meshes kept as loose meshes.
     assert [r.room_id for r in house.rooms] == ["Bedroom-1", "Bedroom-1_2"]
     assert len(house.room("Bedroom-1_2").meshes) == 6
