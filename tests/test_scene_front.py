@@ -311,6 +311,27 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
     assert all(problem_kind(p) in house.counts for p in house.problems)
 
 
+def test_bad_model_info_and_room_transform(tmp_path):
+    h = tf.base_house()
+    h["furniture"].append({"uid": "g", "jid": "m_broken_info"})
+    h["scene"]["room"][0]["children"].append(_child("g", "c-g"))
+    h["scene"]["room"][0]["pos"] = [1, 0, 0]
+    models = {"tetra": tf.TETRA_OBJ, "m_broken_info": tf.TETRA_OBJ}
+    root = tf.write_front(tmp_path, {"house1": h}, models)
+    (root / "3D-FUTURE-model" / "m_broken_info" / "model_info.json").write_text('{"category": ')
+    (root / "3D-FUTURE-model" / "model_info.json").write_text(
+        json.dumps([{"model_id": "m_broken_info", "category": "Bed"}])
+    )
+    house = _house(root)
+    assert house.counts == {"bad_model_info": 1, "room_transform": 1}
+    bad_info = [p for p in house.problems if problem_kind(p) == "bad_model_info"][0]
+    assert "3D-FUTURE-model/m_broken_info/model_info.json unreadable" in bad_info
+    # The category falls back to the global list; the room transform is not applied.
+    g = [m for m in house.rooms[0].meshes if house.instances[m.instance].source_uid == "g"][0]
+    assert g.label == 17
+    np.testing.assert_allclose(g.vertices[0], [1.0, -1.0, 0.0])  # pos (1, 0, 1) only -> world (1, -1, 0)
+
+
 def test_room_without_floor_is_skipped(tmp_path):
     h = tf.base_house()
     h["scene"]["room"][0]["children"] = h["scene"]["room"][0]["children"][1:]  # drop the floor child

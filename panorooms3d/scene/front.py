@@ -282,7 +282,7 @@ def _parse_arch(ctx: _Ctx, entry: dict, materials: dict) -> _ArchMesh:
     elif uv_arr.size or textured:
         what = "no uv" if uv_arr.size == 0 else f"uv has {uv_arr.size} values for {nv} vertices"
         if textured:
-            what += f"; texture {material.texture} dropped"
+            what += f"; texture {_shown(material.texture, ctx.front_root)} dropped"
             material = Material(colour=material.colour, uv_scale=material.uv_scale, roughness=material.roughness)
         problem = ("missing_uv", what)
     return _ArchMesh(uid, mtype, verts, faces_i, uv, material, problem)
