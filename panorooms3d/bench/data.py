@@ -1,0 +1,179 @@
+"""Training and evaluation data: the official input encoding, random blocks, whole rooms.
+
+Input encoding (the official 3D Segmenter code, paper.md): a 4-channel volume
+``x = [-3 * tsdf, r, g, b]`` with colour mapped from uint8 to [-1, 1]; unobserved voxels
+(weight 0) get colour -1 and label 0 (void); free space therefore has channel 0 = -3.
+Targets are raw 3D-FRONT ids mapped through a class set (``paper30`` by default).
+
+Rooms are padded as the paper does: each spatial dimension up to a multiple of ``pad_to``
+(128) with free space (tsdf 1, unobserved). Random ``block``^3 crops are drawn from the padded
+room; augmentation flips x and/or y and turns 0/90/180/270 degrees about z, identically for the
+volume and the labels. Every sample is a pure function of (seed, index), so training is
+deterministic and resumable whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from panorooms3d.taxonomy import get_class_set
+
+TSDF_SCALE = -3.0
+
+
+def encode_input(tsdf: np.ndarray, rgb: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The official 4-channel input (4, X, Y, Z) float32 of a volume.
+
+    Args:
+        tsdf: (X, Y, Z) normalised tsdf in [-1, 1] (1 = free or unobserved).
+        rgb: (X, Y, Z, 3) uint8 colour.
+        weight: (X, Y, Z) observation weight (0 = unobserved).
+
+    Returns:
+        channel 0 = -3 * tsdf, channels 1-3 = rgb / 127.5 - 1 (unobserved: -1).
+    """
+    x = np.empty((4, *tsdf.shape), np.float32)
+    x[0] = TSDF_SCALE * np.asarray(tsdf, np.float32)
+    colour = np.moveaxis(np.asarray(rgb, np.float32), -1, 0) / 127.5 - 1.0
+    colour[:, np.asarray(weight) <= 0] = -1.0
+    x[1:] = colour
+    return x
+
+
+def encode_target(label: np.ndarray, weight: np.ndarray, class_set: str = "paper30") -> np.ndarray:
+    """Class ids (X, Y, Z) int64 of raw labels; unobserved voxels are void (0)."""
+    target = get_class_set(class_set).map(label).astype(np.int64)
+    target[np.asarray(weight) <= 0] = 0
+    return target
+
+
+def padded_shape(shape, pad_to: int = 128) -> tuple[int, int, int]:
+    """Each dimension rounded up to a multiple of ``pad_to`` (the paper's padding)."""
+    return tuple(int(np.ceil(s / pad_to) * pad_to) for s in shape)  # type: ignore[return-value]
+
+
+def augment(x: np.ndarray, y: np.ndarray, flip_x: bool, flip_y: bool, turns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flip and turn a (C, X, Y, Z) input and its (X, Y, Z) target identically about the z axis."""
+    if flip_x:
+        x, y = x[:, ::-1], y[::-1]
+    if flip_y:
+        x, y = x[:, :, ::-1], y[:, ::-1]
+    if turns % 4:
+        x, y = np.rot90(x, turns, axes=(1, 2)), np.rot90(y, turns, axes=(0, 1))
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+@dataclass
+class BlockConfig:
+    """How training blocks are drawn.
+
+    Attributes:
+        block: edge of the cubic block in voxels (the paper: 128).
+        pad_to: rooms are padded to multiples of this (default: the block size; the paper: 128).
+        class_set: target class set.
+        augment: random flips and 90-degree turns about z.
+        seed: the sampling seed.
+    """
+
+    block: int = 128
+    pad_to: int | None = None
+    class_set: str = "paper30"
+    augment: bool = True
+    seed: int = 0
+
+
+class BlockDataset(TorchDataset):
+    """Random ``block``^3 crops of the rooms of one split; sample ``i`` is a pure function of (seed, i).
+
+    ``len`` is nominal (``samples``); any index is valid. Returns (x (4, B, B, B) float32,
+    y (B, B, B) int64) tensors.
+    """
+
+    def __init__(self, dataset_dir: Path, rooms: list[str], config: BlockConfig, samples: int = 10**9):
+        if not rooms:
+            raise ValueError(f"no rooms to draw training blocks from in {dataset_dir}")
+        self.dataset_dir = Path(dataset_dir)
+        self.rooms = list(rooms)
+        self.config = config
+        self.samples = samples
+        self._ds = None
+        self._shapes: dict[str, tuple[int, int, int]] = {}
+
+    def _dataset(self):
+        if self._ds is None:  # opened lazily: once per DataLoader worker
+            from panorooms3d.store.dataset import Dataset
+
+            self._ds = Dataset(self.dataset_dir)
+        return self._ds
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def draw(self, index: int) -> tuple[str, np.ndarray, tuple[bool, bool, int]]:
+        """The room, block start (3,) and augmentation of sample ``index``."""
+        rng = np.random.default_rng([self.config.seed, int(index)])
+        uid = self.rooms[int(rng.integers(len(self.rooms)))]
+        shape = self._dataset().room_info(uid).shape
+        padded = padded_shape(shape, self.config.pad_to or self.config.block)
+        b = self.config.block
+        start = np.array([int(rng.integers(0, max(p - b, 0) + 1)) for p in padded])
+        aug = (bool(rng.integers(2)), bool(rng.integers(2)), int(rng.integers(4))) if self.config.augment else (
+            False, False, 0)
+        return uid, start, aug
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        uid, start, aug = self.draw(index)
+        b = self.config.block
+        crop = self._dataset().read_crop(uid, start, (b, b, b), arrays=("tsdf", "weight", "rgb", "label"))
+        x = encode_input(crop["tsdf"], crop["rgb"], crop["weight"])
+        y = encode_target(crop["label"], crop["weight"], self.config.class_set)
+        x, y = augment(x, y, *aug)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+@dataclass
+class RoomSample:
+    """A whole room for evaluation and distillation.
+
+    Attributes:
+        uid: room uid.
+        x: (4, X, Y, Z) float32 encoded input (unpadded; models pad internally).
+        y: (X, Y, Z) int64 class targets.
+        tsdf: (X, Y, Z) float32 normalised tsdf (for the panoramic projection).
+        origin: (3,) world corner of the grid (metres); voxel_size: metres.
+        panorama_label: (H, W) int64 class ids of the panorama, or None.
+        camera: (3,) world position of the panorama camera, or None.
+    """
+
+    uid: str
+    x: np.ndarray
+    y: np.ndarray
+    tsdf: np.ndarray
+    origin: np.ndarray
+    voxel_size: float
+    panorama_label: np.ndarray | None = None
+    panorama_rgb: np.ndarray | None = None
+    camera: np.ndarray | None = None
+
+
+def load_room(ds, uid: str, class_set: str = "paper30") -> RoomSample:
+    """Load and encode room ``uid`` of a :class:`panorooms3d.store.dataset.Dataset`."""
+    vol = ds.load_volume(uid)
+    pano = ds.load_panorama(uid)
+    cs = get_class_set(class_set)
+    return RoomSample(
+        uid=uid,
+        x=encode_input(vol.tsdf, vol.rgb, vol.weight),
+        y=encode_target(vol.label, vol.weight, class_set),
+        tsdf=np.asarray(vol.tsdf, np.float32),
+        origin=vol.origin,
+        voxel_size=vol.voxel_size,
+        panorama_label=None if pano is None else cs.map(pano.label).astype(np.int64),
+        panorama_rgb=None if pano is None else pano.rgb,
+        camera=None if pano is None else pano.camera,
+    )

@@ -1,0 +1,120 @@
+"""Whole-room evaluation: predict every voxel of a room, score with the paper's protocol.
+
+A room is predicted in one pass (as the official code does) when it has at most
+``max_voxels`` voxels; larger rooms go through a sliding window of ``window``^3 tiles with
+``overlap`` voxels of context on each side, whose centres are stitched (logits are not
+averaged: each voxel takes the prediction of the tile whose centre region contains it).
+Metrics: :mod:`panorooms3d.bench.metrics` — per room, then averaged weighted by the room's
+volume in 128^3 blocks (the paper's protocol); pooled and void-excluded variants beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from panorooms3d.bench.data import load_room
+from panorooms3d.bench.metrics import METRICS, aggregate, pooled_metrics, room_metrics, room_volume
+from panorooms3d.taxonomy import get_class_set
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_voxels: int = 256 * 256 * 128,
+                   window: int = 128, overlap: int = 16, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits (K, X, Y, Z) float32 of an encoded room x (4, X, Y, Z).
+
+    One pass when X*Y*Z <= max_voxels, otherwise a sliding window (see the module docstring).
+    """
+    model.eval()
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    shape = xt.shape[1:]
+    if int(np.prod(shape)) <= max_voxels:
+        return model(xt[None].to(device))[0].float().cpu()
+    core = window - 2 * overlap
+    if core <= 0:
+        raise ValueError(f"window {window} must exceed twice the overlap {overlap}")
+    out = None
+    for i in range(0, shape[0], core):
+        for j in range(0, shape[1], core):
+            for k in range(0, shape[2], core):
+                lo = [max(a - overlap, 0) for a in (i, j, k)]
+                hi = [min(a + core + overlap, s) for a, s in zip((i, j, k), shape)]
+                tile = xt[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+                pred = model(tile[None].to(device))[0].float().cpu()
+                if out is None:
+                    out = torch.empty((pred.shape[0], *shape), dtype=torch.float32)
+                c_hi = [min(a + core, s) for a, s in zip((i, j, k), shape)]
+                out[:, i:c_hi[0], j:c_hi[1], k:c_hi[2]] = pred[:, i - lo[0]:c_hi[0] - lo[0],
+                                                               j - lo[1]:c_hi[1] - lo[1], k - lo[2]:c_hi[2] - lo[2]]
+    return out
+
+
+def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", rooms: list[str] | None = None,
+             class_set: str = "paper30", max_voxels: int = 256 * 256 * 128, device: str = "cpu",
+             progress: bool = True, keep_predictions: bool = False) -> dict:
+    """Score ``model`` on whole rooms of a dataset.
+
+    Returns a JSON-able dict: ``metrics`` (volume-weighted, the paper's protocol), ``pooled``,
+    ``void_excluded`` (volume-weighted, class 0 left out), ``per_class_iou`` (pooled, by class
+    name), ``confusion`` (pooled, K x K), ``rooms`` (per-room metrics and weights). With
+    ``keep_predictions`` also ``predictions`` {uid: (X, Y, Z) uint8 class ids} (not JSON-able).
+    """
+    from panorooms3d.store.dataset import Dataset
+
+    ds = Dataset(Path(dataset_dir))
+    uids = rooms if rooms is not None else ds.split(split)
+    if not uids:
+        raise ValueError(f"{dataset_dir}: no rooms in split {split!r} to evaluate")
+    cs = get_class_set(class_set)
+    per_room, no_void, weights, records, preds = [], [], [], [], {}
+    model.to(device)
+    for uid in tqdm(uids, desc="evaluate", unit="room", disable=not progress, dynamic_ncols=True):
+        sample = load_room(ds, uid, class_set)
+        pred = predict_logits(model, sample.x, max_voxels=max_voxels, device=device).argmax(0).numpy()
+        m = room_metrics(pred, sample.y, cs.num_classes)
+        mv = room_metrics(pred, sample.y, cs.num_classes, exclude_void=True)
+        w = room_volume(sample.y.shape)
+        per_room.append(m)
+        no_void.append(mv)
+        weights.append(w)
+        records.append({"uid": uid, "weight": w, "voxels": m["voxels"], **{k: m[k] for k in METRICS}})
+        if keep_predictions:
+            preds[uid] = pred.astype(np.uint8)
+    pooled = pooled_metrics(per_room)
+    result = {
+        "class_set": class_set,
+        "split": split,
+        "metrics": aggregate(per_room, weights),
+        "pooled": {k: pooled[k] for k in METRICS},
+        "void_excluded": aggregate(no_void, weights),
+        "per_class_iou": {name: _num(v) for name, v in zip(cs.class_names, pooled["per_class"]["IoU"])},
+        "confusion": np.sum([m["confusion"] for m in per_room], axis=0).tolist(),
+        "rooms": records,
+    }
+    if keep_predictions:
+        result["predictions"] = preds
+    return result
+
+
+def _num(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+def write_metrics(result: dict, path: Path) -> None:
+    """Write an evaluation result as JSON (NaN as null), leaving out predictions."""
+    clean = {k: v for k, v in result.items() if k != "predictions"}
+    Path(path).write_text(json.dumps(_nan_to_none(clean), indent=2))
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj

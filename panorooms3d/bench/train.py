@@ -1,0 +1,259 @@
+"""Training on random blocks: Adam, checkpoints with optimizer and scheduler, resume, DDP.
+
+``train(TrainConfig(...))`` trains a registered model (``panorooms3d models``) on random
+``block``^3 crops of a dataset's training rooms. It is
+
+- deterministic for a seed: sample ``i`` is a pure function of (seed, i) (see
+  :mod:`panorooms3d.bench.data`) and the torch RNG is re-seeded at every iteration, so a run
+  killed and resumed from its checkpoint ends with the same weights as an uninterrupted one;
+- resumable: ``<out>/checkpoints/last.pt`` (model, optimizer, scheduler, scaler, iteration,
+  config) is written atomically every ``checkpoint_every`` iterations and at the end;
+- observable: a progress bar with the loss, TensorBoard logs in ``<out>/tb`` (when tensorboard
+  is installed), ``<out>/train_log.jsonl``;
+- scalable: DDP when launched with ``torchrun`` (``WORLD_SIZE`` > 1; gloo on CPU, nccl on GPU),
+  bf16 autocast on GPU (``amp``).
+
+Defaults follow the paper: Adam, learning rate 1e-3, 128^3 blocks, cross-entropy over all 30
+classes (void included). The paper states no learning-rate decay; ``schedule="poly"`` is
+available (power 0.9).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from panorooms3d.bench.data import BlockConfig, BlockDataset
+from panorooms3d.run.atomic import atomic_path
+from panorooms3d.taxonomy import get_class_set
+
+CHECKPOINT = "checkpoints/last.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a block-training run (all JSON-able; stored in every checkpoint).
+
+    Attributes:
+        data: dataset folder (``manifest.json``).
+        model: registered model name (``3dseg-t`` ...).
+        out: run folder (checkpoints, logs, final weights).
+        iterations: optimisation steps.
+        batch_size: blocks per step (per process under DDP).
+        block: block edge in voxels (paper: 128).
+        lr: Adam learning rate (paper: 1e-3).
+        weight_decay: Adam weight decay.
+        schedule: ``constant`` (paper) or ``poly``.
+        class_set: target classes.
+        seed: the seed of sampling and initialisation.
+        workers: DataLoader workers.
+        checkpoint_every: iterations between checkpoints.
+        log_every: iterations between log lines.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        split: the split to train on.
+        init: optional checkpoint to initialise the model from (e.g. a pretrained student).
+        model_overrides: constructor overrides (e.g. ``{"skip": False}``).
+    """
+
+    data: str
+    model: str = "3dseg-t"
+    out: str = "runs/3dseg-t"
+    iterations: int = 20000
+    batch_size: int = 2
+    block: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    class_set: str = "paper30"
+    seed: int = 0
+    workers: int = 2
+    checkpoint_every: int = 200
+    log_every: int = 10
+    amp: bool = True
+    device: str = "auto"
+    split: str = "train"
+    init: str | None = None
+    model_overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run's weights are and how it went."""
+
+    checkpoint: Path
+    iterations: int
+    final_loss: float
+    seconds: float
+    resumed_from: int
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build(config: TrainConfig) -> torch.nn.Module:
+    """The model of a run, initialised deterministically from the seed."""
+    from panorooms3d.nn.registry import build_model
+
+    torch.manual_seed(config.seed)
+    num_classes = get_class_set(config.class_set).num_classes
+    return build_model(config.model, num_classes=num_classes, in_channels=4, **config.model_overrides)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
+    """The learning-rate schedule (a LambdaLR, so its state is checkpointed)."""
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    if config.schedule == "poly":
+        total = max(config.iterations, 1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1.0 - it / total, 0.0) ** 0.9)
+    raise ValueError(f"unknown schedule {config.schedule!r}; use constant or poly")
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> dict:
+    """Load a run checkpoint's model weights into ``model``; returns the checkpoint dict."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = ckpt["model"] if "model" in ckpt else ckpt
+    model.load_state_dict(state)
+    return ckpt
+
+
+def _save(path: Path, payload: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool = True) -> TrainResult:
+    """Train (or resume) the run described by ``config``.
+
+    Args:
+        config: the run.
+        stop_after: stop (with a checkpoint) after this many iterations of this call — for tests
+            and time-sliced schedulers; the run resumes later from there.
+        progress: show a progress bar.
+    """
+    from panorooms3d.store.dataset import Dataset
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = _device(config.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+
+    model = build(config).to(device)
+    if config.init:
+        load_weights(Path(config.init), model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = make_scheduler(optimizer, config)
+    use_amp = config.amp and device.type == "cuda"
+
+    start = 0
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start = int(ckpt["iteration"])
+    resumed_from = start
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    ds = Dataset(Path(config.data))
+    rooms = ds.split(config.split)
+    if not rooms:
+        raise ValueError(f"{config.data}: the {config.split!r} split has no rooms")
+    blocks = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, class_set=config.class_set,
+                                                                  seed=config.seed))
+    b = config.batch_size
+    end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
+    # Sample index of (iteration, rank, item): a pure function, so resuming draws the same blocks.
+    indices = [(it * world + rank) * b + j for it in range(start, end) for j in range(b)]
+    loader = DataLoader(blocks, batch_size=b, sampler=indices, num_workers=config.workers,
+                        persistent_workers=False, pin_memory=device.type == "cuda")
+
+    writer = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tb"))
+        except ImportError:  # tensorboard is optional
+            writer = None
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    log = (out / "train_log.jsonl").open("a") if rank == 0 else None
+
+    def checkpoint(iteration: int) -> None:
+        if rank == 0:
+            _save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "iteration": iteration,
+                              "config": asdict(config)})
+
+    t0 = time.perf_counter()
+    loss_value = math.nan
+    bar = tqdm(total=config.iterations, initial=start, desc=f"train {config.model}", unit="it",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    net.train()
+    it = start
+    for it, (x, y) in enumerate(loader, start=start):
+        torch.manual_seed(config.seed * 1_000_003 + it * world + rank)
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = net(x)
+        loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            checkpoint(it)
+            raise FloatingPointError(f"loss became {loss_value} at iteration {it + 1}; lower the learning rate")
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if rank == 0 and ((it + 1) % config.log_every == 0 or it + 1 == end):
+            record = {"iteration": it + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                      "seconds": time.perf_counter() - t0}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if writer is not None:
+                writer.add_scalar("train/loss", loss_value, it + 1)
+                writer.add_scalar("train/lr", record["lr"], it + 1)
+        if (it + 1) % config.checkpoint_every == 0:
+            checkpoint(it + 1)
+    done = end if end > start else start
+    checkpoint(done)
+    bar.close()
+    if log is not None:
+        log.close()
+    if writer is not None:
+        writer.close()
+    if rank == 0 and done >= config.iterations:
+        _save(out / "model.pt", {"model": model.state_dict(), "config": asdict(config), "iteration": done})
+    return TrainResult(checkpoint=ckpt_path, iterations=done, final_loss=loss_value,
+                       seconds=time.perf_counter() - t0, resumed_from=resumed_from)

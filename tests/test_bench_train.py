@@ -1,0 +1,124 @@
+"""Benchmark data, training (deterministic, kill and resume) and whole-room evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bench_rooms import BED, FLOOR, make_dataset
+
+from panorooms3d.bench.data import BlockConfig, BlockDataset, augment, encode_input, encode_target, padded_shape
+from panorooms3d.bench.evaluate import evaluate, predict_logits
+from panorooms3d.bench.train import TrainConfig, build, train
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def test_encoding_follows_the_official_code() -> None:
+    tsdf = np.array([[[1.0, -0.5]]], np.float32)
+    rgb = np.array([[[[255, 0, 127], [10, 20, 30]]]], np.uint8)
+    weight = np.array([[[0.0, 2.0]]], np.float32)
+    x = encode_input(tsdf, rgb, weight)
+    assert x.shape == (4, 1, 1, 2)
+    assert x[0, 0, 0].tolist() == [-3.0, 1.5], "channel 0 = -3 tsdf"
+    assert x[1:, 0, 0, 0].tolist() == [-1, -1, -1], "unobserved colour is -1"
+    assert np.allclose(x[1:, 0, 0, 1], np.array([10, 20, 30]) / 127.5 - 1)
+    y = encode_target(np.array([[[FLOOR, BED]]], np.uint8), weight)
+    assert y.tolist() == [[[0, 13]]], "unobserved is void; raw ids map to paper30 (bed = 13)"
+    assert padded_shape((130, 128, 20)) == (256, 128, 128)
+
+
+def test_augmentation_moves_volume_and_labels_together() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, (4, 5, 3))
+    x = np.stack([y * 1.0, -y * 1.0])
+    for flips in [(True, False, 0), (False, True, 1), (True, True, 3), (False, False, 2)]:
+        xa, ya = augment(x, y, *flips)
+        assert np.array_equal(xa[0], ya) and np.array_equal(xa[1], -ya)
+    assert augment(x, y, False, False, 1)[1].shape == (5, 4, 3), "a quarter turn about z swaps x and y"
+
+
+def test_blocks_are_a_pure_function_of_seed_and_index(dataset: Path) -> None:
+    from panorooms3d.store.dataset import Dataset
+
+    rooms = Dataset(dataset).split("train")
+    a = BlockDataset(dataset, rooms, BlockConfig(block=16, seed=3))
+    b = BlockDataset(dataset, rooms, BlockConfig(block=16, seed=3))
+    xa, ya = a[7]
+    xb, yb = b[7]
+    assert xa.shape == (4, 16, 16, 16) and ya.shape == (16, 16, 16) and ya.dtype == torch.int64
+    assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert any(not torch.equal(a[i][0], xa) for i in range(8, 12))
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+def test_training_resumes_to_the_same_result(dataset: Path, tmp_path: Path) -> None:
+    base = dict(data=str(dataset), model="3dseg-t", iterations=6, batch_size=1, block=16, workers=0,
+                checkpoint_every=2, log_every=1)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **base), progress=False)
+    assert full.iterations == 6 and np.isfinite(full.final_loss)
+    # interrupted after 3 iterations, then resumed
+    cfg = TrainConfig(out=str(tmp_path / "split"), **base)
+    part = train(cfg, stop_after=3, progress=False)
+    assert part.iterations == 3
+    rest = train(cfg, progress=False)
+    assert rest.resumed_from == 3 and rest.iterations == 6
+    a, b = _state(full.checkpoint), _state(rest.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run ends with the same weights"
+    assert (tmp_path / "full" / "model.pt").exists()
+    log = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_training_killed_with_sigkill_resumes(dataset: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(dataset), model="3dseg-t", out=str(tmp_path / "killed"), iterations=40, batch_size=1,
+                      block=16, workers=0, checkpoint_every=2, log_every=1)
+    script = (f"import json; from panorooms3d.bench.train import TrainConfig, train; "
+              f"train(TrainConfig(**json.loads({json.dumps(json.dumps(asdict(cfg)))})), progress=False)")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    ckpt = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, map_location="cpu", weights_only=False)["iteration"]
+    assert 0 < killed_at < 40, "the run was killed part-way"
+    torch.set_num_threads(1)
+    try:
+        resumed = train(cfg, progress=False)
+        reference = train(TrainConfig(**{**asdict(cfg), "out": str(tmp_path / "ref")}), progress=False)
+    finally:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    assert resumed.resumed_from == killed_at
+    a, b = _state(resumed.checkpoint), _state(reference.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_whole_room_evaluation_and_sliding_window(dataset: Path) -> None:
+    model = build(TrainConfig(data=str(dataset), model="3dseg-t"))
+    x = torch.randn(4, 40, 30, 20)
+    one = predict_logits(model, x)
+    tiled = predict_logits(model, x, max_voxels=1000, window=32, overlap=8)
+    assert one.shape == tiled.shape == (30, 40, 30, 20)
+    result = evaluate(model, dataset, split="test", progress=False)
+    assert set(result["metrics"]) == {"aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall"}
+    assert len(result["rooms"]) == 1 and result["rooms"][0]["weight"] == 1
+    assert len(result["per_class_iou"]) == 30
+    assert np.asarray(result["confusion"]).sum() == result["rooms"][0]["voxels"]
