@@ -14,7 +14,16 @@ import click
 
 from panorooms3d import __version__
 
-COMMANDS: dict[str, tuple[str, str, str]] = {}
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "scenes": ("panorooms3d.scene.commands", "scenes_command", "List the houses and rooms of a 3D-FRONT folder, with problems found."),
+    "export": ("panorooms3d.scene.commands", "export_command", "Write one room's labelled triangle mesh (world frame, Z up) as PLY."),
+    "panorama": ("panorooms3d.panorama.commands", "panorama", "Turn each room's skybox into 512x1024 equirect RGB/label/depth panoramas."),
+    "pack": ("panorooms3d.store.commands", "pack", "Pack staged rooms into checksummed zarr shards + manifest + splits."),
+    "info": ("panorooms3d.store.commands", "info", "Rooms, sizes and class histogram of a dataset; --verify checks checksums."),
+    "view": ("panorooms3d.store.commands", "view", "A room of a dataset as a marching-cubes mesh (.ply) or volume slices (.png)."),
+    "import-official": ("panorooms3d.store.commands", "import_official_command", "Convert the official PanoRooms3D release (.npz rooms, ADE panoramas)."),
+    "models": ("panorooms3d.nn.commands", "models", "List the models with parameter counts vs the paper; `models profile` times one."),
+}
 
 
 class LazyGroup(click.Group):
