@@ -969,10 +969,9 @@ class _Writer:
             if truncate:
                 obj = tmp / "raw_model.obj"
                 text = obj.read_text()
-                cut = int(len(text) * 0.6)
-                while text[cut - 1] == "\n" or text[cut] == "\n":
-                    cut += 1
-                obj.write_text(text[:cut], newline="\n")
+                start = text.index("\nf ", int(len(text) * 0.6)) + 1  # a face line in the last 40 %
+                end = text.index("\n", start)
+                obj.write_text(text[:(start + end) // 2], newline="\n")  # cut in the middle of that line
         self.files += 4
         return folder
 
