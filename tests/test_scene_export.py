@@ -174,3 +174,15 @@ def test_scenes_command_verbose_logs_each_problem(tmp_path, caplog):
         "unknown_ref: house1/Bedroom-1: child 'x' (ref 'ghost'): ref names no furniture or mesh uid: skipped"
     ]
     assert logging.getLogger("panorooms3d.scene").level == logging.NOTSET  # restored
+
+
+def test_scenes_command_full_reads_objs(tmp_path):
+    h = tf.base_house()
+    h["furniture"].append({"uid": "f/cut", "jid": "cut", "category": "desk"})
+    h["scene"]["room"][0]["children"].append({"ref": "f/cut", "instanceid": "furniture/9"})
+    root = tf.write_front(tmp_path, {"house1": h}, {"tetra": tf.TETRA_OBJ, "cut": "v 0 0 0\nv 1 0"})
+    res = CliRunner().invoke(scenes_command, ["--front", str(root)])
+    assert res.exit_code == 0 and res.output.splitlines()[-1].endswith("problems: -")
+    res = CliRunner().invoke(scenes_command, ["--front", str(root), "--full"])
+    row = next(line for line in res.output.splitlines() if line.startswith("house1 "))
+    assert row.split()[-3:] == ["1", "bad_obj", "1"]  # furniture 1: the cut model is dropped

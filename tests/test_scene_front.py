@@ -234,6 +234,7 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
         _child("m/baduv", "c-baduv"),
         _child("m/empty", "c-empty"),
         _child("m/badidx", "c-badidx"),
+        _child("f/ok", "c-neg-scale"),  # a child instanceid seen before: kept, counted
     ]
     # A second room with the same instanceid, and a third room without a floor.
     h["mesh"] += tf.room_meshes("r2", x0=5, x1=7)
@@ -262,16 +263,22 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
         "empty_mesh": 1,
         "bad_mesh": 1,
         "duplicate_room": 1,
+        "duplicate_child": 1,
         "room_without_floor": 1,
     }
     assert len(house.problems) == sum(house.counts.values())
     # Every problem was logged as a warning on panorooms3d.scene, naming house, room and item.
     logged = [r.getMessage() for r in caplog.records if r.name == "panorooms3d.scene"]
     assert logged == house.problems
-    by_item = {p.split("child ")[1].split(" ")[0].strip("'"): p for p in house.problems if "child '" in p}
+    by_item = {
+        p.split("child ")[1].split(" ")[0].strip("'"): p
+        for p in house.problems
+        if "child '" in p and problem_kind(p) != "duplicate_child"
+    }
     assert by_item["c-missing"].startswith("missing_model: house1/Bedroom-1: ")
     assert "3D-FUTURE-model/no-such-model/raw_model.obj" in by_item["c-missing"]
-    assert "line 4: face with fewer than 3 corners" in by_item["c-badobj"]
+    assert "3D-FUTURE-model/truncated/raw_model.obj: line 4: face with fewer than 3 corners" in by_item["c-badobj"]
+    assert str(root) not in by_item["c-badobj"]  # paths shown relative to FRONT_ROOT
     assert "valid: false" in by_item["c-invalid"]
     assert "abs() used" in by_item["c-neg-scale"] and "skipped" in by_item["c-zero-scale"]
     assert "identity used" in by_item["c-zero-rot"]
@@ -284,11 +291,11 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
         "duplicate_room: house1/Bedroom-1_2: room instanceid 'Bedroom-1' seen before: renamed Bedroom-1_2"
     ]
     fur = room1.furniture()
-    assert len(fur) == 6
+    assert len(fur) == 7
     nouv = [m for m in fur if m.name.startswith("sofa/f/nouv")][0]
     assert nouv.uv is None and nouv.material.texture is None
     neg = [m for m in fur if house.instances[m.instance].source_uid == "f/ok"]
-    assert len(neg) == 4
+    assert len(neg) == 5
     # Negative scale (-2, 1, 1) repaired to (2, 1, 1) at pos (1, 0, 1), identity rotation:
     # local (1, 0, 0) -> (2, 0, 0) + (1, 0, 1) = (3, 0, 1) -> world (3, -1, 0); not mirrored.
     np.testing.assert_allclose(neg[0].vertices[1], [3.0, -1.0, 0.0])
@@ -297,7 +304,7 @@ def test_every_fault_is_skipped_or_repaired_and_counted(tmp_path, caplog):
     np.testing.assert_allclose(neg[1].vertices[2], [1.0, -1.0, 2.0])
     baduv = [m for m in room1.meshes if house.instances[m.instance].source_uid == "m/baduv"][0]
     assert baduv.uv is None and baduv.material.texture is None and baduv.label == 51
-    assert len(room1.meshes) == 6 + 6 + 1
+    assert len(room1.meshes) == 6 + 7 + 1
     # Duplicate room renamed; room without floor skipped, its meshes kept as loose meshes.
     assert [r.room_id for r in house.rooms] == ["Bedroom-1", "Bedroom-1_2"]
     assert len(house.room("Bedroom-1_2").meshes) == 6

@@ -67,10 +67,10 @@ def _table(rows: list[list[str]], header: list[str], right: set[int]) -> str:
 
 
 def _scan(
-    front_root: Path, houses: tuple[str, ...], report: list[dict], rows: list[list[str]], totals: Counter
+    front_root: Path, houses: tuple[str, ...], report: list[dict], rows: list[list[str]], totals: Counter, full: bool
 ) -> None:
-    """Parse the houses one by one (a house is dropped before the next is read) into report rows."""
-    for item in load_houses(front_root, list(houses) or None, load_geometry=False):
+    """Load the houses one by one (a house is dropped before the next is read) into report rows."""
+    for item in load_houses(front_root, list(houses) or None, load_geometry=full):
         if isinstance(item, HouseLoadError):
             report.append({"house": item.house_uid, "error": str(item)})
             rows.append([item.house_uid, "-", "-", "", "", "", "", f"ERROR: {item}"])
@@ -113,11 +113,12 @@ def _scan(
 @_FRONT_OPTION
 @click.option("--house", "houses", multiple=True, help="Only this house uid (repeatable). Default: all houses.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (houses, rooms, problems) instead of a table.")
+@click.option("--full", is_flag=True, help="Also read every furniture OBJ (slower; finds bad_obj and missing_uv).")
 @click.option("-v", "--verbose", is_flag=True, help="Also log every problem line (house, room, item) to stderr.")
-def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, verbose: bool) -> None:
+def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, full: bool, verbose: bool) -> None:
     """List the houses and rooms of a 3D-FRONT folder, with the problems the loader found.
 
-    Parses the house files only (furniture OBJs are not read, so this is fast). A bad house file
+    Parses the house files only (furniture OBJs are not read unless ``--full``). A bad house file
     is listed with its error and the run goes on. The problems column counts, per room, what the
     loader skipped or repaired (see docs/scenes.md); ``--verbose`` prints each one.
 
@@ -128,7 +129,7 @@ def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, ver
     totals: Counter = Counter()
     try:
         with _scene_warnings(verbose):
-            _scan(front_root, houses, report, rows, totals)
+            _scan(front_root, houses, report, rows, totals, full)
     except FrontError as exc:
         raise click.ClickException(str(exc)) from None
     n_houses = len(report)

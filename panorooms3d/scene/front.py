@@ -51,6 +51,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "bad_rotation": "zero/non-finite/malformed quaternion: identity used",
     "bad_position": "non-finite/malformed position: skipped",
     "duplicate_room": "a room instanceid seen before in the house: renamed with a suffix",
+    "duplicate_child": "a child instanceid seen before in the room: kept (instance ids come from the loader)",
     "unknown_ref": "a room child whose ref is no furniture or mesh uid: skipped",
     "unknown_category": "a category or mesh type not in the taxonomy: labelled others (15)",
     "empty_mesh": "an architecture mesh without vertices or faces: skipped",
@@ -339,7 +340,8 @@ def _load_model(ctx: _Ctx, jid: str, pos, rot, scale, where: str, room: Room | N
     try:
         mesh = read_obj(obj)
     except ObjError as exc:
-        ctx.problem("bad_obj", where, f"{exc}: skipped", room)
+        what = str(exc).replace(str(obj), _shown(obj, ctx.front_root), 1)
+        ctx.problem("bad_obj", where, f"{what}: skipped", room)
         return None
     tex = obj.parent / "texture.png"
     material = Material(texture=tex if tex.is_file() else None)
@@ -447,6 +449,7 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
             ctx.problem("room_transform", rwhere, "non-identity room pos/rot/scale ignored", room)
 
         children = rj.get("children") or []
+        seen_children: set[str] = set()
         for ci, child in enumerate(children if isinstance(children, list) else []):
             if not isinstance(child, dict):
                 ctx.problem("unknown_ref", rwhere, f"child [{ci}] is not a JSON object: skipped", room)
@@ -454,6 +457,11 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
             ref = _str(child.get("ref"))
             cname = _str(child.get("instanceid")) or f"child[{ci}]"
             where = f"{rwhere}: child {cname!r} (ref {ref!r})"
+            if cname in seen_children:
+                ctx.problem(
+                    "duplicate_child", where, f"child instanceid seen before in the room (child [{ci}]): kept", room
+                )
+            seen_children.add(cname)
             if ref in furniture:
                 entry = furniture[ref]
                 jid = _str(entry.get("jid"))
