@@ -2,10 +2,10 @@
 
 Steps (docs/fusion.md):
 1. clean depth (NaN, inf and negative -> 0, counted), pick ``depth_max`` from the data;
-2. integrate every frame into Open3D's sparse ``VoxelBlockGrid`` (tsdf, weight, colour), tracking
-   the bounds of the back-projected points;
+2. integrate every frame into Open3D's sparse ``VoxelBlockGrid`` (tsdf, weight, colour);
 3. read a dense grid back on our convention (origin a multiple of the voxel size, voxel centres at
-   origin + (ijk + 0.5) * voxel_size), tight around the points (or given bounds) plus a margin;
+   origin + (ijk + 0.5) * voxel_size), tight around the observed surfaces -- the back-projected
+   depth, to within a voxel -- (or given bounds) plus a margin;
 4. vote labels and instances for the observed near-surface band; fill band voxels left without a
    vote from the nearest voted voxel; everything else is void.
 """
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from panorooms3d.geometry import grid_for_bounds, pixel_rays
+from panorooms3d.geometry import grid_for_bounds
 from panorooms3d.store.frames import Frames
 from panorooms3d.volume import RoomVolume
 
@@ -48,17 +48,6 @@ def _check_frames(frames: Frames, room: str) -> tuple[int, int, int]:
     return n, h, w
 
 
-def _bounds_of_points(depth: np.ndarray, rays: np.ndarray, cam_to_world: np.ndarray, stride: int):
-    """(lo, hi) world bounds (3,) of the back-projected points of one frame, or None (no hit)."""
-    d = depth[::stride, ::stride]
-    valid = d > 0
-    if not valid.any():
-        return None
-    pts = rays[::stride, ::stride][valid] * d[valid][:, None]
-    pts = pts @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
-    return pts.min(axis=0), pts.max(axis=0)
-
-
 def fuse_room(
     frames: Frames,
     *,
@@ -82,7 +71,7 @@ def fuse_room(
         truncation: truncation distance in voxels; tsdf = signed distance / (truncation * voxel_size).
         bounds: the box to store: ``(lo (3,), hi (3,))`` world metres, or an object with a
             ``bounds()`` method returning them (a :class:`~panorooms3d.scene.model.Room`). Default:
-            the bounds of the frames' back-projected points.
+            the extent of the observed surfaces (the back-projected depth, to within a voxel).
         margin: voxels added on every side of the bounds.
         depth_max: depths beyond this (metres) are ignored; default: the largest valid depth.
         band: half-width (metres) of the label-voting band around surfaces; default the
@@ -128,32 +117,34 @@ def fuse_room(
 
     # 2. integrate
     integrator = TsdfIntegrator(voxel_size, truncation, dmax, device)
-    rays = pixel_rays(K, w, h)
-    stride = max(1, int(np.sqrt(h * w / 80_000)))
-    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
-    empty_frames = 0
-    t0 = time.perf_counter()
+
     def depth_of(i: int) -> np.ndarray:
         d = clean_depth(frames.depth[i])[0]
         return np.where(d <= dmax, d, np.float32(0)) if depth_max is not None else d
 
+    t0 = time.perf_counter()
+    empty_frames = 0
     for i in range(n):
         d = depth_of(i)
-        b = _bounds_of_points(d, rays, c2w[i], stride)
-        if b is None:
+        if not (d > 0).any():
             empty_frames += 1
             continue
-        lo, hi = np.minimum(lo, b[0]), np.maximum(hi, b[1])
         integrator.integrate(d, frames.rgb[i], K, c2w[i])
     t_integrate = time.perf_counter() - t0
-    if not np.isfinite(lo).all():
-        raise FusionError(f"room {room}: no valid depth within depth_max={dmax:.2f} m in any of its {n} frames")
 
-    # 3. dense grid on our convention
+    # 3. dense grid on our convention, tight around the surfaces (or the given bounds) plus a margin
+    t0 = time.perf_counter()
+    index, s_tsdf, s_weight, s_colour = integrator.extract_sparse()
+    surface = np.abs(s_tsdf) * truncation <= 1.0  # within one voxel of a surface
+    if not surface.any():
+        raise FusionError(f"room {room}: no surface was observed within depth_max={dmax:.2f} m in any of its {n} frames")
     if bounds is not None:
         if hasattr(bounds, "bounds"):
             bounds = bounds.bounds()
         lo, hi = (np.asarray(b, np.float64).reshape(3) for b in bounds)
+    else:  # the extent of the surface: the near-surface voxel centres, plus the voxel they are within
+        lo = (index[surface].min(axis=0) + 0.5) * voxel_size - voxel_size
+        hi = (index[surface].max(axis=0) + 0.5) * voxel_size + voxel_size
     origin, shape = grid_for_bounds(lo, hi, voxel_size, margin * voxel_size)
     nvox = int(np.prod(shape))
     if nvox > MAX_VOXELS:
@@ -161,8 +152,10 @@ def fuse_room(
             f"room {room}: the grid {shape} ({nvox / 1e6:.0f} M voxels) from bounds {np.round(lo, 2).tolist()} .. "
             f"{np.round(hi, 2).tolist()} is too large; pass bounds (the room's mesh) or a smaller depth_max"
         )
-    t0 = time.perf_counter()
-    tsdf, weight, colour = integrator.extract_dense(origin, shape)
+    origin_index = np.rint(origin / voxel_size).astype(np.int64)
+    origin = origin_index * voxel_size
+    tsdf, weight, colour = integrator.dense(index, s_tsdf, s_weight, s_colour, origin_index, shape)
+    del index, s_tsdf, s_weight, s_colour
     t_extract = time.perf_counter() - t0
 
     # 4. labels by voting on the observed near-surface band
@@ -200,7 +193,7 @@ def fuse_room(
             "depth_max_m": round(dmax, 4),
             "label_band_m": band_m,
             "margin_voxels": int(margin),
-            "bounds": "given" if bounds is not None else "back-projected points",
+            "bounds": "given" if bounds is not None else "observed surfaces",
             "frames": int(n),
             "frames_without_depth": int(empty_frames),
             "invalid_depth_pixels": int(invalid_pixels),

@@ -67,16 +67,41 @@ class LabelVoter:
             camera's +z, as the TSDF's projective signed distance).
         power: votes weigh ``(1 - |depth - z| / band) ** power`` (0: every vote weighs 1), so
             the surface nearest to the voxel outvotes a farther one seen through it.
+        chunk: edge (metres) of the cubes voxels are grouped in for frustum culling.
     """
 
-    def __init__(self, centres: np.ndarray, band: float, power: float = 2.0) -> None:
-        self.centres = np.ascontiguousarray(centres, dtype=np.float64).reshape(-1, 3)
+    def __init__(self, centres: np.ndarray, band: float, power: float = 2.0, chunk: float = 0.32) -> None:
+        centres = np.asarray(centres, dtype=np.float64).reshape(-1, 3)
         self.band = float(band)
         self.power = float(power)
-        n = self.centres.shape[0]
+        n = centres.shape[0]
+        # Group voxels into chunks (cubes of ``chunk`` metres) so a frame only projects the chunks
+        # that meet its view frustum. Voxels are kept sorted by chunk; ``order`` maps back.
+        key = np.floor(centres / chunk).astype(np.int64)
+        key0 = key.min(axis=0) if n else np.zeros(3, np.int64)
+        dims = (key.max(axis=0) - key0 + 1) if n else np.ones(3, np.int64)
+        flat = np.ravel_multi_index((key - key0).T, tuple(int(d) for d in dims))
+        self.order = np.argsort(flat, kind="stable")
+        uniq, counts = np.unique(flat[self.order], return_counts=True)
+        self.centres = np.ascontiguousarray(centres[self.order], dtype=np.float32)
+        self.chunk_centres = (np.stack(np.unravel_index(uniq, tuple(int(d) for d in dims)), axis=1) + key0 + 0.5) * chunk
+        self.chunk_counts = counts
+        self.chunk_radius = 0.5 * np.sqrt(3.0) * chunk
         self.labels = _VoteTable(n, 256)
         self.instances = _VoteTable(n, 65536)
         self.frames = 0
+
+    def _visible(self, K: np.ndarray, c2w: np.ndarray, w: int, h: int) -> np.ndarray:
+        """Indices (sorted order) of the voxels in chunks that meet the camera's view frustum."""
+        p = (self.chunk_centres - c2w[:3, 3]) @ c2w[:3, :3]  # camera frame
+        x, y, z = p[:, 0], p[:, 1], p[:, 2]
+        r = self.chunk_radius
+        ok = z > -r
+        for lim, coord, f in (((-0.5 - K[0, 2]) / K[0, 0], x, -1.0), ((w - 0.5 - K[0, 2]) / K[0, 0], x, 1.0),
+                              ((-0.5 - K[1, 2]) / K[1, 1], y, -1.0), ((h - 0.5 - K[1, 2]) / K[1, 1], y, 1.0)):
+            # side plane through the camera centre: inside when f * (coord - lim * z) <= 0
+            ok &= f * (coord - lim * z) <= r * np.sqrt(1.0 + lim * lim)
+        return np.flatnonzero(np.repeat(ok, self.chunk_counts))
 
     def add_frame(
         self, depth: np.ndarray, label: np.ndarray, instance: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray
@@ -91,24 +116,24 @@ class LabelVoter:
             cam_to_world: (4, 4) OpenCV camera-to-world pose.
         """
         self.frames += 1
-        n = self.centres.shape[0]
-        if n == 0:
+        if self.centres.shape[0] == 0:
             return 0
         h, w = depth.shape
         c2w = np.asarray(cam_to_world, np.float64)
-        rot, t = c2w[:3, :3], c2w[:3, 3]
         k = np.asarray(K, np.float64)
+        idx = self._visible(k, c2w, w, h)
+        if idx.size == 0:
+            return 0
         # p_cam = R^T (p - t); fold K in: (u z, v z, z) = K R^T p - K R^T t
-        m = k @ rot.T
-        b = m @ t
-        p = self.centres @ m.T
-        p -= b
+        m = k @ c2w[:3, :3].T
+        b = m @ c2w[:3, 3]
+        p = self.centres[idx] @ m.T.astype(np.float32)
+        p -= b.astype(np.float32)
         z = p[:, 2]
         front = z > 1e-6
-        idx = np.flatnonzero(front)
-        z = z[idx]
-        u = np.rint(p[idx, 0] / z).astype(np.int64)
-        v = np.rint(p[idx, 1] / z).astype(np.int64)
+        idx, p, z = idx[front], p[front], z[front]
+        u = np.rint(p[:, 0] / z).astype(np.int64)
+        v = np.rint(p[:, 1] / z).astype(np.int64)
         inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
         idx, u, v, z = idx[inside], u[inside], v[inside], z[inside]
         pix = v * w + u
@@ -130,7 +155,9 @@ class LabelVoter:
         """Winners: label (N,) uint8 raw id, instance (N,) uint16, votes (N,) float64 total vote weight."""
         label, votes = self.labels.winners(np.uint8)
         instance, _ = self.instances.winners(np.uint16)
-        return label, instance, votes
+        out_l, out_i, out_v = np.empty_like(label), np.empty_like(instance), np.empty_like(votes)
+        out_l[self.order], out_i[self.order], out_v[self.order] = label, instance, votes
+        return out_l, out_i, out_v
 
 
 def fill_from_nearest(values: np.ndarray, have: np.ndarray, want: np.ndarray) -> tuple[np.ndarray, int]:

@@ -82,7 +82,7 @@ class TsdfIntegrator:
         depth_max: depths beyond this (metres) are ignored. Open3D's default (3 m) is too short for
             rooms; set it from the data.
         device: Open3D device string, ``"CPU:0"`` or ``"CUDA:0"``.
-        block_count: initial capacity of the block hash map (it grows on CPU).
+        block_count: initial capacity of the block hash map (16^3 voxels each; it grows when needed).
     """
 
     def __init__(
@@ -91,7 +91,7 @@ class TsdfIntegrator:
         truncation: float = 3.0,
         depth_max: float = 10.0,
         device: str = "CPU:0",
-        block_count: int = 20000,
+        block_count: int = 1000,
     ) -> None:
         import open3d as o3d
         import open3d.core as o3c
@@ -141,51 +141,50 @@ class TsdfIntegrator:
         self.vbg.integrate(blocks, dimg, cimg, intr, extr, 1.0, self.depth_max, self.truncation)
         self.frames += 1
 
-    def extract_dense(self, origin: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Read the sparse grid into dense arrays on our convention.
-
-        Args:
-            origin: (3,) world corner of the grid, a multiple of ``voxel_size``.
-            shape: (X, Y, Z) voxels.
+    def extract_sparse(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every observed voxel (weight > 0) of the sparse grid, on our convention.
 
         Returns:
-            tsdf (X, Y, Z) float32 in [-1, 1], 1 where unobserved; weight (X, Y, Z) float32 frame
-            count, 0 = unobserved; colour (X, Y, Z, 3) float32 in [0, 255] (0 where unobserved).
-            Voxel (i, j, k) has its centre at origin + (ijk + 0.5) * voxel_size.
+            index (M, 3) int64 voxel index ``i`` with centre at ``(i + 0.5) * voxel_size`` (world
+            metres; a grid with origin ``o`` holds it at ``i - o / voxel_size``); tsdf (M,) float32
+            in [-1, 1]; weight (M,) float32 frame count (> 0); colour (M, 3) float32 in [0, 255].
         """
-        shape = tuple(int(s) for s in shape)
-        tsdf = np.ones(shape, np.float32)
-        weight = np.zeros(shape, np.float32)
-        colour = np.zeros((*shape, 3), np.float32)
         hm = self.vbg.hashmap()
         buf = hm.active_buf_indices()
         if buf.shape[0] == 0:
-            return tsdf, weight, colour
-        off = np.rint(np.asarray(origin, np.float64) / self.voxel_size).astype(np.int64)
-        keys = hm.key_tensor()[buf].cpu().numpy().astype(np.int64)  # (M, 3) block coordinates
+            return np.zeros((0, 3), np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
+        buf = buf.cpu().numpy().astype(np.int64)
+        keys = self.vbg.hashmap().key_tensor().cpu().numpy()[buf].astype(np.int64)  # (B, 3) block coordinates
         r = BLOCK_RESOLUTION
-        # Open3D's per-block layout is [z, y, x]; move to [x, y, z].
-        t_all = self.vbg.attribute("tsdf")[buf].cpu().numpy().reshape(-1, r, r, r).transpose(0, 3, 2, 1)
-        w_all = self.vbg.attribute("weight")[buf].cpu().numpy().reshape(-1, r, r, r).transpose(0, 3, 2, 1)
-        c_all = self.vbg.attribute("color")[buf].cpu().numpy().reshape(-1, r, r, r, 3).transpose(0, 3, 2, 1, 4)
-        lo = keys * r - off  # (M, 3) our index of each block's first voxel
-        for b in range(keys.shape[0]):
-            src, dst = [], []
-            for a in range(3):
-                s0 = max(0, -lo[b, a])
-                s1 = min(r, shape[a] - lo[b, a])
-                if s1 <= s0:
-                    break
-                src.append(slice(s0, s1))
-                dst.append(slice(lo[b, a] + s0, lo[b, a] + s1))
-            else:
-                wb = w_all[b][tuple(src)]
-                seen = wb > 0
-                if not seen.any():
-                    continue
-                dt, dw, dc = tsdf[tuple(dst)], weight[tuple(dst)], colour[tuple(dst)]
-                dt[seen] = t_all[b][tuple(src)][seen]
-                dw[seen] = wb[seen]
-                dc[seen] = c_all[b][tuple(src)][seen]
-        np.clip(tsdf, -1.0, 1.0, out=tsdf)
-        return tsdf, weight, colour
+        # Open3D's per-block layout is [z, y, x]; .numpy() of a CPU tensor is a view (no copy).
+        w_all = self.vbg.attribute("weight").cpu().numpy().reshape(-1, r, r, r)
+        t_all = self.vbg.attribute("tsdf").cpu().numpy().reshape(-1, r, r, r)
+        c_all = self.vbg.attribute("color").cpu().numpy().reshape(-1, r, r, r, 3)
+        b, zv, yv, xv = np.nonzero(w_all[buf] > 0)
+        index = keys[b] * r + np.stack([xv, yv, zv], axis=1)
+        sel = (buf[b], zv, yv, xv)
+        weight, tsdf, colour = w_all[sel], t_all[sel], c_all[sel]
+        return index, np.clip(tsdf, -1.0, 1.0), weight, colour
+
+    @staticmethod
+    def dense(
+        index: np.ndarray, tsdf: np.ndarray, weight: np.ndarray, colour: np.ndarray, origin_index: np.ndarray, shape
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scatter :meth:`extract_sparse`'s voxels into a dense grid of ``shape`` (X, Y, Z).
+
+        ``origin_index`` (3,) int is ``origin / voxel_size``; voxels outside the grid are dropped.
+        Returns tsdf (X, Y, Z) float32 (1 where unobserved), weight (X, Y, Z) float32 (0 where
+        unobserved) and colour (X, Y, Z, 3) float32 in [0, 255] (0 where unobserved).
+        """
+        shape = tuple(int(s) for s in shape)
+        ijk = index - np.asarray(origin_index, np.int64)
+        ok = ((ijk >= 0) & (ijk < np.asarray(shape))).all(axis=1)
+        ijk = ijk[ok]
+        flat = np.ravel_multi_index(ijk.T, shape)
+        t = np.ones(shape, np.float32)
+        w = np.zeros(shape, np.float32)
+        c = np.zeros((*shape, 3), np.float32)
+        t.reshape(-1)[flat] = tsdf[ok]
+        w.reshape(-1)[flat] = weight[ok]
+        c.reshape(-1, 3)[flat] = colour[ok]
+        return t, w, c
