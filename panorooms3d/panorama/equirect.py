@@ -14,26 +14,28 @@ pixel) and places face pixel centres half a pixel off the pinhole convention of 
 room that leaves 8 % of the pixels more than 2 cm off the true range. Instead, for each
 (face size, K, H, W) we compute once, and cache, where every panorama ray meets its face (the face
 whose optical axis is closest to the ray, projected with that face's K) and sample with
-``cv2.remap`` -- the same resampler c2e uses, 0.2 ms per channel at 512 x 1024.
+``cv2.remap`` / ``numpy.take`` (cv2.remap is the resampler c2e uses too); see
+benchmark/perf/bench_dataset.py for timings.
 
 - RGB: bilinear (clamped to the face's own pixels at face borders).
 - Labels and instances: nearest.
 - Depth: the faces' planar depth is converted to range first (``geometry.planar_to_range``), then
-  resampled *edge-aware*: bilinear where the four source pixels are all hits on one label and
-  their ranges agree within 5 % (one smooth surface), nearest elsewhere, so no value is ever mixed
+  resampled *edge-aware*: bilinear where the 2 x 2 source footprint is all hits on one label and
+  its ranges agree within 5 % (one smooth surface), nearest elsewhere, so no value is ever mixed
   across an object boundary. (Pure nearest is off by up to ~5 cm on walls seen at grazing angles
   from 128 px faces; edge-aware bilinear stays within 1 cm.)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from panorooms3d.geometry import SKYBOX_FACES, SKYBOX_ROTATIONS, equirect_directions, planar_to_range
+from panorooms3d.geometry import SKYBOX_FACES, SKYBOX_ROTATIONS, equirect_directions, pixel_rays
 from panorooms3d.store.frames import Frames
 from panorooms3d.taxonomy import colourise
 from panorooms3d.volume import Panorama
@@ -49,13 +51,28 @@ class PanoramaError(ValueError):
     """A room's skybox cannot be turned into a panorama (missing faces, bad shapes or K)."""
 
 
-@lru_cache(maxsize=8)
-def _sampling_maps(face_size: int, k_key: tuple, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Continuous source coordinates (x, y) (H, W) float32 into the faces stacked vertically.
+@dataclass(frozen=True)
+class _Maps:
+    """Cached resampling tables of one (face size, K, H, W); every array is read-only.
 
-    Face i (in ``SKYBOX_FACES`` order) occupies rows [i * S, (i + 1) * S) of the stack; x and y are
-    pixel-centre coordinates (pixel (u, v) at (u, v)), clamped to the face's own pixels.
+    map_x, map_y: (H, W) float32 continuous pixel-centre coordinates into the (6 S, S) stack of faces
+    (face i in ``SKYBOX_FACES`` order occupies rows [i S, (i + 1) S)), clamped to the face's own
+    pixels; fixed1/fixed2: the same in cv2's fixed-point form (bilinear); nearest: (H, W) int64 flat
+    index of the nearest source pixel; corner: (H, W) int64 flat index of the top-left pixel of the
+    2 x 2 bilinear footprint; ray_norm: (6 S, S) float32 |K^-1 (u, v, 1)| (planar -> range factor).
     """
+
+    map_x: np.ndarray
+    map_y: np.ndarray
+    fixed1: np.ndarray
+    fixed2: np.ndarray
+    nearest: np.ndarray
+    corner: np.ndarray
+    ray_norm: np.ndarray
+
+
+@lru_cache(maxsize=8)
+def _build_maps(face_size: int, k_key: tuple, height: int, width: int) -> _Maps:
     K = np.asarray(k_key, dtype=np.float64).reshape(3, 3)
     d = equirect_directions(height, width)
     best = np.full((height, width), -np.inf)
@@ -67,14 +84,25 @@ def _sampling_maps(face_size: int, k_key: tuple, height: int, width: int) -> tup
         best[closer] = dc[..., 2][closer]
         face_index[closer] = i
         cam[closer] = dc[closer]
-    x = K[0, 0] * cam[..., 0] / cam[..., 2] + K[0, 2]
-    y = K[1, 1] * cam[..., 1] / cam[..., 2] + K[1, 2]
-    x = np.clip(x, 0, face_size - 1)
-    y = np.clip(y, 0, face_size - 1) + face_index * face_size
-    mx, my = x.astype(np.float32), y.astype(np.float32)
-    mx.setflags(write=False)
-    my.setflags(write=False)
-    return mx, my
+    x = np.clip(K[0, 0] * cam[..., 0] / cam[..., 2] + K[0, 2], 0, face_size - 1)
+    y = np.clip(K[1, 1] * cam[..., 1] / cam[..., 2] + K[1, 2], 0, face_size - 1)
+    nearest = (face_index * face_size + np.rint(y).astype(np.int64)) * face_size + np.rint(x).astype(np.int64)
+    x0 = np.minimum(np.floor(x).astype(np.int64), face_size - 2)
+    y0 = np.minimum(np.floor(y).astype(np.int64), face_size - 2)
+    corner = (face_index * face_size + y0) * face_size + x0
+    mx = x.astype(np.float32)
+    my = (y + face_index * face_size).astype(np.float32)
+    fixed1, fixed2 = cv2.convertMaps(mx, my, cv2.CV_16SC2, nninterpolation=False)
+    norm = np.linalg.norm(pixel_rays(K, face_size, face_size), axis=-1).astype(np.float32)  # as planar_to_range
+    maps = _Maps(mx, my, fixed1, fixed2, nearest, corner, np.tile(norm, (len(SKYBOX_FACES), 1)))
+    for a in (maps.map_x, maps.map_y, maps.fixed1, maps.fixed2, maps.nearest, maps.corner, maps.ray_norm):
+        a.setflags(write=False)
+    return maps
+
+
+def _maps(face_size: int, K: np.ndarray, height: int, width: int) -> _Maps:
+    key = tuple(np.round(np.asarray(K, np.float64).ravel(), 9))
+    return _build_maps(int(face_size), key, int(height), int(width))
 
 
 def sampling_maps(face_size: int, K: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,13 +117,8 @@ def sampling_maps(face_size: int, K: np.ndarray, height: int, width: int) -> tup
         (map_x, map_y): (H, W) float32 pixel-centre coordinates into the (6 S, S) stack of faces in
         ``geometry.SKYBOX_FACES`` order, ready for ``cv2.remap``. Read-only (shared by the cache).
     """
-    return _sampling_maps(int(face_size), tuple(np.round(np.asarray(K, np.float64).ravel(), 9)), int(height), int(width))
-
-
-def _remap(stack: np.ndarray, mx: np.ndarray, my: np.ndarray, interpolation: int) -> np.ndarray:
-    if stack.dtype == np.uint16 and interpolation == cv2.INTER_NEAREST:
-        return cv2.remap(stack, mx, my, interpolation)  # cv2 handles uint16 too
-    return cv2.remap(stack, mx, my, interpolation, borderMode=cv2.BORDER_REPLICATE)
+    m = _maps(face_size, K, height, width)
+    return m.map_x, m.map_y
 
 
 def _check_skybox(frames: Frames, room: str) -> tuple[int, np.ndarray]:
@@ -144,46 +167,37 @@ def make_panorama(frames: Frames, height: int = 512, width: int = 1024) -> Panor
     camera = frames.pano_camera if frames.pano_camera is not None else frames.attrs.get("pano_camera")
     if camera is None:
         raise PanoramaError(f"room {room}: the frames store has no pano_camera attribute")
-    mx, my = sampling_maps(size, K, height, width)
+    maps = _maps(size, K, height, width)
 
     def stack(name: str, dtype) -> np.ndarray:
-        return np.ascontiguousarray(np.concatenate([np.asarray(frames.skybox[f][name], dtype) for f in SKYBOX_FACES]))
+        return np.concatenate([np.asarray(frames.skybox[f][name], dtype) for f in SKYBOX_FACES])
 
-    rgb = _remap(stack("rgb", np.uint8), mx, my, cv2.INTER_LINEAR)
+    rgb = cv2.remap(stack("rgb", np.uint8), maps.fixed1, maps.fixed2, cv2.INTER_LINEAR)
     label_stack = stack("label", np.uint8)
-    label = _remap(label_stack, mx, my, cv2.INTER_NEAREST)
-    instance = _remap(stack("instance", np.uint16), mx, my, cv2.INTER_NEAREST)
-    range_stack = np.concatenate(
-        [planar_to_range(np.asarray(frames.skybox[f]["depth"], np.float32), K) for f in SKYBOX_FACES]
-    )
-    depth = _edge_aware_depth(range_stack, label_stack, mx, my)
+    label = np.take(label_stack, maps.nearest)
+    instance = np.take(stack("instance", np.uint16), maps.nearest)
+    # planar -> range on the faces (geometry.planar_to_range, with its per-pixel factor cached)
+    range_stack = stack("depth", np.float32) * maps.ray_norm
+    depth = _edge_aware_depth(range_stack, label_stack, maps)
     return Panorama(rgb=rgb, label=label, instance=instance, depth=depth, camera=np.asarray(camera, np.float64))
 
 
-def _edge_aware_depth(range_stack: np.ndarray, label_stack: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
-    """Bilinear range where the 4 taps are one smooth hit surface, nearest elsewhere (H, W) float32."""
-    nearest = cv2.remap(range_stack, mx, my, cv2.INTER_NEAREST)
-    linear = cv2.remap(range_stack, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    x0, y0 = np.floor(mx), np.floor(my)
-    lo = hi = None
-    lab0 = None
-    same = np.ones(mx.shape, bool)
-    for dx in (0.0, 1.0):
-        for dy in (0.0, 1.0):
-            tx, ty = x0 + dx, y0 + dy
-            r = cv2.remap(range_stack, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-            lab = cv2.remap(label_stack, tx, ty, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
-            lo = r if lo is None else np.minimum(lo, r)
-            hi = r if hi is None else np.maximum(hi, r)
-            if lab0 is None:
-                lab0 = lab
-            else:
-                same &= lab == lab0
-    # Taps stacked vertically can cross into the next face at a face's last row: the clamp in the
-    # maps keeps y <= (i+1) S - 1, and floor(y) + 1 then reaches the next face only when y is an
-    # exact integer, where its bilinear weight is 0; so the mix is still that of one face.
-    smooth = same & (lo > 0) & (hi - lo <= SMOOTH_RANGE_RATIO * lo)
-    return np.where(smooth, linear, nearest).astype(np.float32)
+def _edge_aware_depth(range_stack: np.ndarray, label_stack: np.ndarray, maps: _Maps) -> np.ndarray:
+    """Bilinear range where the 2 x 2 footprint is one smooth hit surface, nearest elsewhere (H, W) float32."""
+    r, lab = range_stack, label_stack
+    a, b, c, d = r[:-1, :-1], r[:-1, 1:], r[1:, :-1], r[1:, 1:]
+    lo = np.minimum(np.minimum(a, b), np.minimum(c, d))
+    hi = np.maximum(np.maximum(a, b), np.maximum(c, d))
+    la = lab[:-1, :-1]
+    smooth = (lo > 0) & (hi - lo <= SMOOTH_RANGE_RATIO * lo)
+    smooth &= (la == lab[:-1, 1:]) & (la == lab[1:, :-1]) & (la == lab[1:, 1:])
+    quad = np.zeros(r.shape, bool)
+    quad[:-1, :-1] = smooth
+    size = r.shape[1]
+    quad[size - 1 :: size] = False  # a face's last row: its 2 x 2 footprint would reach the next face
+    nearest = np.take(r, maps.nearest)
+    linear = cv2.remap(r, maps.fixed1, maps.fixed2, cv2.INTER_LINEAR)
+    return np.where(np.take(quad, maps.corner), linear, nearest).astype(np.float32)
 
 
 def label_edges(label: np.ndarray) -> np.ndarray:
