@@ -58,6 +58,11 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 
 
+def _linspace(stop: float, n: int) -> list[float]:
+    """n evenly spaced floats from 0 to stop (torch.linspace(0, stop, n) in plain Python; meta-device safe)."""
+    return [stop * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
 def _init_linear_ln(m: nn.Module) -> None:
     """Truncated-normal (std 0.02) Linear weights, zero biases, unit LayerNorms (the official init)."""
     if isinstance(m, nn.Linear):
@@ -209,7 +214,7 @@ class VisionTransformer(nn.Module):
         n_tokens = self.grid_size[0] * self.grid_size[1] + self.num_extra_tokens
         self.pos_embed = nn.Parameter(torch.zeros(1, n_tokens, d_model))
         self.dropout = nn.Dropout(dropout)
-        dpr = torch.linspace(0, drop_path_rate, n_layers).tolist()
+        dpr = _linspace(drop_path_rate, n_layers)
         d_ff = d_ff or 4 * d_model
         self.blocks = nn.ModuleList([Block(d_model, n_heads, d_ff, dropout, dpr[i]) for i in range(n_layers)])
         self.norm = nn.LayerNorm(d_model)
@@ -257,7 +262,7 @@ class MaskTransformer(nn.Module):
         self.n_cls = n_cls
         self.patch_size = patch_size
         scale = d_model**-0.5
-        dpr = torch.linspace(0, drop_path_rate, n_layers).tolist()
+        dpr = _linspace(drop_path_rate, n_layers)
         self.blocks = nn.ModuleList([Block(d_model, n_heads, d_ff, dropout, dpr[i]) for i in range(n_layers)])
         self.cls_emb = nn.Parameter(torch.randn(1, n_cls, d_model))
         self.proj_dec = nn.Linear(d_encoder, d_model)

@@ -44,6 +44,11 @@ from torch import nn
 __all__ = ["VTUNet", "fourier_position_encoding_3d"]
 
 
+def _linspace(stop: float, n: int) -> list[float]:
+    """n evenly spaced floats from 0 to stop (torch.linspace(0, stop, n) in plain Python; meta-device safe)."""
+    return [stop * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
+
+
 class _DropPath(nn.Module):
     """Stochastic depth on (B, ...) tensors (identity in eval mode)."""
 
@@ -353,7 +358,7 @@ class VTUNet(nn.Module):
         self.merge_axes = tuple(a for a in (0, 1, 2) if a != keep_axis)
         self.num_stages = len(depths)
         dims = [embed_dim * 2**s for s in range(self.num_stages)]
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = _linspace(drop_path_rate, sum(depths))
 
         self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
         self.patch_norm = nn.LayerNorm(embed_dim)

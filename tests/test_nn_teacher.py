@@ -1,0 +1,127 @@
+"""The 2D teacher (Segmenter): sizes against published ViT counts, forward shapes, checkpoint loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from panorooms3d.nn.segmenter2d import Segmenter2D, load_official_segmenter, official_state_dict
+
+torch.set_num_threads(2)
+
+# Parameter names of the official Segmenter (rstrudel/segmenter: segm/model/vit.py, blocks.py, decoder.py).
+OFFICIAL_BLOCK_KEYS = [
+    "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+    "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+]  # fmt: skip
+
+
+def official_keys(n_layers: int, dec_layers: int, distilled: bool = False) -> set[str]:
+    keys = {"encoder.patch_embed.proj.weight", "encoder.patch_embed.proj.bias", "encoder.cls_token",
+            "encoder.pos_embed", "encoder.norm.weight", "encoder.norm.bias",
+            "decoder.cls_emb", "decoder.proj_dec.weight", "decoder.proj_dec.bias", "decoder.proj_patch",
+            "decoder.proj_classes", "decoder.decoder_norm.weight", "decoder.decoder_norm.bias",
+            "decoder.mask_norm.weight", "decoder.mask_norm.bias"}  # fmt: skip
+    if distilled:
+        keys.add("encoder.dist_token")
+    keys |= {f"encoder.blocks.{i}.{k}" for i in range(n_layers) for k in OFFICIAL_BLOCK_KEYS}
+    keys |= {f"decoder.blocks.{i}.{k}" for i in range(dec_layers) for k in OFFICIAL_BLOCK_KEYS}
+    return keys
+
+
+def test_vit_encoder_sizes_match_published_counts():
+    # timm's vit_tiny_patch16_224 has 5,717,416 parameters and vit_base_patch16_224 86,567,656, each including an
+    # ImageNet head Linear(d, 1000) (d*1000 + 1000), which the segmentation encoder does not keep.
+    with torch.device("meta"):
+        tiny = Segmenter2D(num_classes=30, variant="tiny", image_size=(224, 224))
+        base = Segmenter2D(num_classes=30, variant="base", image_size=(224, 224))
+        small = Segmenter2D(num_classes=30, variant="small", image_size=(224, 224))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(tiny.encoder) == 5_717_416 - (192 * 1000 + 1000)
+    assert count(base.encoder) == 86_567_656 - (768 * 1000 + 1000)
+    assert count(small.encoder) == 22_050_664 - (384 * 1000 + 1000)  # vit_small_patch16_224
+    # mask transformer (base, 30 classes): 2 blocks of 12 d^2 + 13 d, proj_dec d^2 + d, proj_patch and
+    # proj_classes d^2 each, cls_emb 30 d, decoder_norm 2 d, mask_norm 2 * 30.
+    d = 768
+    assert count(base.decoder) == 2 * (12 * d * d + 13 * d) + d * d + d + 2 * d * d + 30 * d + 2 * d + 60
+    assert [blk.attn.heads for blk in base.decoder.blocks] == [12, 12]  # d_model // 64 heads
+
+
+def test_teacher_forward_shapes_and_mask_norm():
+    torch.manual_seed(0)
+    model = Segmenter2D(num_classes=30, variant="tiny", image_size=(64, 128)).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, 64, 128))
+        z = model(torch.randn(1, 3, 50, 70))  # not multiples of 16: padded then cropped; pos_embed resized
+    assert y.shape == (2, 30, 64, 128)
+    assert z.shape == (1, 30, 50, 70)
+    # masks pass through LayerNorm over classes (weight 1, bias 0 at init), and bilinear upsampling is a convex
+    # combination, so every pixel's logits have zero mean over the classes.
+    assert torch.allclose(y.mean(dim=1), torch.zeros(2, 64, 128), atol=1e-5)
+    assert torch.isfinite(z).all()
+
+
+def test_teacher_backward():
+    torch.manual_seed(1)
+    model = Segmenter2D(num_classes=30, variant="tiny", image_size=(32, 64))
+    y = model(torch.randn(1, 3, 32, 64))
+    torch.nn.functional.cross_entropy(y, torch.randint(0, 30, (1, 32, 64))).backward()
+    assert model.encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.decoder.cls_emb.grad.abs().sum() > 0
+
+
+def test_own_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(2)
+    model = Segmenter2D(num_classes=7, variant="tiny", image_size=(32, 64)).eval()
+    path = tmp_path / "teacher.pt"
+    model.save_checkpoint(path)
+    loaded = Segmenter2D.from_checkpoint(path).eval()
+    x = torch.randn(1, 3, 32, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        Segmenter2D.from_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_official_layout_round_trip(tmp_path, distilled):
+    torch.manual_seed(3)
+    model = Segmenter2D(num_classes=30, variant="tiny", image_size=(64, 128), distilled=distilled).eval()
+    state = official_state_dict(model)
+    assert set(state) == official_keys(12, 2, distilled)
+    # the official checkpoint also carries the ImageNet classification head of the encoder
+    state = dict(state)
+    state["encoder.head.weight"] = torch.randn(1000, 192)
+    state["encoder.head.bias"] = torch.randn(1000)
+    if distilled:
+        state["encoder.head_dist.weight"] = torch.randn(1000, 192)
+        state["encoder.head_dist.bias"] = torch.randn(1000)
+    run = tmp_path / "seg_tiny_mask"
+    run.mkdir()
+    torch.save({"model": state, "optimizer": {}, "epoch": 200}, run / "checkpoint.pth")
+    variant = {
+        "algorithm_kwargs": {"batch_size": 8, "eval_freq": 2, "num_epochs": 200},
+        "net_kwargs": {
+            "backbone": "deit_tiny_distilled_patch16_224" if distilled else "vit_tiny_patch16_384",
+            "d_model": 192, "n_heads": 3, "n_layers": 12, "normalization": "deit" if distilled else "vit",
+            "patch_size": 16, "image_size": [64, 128], "n_cls": 30, "dropout": 0.0, "drop_path_rate": 0.1,
+            "distilled": distilled,
+            "decoder": {"name": "mask_transformer", "drop_path_rate": 0.0, "dropout": 0.1, "n_layers": 2},
+        },
+    }  # fmt: skip
+    with open(run / "variant.yml", "w") as f:
+        yaml.safe_dump(variant, f)
+    loaded = load_official_segmenter(run / "checkpoint.pth")
+    assert loaded.normalization == ("deit" if distilled else "vit")
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_official_loader_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="checkpoint.pth"):
+        load_official_segmenter(tmp_path / "checkpoint.pth")
+    torch.save({"model": {}}, tmp_path / "checkpoint.pth")
+    with pytest.raises(FileNotFoundError, match="variant.yml"):
+        load_official_segmenter(tmp_path / "checkpoint.pth")
