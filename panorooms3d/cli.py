@@ -15,8 +15,10 @@ import click
 from panorooms3d import __version__
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "synth": ("panorooms3d.scene.synth_commands", "synth_command", "Write synthetic houses in the exact 3D-FRONT layout (no licence needed)."),
     "scenes": ("panorooms3d.scene.commands", "scenes_command", "List the houses and rooms of a 3D-FRONT folder, with problems found."),
     "export": ("panorooms3d.scene.commands", "export_command", "Write one room's labelled triangle mesh (world frame, Z up) as PLY."),
+    "build": ("panorooms3d.run.commands", "build", "Render, fuse and make panoramas for every room, then pack: resumable."),
     "panorama": ("panorooms3d.panorama.commands", "panorama", "Turn each room's skybox into 512x1024 equirect RGB/label/depth panoramas."),
     "pack": ("panorooms3d.store.commands", "pack", "Pack staged rooms into checksummed zarr shards + manifest + splits."),
     "info": ("panorooms3d.store.commands", "info", "Rooms, sizes and class histogram of a dataset; --verify checks checksums."),
