@@ -29,6 +29,8 @@ import click
 @click.option("--truncation", type=float, default=3.0, show_default=True, help="TSDF truncation in voxels.")
 @click.option("--pano-height", type=int, default=512, show_default=True, help="Panorama height (width = 2x).")
 @click.option("--rooms-per-shard", type=int, default=8, show_default=True, help="Rooms per zarr shard.")
+@click.option("--splits", default="0.9,0.05,0.05", show_default=True,
+              help="Fractions TRAIN,VAL,TEST of rooms (split by room, seeded).")
 @click.option("--delete-frames", is_flag=True, help="Delete each room's frames store once it is staged.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: process pool; ray: an existing Ray cluster (see --ray-address).")
@@ -38,7 +40,7 @@ import click
 @click.option("--ray-address", default=None, help="Ray cluster address (auto, ray://host:port) [default auto].")
 def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], views, width, height, samples,
           skybox_size, seed: int, device: str, timeout, voxel_size: float, truncation: float, pano_height: int,
-          rooms_per_shard: int, delete_frames: bool, executor: str, workers: int, retries: int,
+          rooms_per_shard: int, splits: str, delete_frames: bool, executor: str, workers: int, retries: int,
           ray_address: str | None) -> None:
     """Render, fuse and make panoramas for every room of FRONT, then pack the dataset OUT.
 
@@ -49,6 +51,7 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     from panorooms3d.render.settings import RenderSettings
     from panorooms3d.run.build import BuildSettings, build_dataset, list_room_uids
     from panorooms3d.scene.front import FrontError
+    from panorooms3d.store.commands import parse_splits
 
     try:
         uids, problems = list_room_uids(front, rooms)
@@ -67,7 +70,8 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     try:
         report, manifest = build_dataset(front, out, uids, work=work, render=render.to_dict(),
                                          build=asdict(settings), executor=executor, workers=workers,
-                                         retries=retries, rooms_per_shard=rooms_per_shard, seed=seed,
+                                         retries=retries, rooms_per_shard=rooms_per_shard,
+                                         splits=parse_splits(splits), seed=seed,
                                          ray_address=ray_address)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

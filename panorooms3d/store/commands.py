@@ -20,7 +20,7 @@ def _open(dataset: Path):
         raise click.ClickException(str(exc)) from None
 
 
-def _parse_splits(text: str) -> tuple[float, float, float]:
+def parse_splits(text: str) -> tuple[float, float, float]:
     try:
         parts = tuple(float(x) for x in text.split(","))
     except ValueError:
@@ -49,7 +49,7 @@ def pack(dataset: Path, rooms_per_shard: int, splits: str, seed: int) -> None:
 
     from panorooms3d.store.dataset import DatasetError, pack_dataset
 
-    fractions = _parse_splits(splits)
+    fractions = parse_splits(splits)
     bar = tqdm(desc="pack", unit="shard")
 
     def progress(done: int, total: int) -> None:
