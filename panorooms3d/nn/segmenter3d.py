@@ -120,15 +120,15 @@ def _region_labels(length: int, window: int, shift: int) -> torch.Tensor:
     return (pos >= length - window).long() + (pos >= length - shift).long()
 
 
-@lru_cache(maxsize=32)
-def _shifted_window_mask_cpu(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
+@lru_cache(maxsize=4)
+def _blocked_pairs(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
+    """bool (nW, N, N): True where two tokens of a shifted window lie in different regions (cached, read-only)."""
     rx = _region_labels(padded[0], window[0], shift[0])
     ry = _region_labels(padded[1], window[1], shift[1])
     rz = _region_labels(padded[2], window[2], shift[2])
-    label = (rx[:, None, None] * 9 + ry[None, :, None] * 3 + rz[None, None, :]).float()
+    label = (rx[:, None, None] * 9 + ry[None, :, None] * 3 + rz[None, None, :]).to(torch.uint8)
     win = window_partition(label[None, :, :, :, None], window)[0, :, :, 0]  # (nW, N)
-    diff = win[:, :, None] != win[:, None, :]
-    return torch.zeros(diff.shape).masked_fill(diff, MASK_VALUE)
+    return win[:, :, None] != win[:, None, :]
 
 
 def shifted_window_mask(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
@@ -146,7 +146,8 @@ def shifted_window_mask(padded: Size3, window: Size3, shift: Size3) -> torch.Ten
         float32 tensor (nW, N, N), nW windows in C order over the grid, N tokens per window:
         0 where tokens i and j may attend, -100 where they may not.
     """
-    return _shifted_window_mask_cpu(tuple(padded), tuple(window), tuple(shift)).clone()
+    blocked = _blocked_pairs(tuple(padded), tuple(window), tuple(shift))
+    return torch.zeros(blocked.shape).masked_fill(blocked, MASK_VALUE)
 
 
 def window_partition(x: torch.Tensor, window: Size3) -> torch.Tensor:
@@ -257,7 +258,8 @@ class WindowAttention3D(nn.Module):
 
         Args:
             x: (B, nW, N, C) window tokens.
-            mask: optional (nW, N, N) additive mask (0 / -100) of the shifted windows.
+            mask: optional (nW, N, N) bool, True where tokens of a shifted window may not attend (they get
+                -100 added to their logits, as official).
 
         Returns:
             (B, nW, N, C).
@@ -268,7 +270,7 @@ class WindowAttention3D(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         bias = self.position_bias(n)  # h, N, N
         if mask is not None:
-            bias = bias.unsqueeze(0) + mask.to(bias.dtype).unsqueeze(1)  # nW, h, N, N
+            bias = torch.where(mask.unsqueeze(1), bias + MASK_VALUE, bias)  # nW, h, N, N
         bias = bias.to(q.dtype)
         q = q.reshape(b * nw, h, n, c // h)
         k = k.reshape(b * nw, h, n, c // h)
@@ -314,7 +316,7 @@ class SwinBlock3D(nn.Module):
         mask = None
         if any(shift):
             x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
-            mask = shifted_window_mask(grid, window, shift).to(x.device)
+            mask = _blocked_pairs(grid, window, shift).to(x.device)
         out = window_reverse(self.attn(window_partition(x, window), mask), window, grid)
         if any(shift):
             out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
