@@ -210,3 +210,14 @@ def test_sparseconv_receptive_field_is_submanifold():
     assert torch.allclose(out[0, :, 2, 2, 2], centre, atol=1e-6)
     out[0, :, 2, 2, 2] = 0.0
     assert (out == 0).all()
+
+
+def test_registry_builds_the_baselines_from_their_tomls():
+    from panorooms3d.nn.registry import build_model, get_spec
+
+    for name, cls, paper, tol in (("vtunet", VTUNet, 20.89, 0.02), ("sparseconv", SparseConvUNet, 0.64, 0.05)):
+        with torch.device("meta"):
+            model = build_model(name)
+        assert isinstance(model, cls)
+        assert get_spec(name).paper_params == paper
+        assert abs(n_params(model) / 1e6 - paper) / paper < tol
