@@ -135,16 +135,16 @@ def fuse_room(
     # 3. dense grid on our convention, tight around the surfaces (or the given bounds) plus a margin
     t0 = time.perf_counter()
     index, s_tsdf, s_weight, s_colour = integrator.extract_sparse()
-    surface = np.abs(s_tsdf) * truncation <= 1.0  # within one voxel of a surface
+    surface = np.abs(s_tsdf) * truncation <= 0.5  # within half a voxel of a surface
     if not surface.any():
         raise FusionError(f"room {room}: no surface was observed within depth_max={dmax:.2f} m in any of its {n} frames")
     if bounds is not None:
         if hasattr(bounds, "bounds"):
             bounds = bounds.bounds()
         lo, hi = (np.asarray(b, np.float64).reshape(3) for b in bounds)
-    else:  # the extent of the surface: the near-surface voxel centres, plus the voxel they are within
-        lo = (index[surface].min(axis=0) + 0.5) * voxel_size - voxel_size
-        hi = (index[surface].max(axis=0) + 0.5) * voxel_size + voxel_size
+    else:  # the extent of the surfaces: the centres of the voxels they pass through, +- half a voxel
+        lo = index[surface].min(axis=0) * voxel_size
+        hi = (index[surface].max(axis=0) + 1) * voxel_size
     origin, shape = grid_for_bounds(lo, hi, voxel_size, margin * voxel_size)
     nvox = int(np.prod(shape))
     if nvox > MAX_VOXELS:
