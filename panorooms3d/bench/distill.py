@@ -1,0 +1,327 @@
+"""2D-to-3D panoramic distillation (and its finetune-only control), per room with batch 1.
+
+A 3D student pretrained on blocks (:mod:`panorooms3d.bench.train`) is finetuned on whole
+training rooms, one room per iteration. For a room with input x (4, X, Y, Z), targets y and a
+cached teacher prediction T (K, H, W) of its panorama (:mod:`panorooms3d.bench.teacher`):
+
+    S3 = student(x)                                       (K, X, Y, Z) logits
+    S2 = project(tsdf, S3, camera)                        (K, H, W), mask M = rays that hit a surface
+    L  = CE(S3, y)  +  kd_weight * tau^2 * mean_{p in M} KL( softmax(T_p / tau) || softmax(S2_p / tau) )
+
+(the paper: L = L_CE + L_dist, tau = 20). ``project`` is, by ``projection``:
+
+- ``surface`` (default): :func:`panorooms3d.panorama.projection.render_equirect`, one ray per
+  panorama pixel from the stored panorama camera, the first zero crossing of the trilinear tsdf,
+  the student's logits interpolated trilinearly there;
+- ``faces``: the paper's six 90 degree faces stitched to equirect (``render_equirect_faces``);
+- ``emission``: the official code's emission-absorption rendering (``render_equirect_emission``).
+
+The panorama is rendered at the cached teacher prediction's size. The hit location carries no
+gradient; the gradient of the KD term reaches the student through the interpolation weights.
+
+``kd_weight=0`` is the **finetune-only control** of the paper's Table 3: the same loop, rooms,
+schedule and validation, with CE only (no projection is computed; the log's ``kd`` is null).
+
+Validation every ``val_every`` iterations on the ``val_split`` rooms (volume-weighted mIoU via
+:func:`panorooms3d.bench.evaluate.evaluate`) keeps ``<out>/best.pt``; with no validation rooms the
+final weights are the best. Room order: epoch e is a permutation of the training rooms drawn
+from (seed, e), so iteration i's room is a pure function of (seed, i) and a resumed run sees the
+same rooms. ``<out>/checkpoints/last.pt`` (model, optimizer, scheduler, iteration, best) is
+written atomically every ``checkpoint_every`` iterations; ``<out>/model.pt`` marks a finished run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from panorooms3d.bench.data import RoomSample, load_room
+from panorooms3d.bench.train import _device, _save, make_scheduler
+from panorooms3d.taxonomy import get_class_set
+
+CHECKPOINT = "checkpoints/last.pt"
+PROJECTIONS = ("surface", "faces", "emission")
+
+
+@dataclass
+class DistillConfig:
+    """Settings of a distillation (or finetune-only) run; JSON-able, stored in every checkpoint.
+
+    Attributes:
+        data: dataset folder.
+        student: checkpoint of the block-pretrained student (a ``bench.train`` ``model.pt``/``last.pt``).
+        teacher_cache: folder of cached teacher logits (``<room key>.npy``); unused when kd_weight is 0.
+        out: run folder.
+        model: registered model name (default: the one stored in the student checkpoint).
+        iterations: rooms seen (batch 1); the paper: 45,000.
+        tau: distillation temperature (the paper: 20).
+        kd_weight: weight of the KD term (1 = the paper; 0 = finetune-only control).
+        lr: Adam learning rate (the paper does not state one for this stage; our default 1e-4).
+        schedule: ``constant`` or ``poly``.
+        val_every: iterations between validations (the official script: 1500).
+        val_split: the split validated on.
+        projection: ``surface`` | ``faces`` | ``emission`` (see the module docstring).
+        class_set, seed, device: as in :class:`panorooms3d.bench.train.TrainConfig`.
+        split: the split distilled on.
+        checkpoint_every, log_every: iterations between checkpoints / log lines.
+        max_voxels: rooms above this are validated with a sliding window.
+        model_overrides: constructor overrides (e.g. ``{"skip": False}``).
+    """
+
+    data: str
+    student: str
+    teacher_cache: str | None = None
+    out: str = "runs/distill"
+    model: str | None = None
+    iterations: int = 45000
+    tau: float = 20.0
+    kd_weight: float = 1.0
+    lr: float = 1e-4
+    schedule: str = "constant"
+    val_every: int = 1500
+    val_split: str = "val"
+    projection: str = "surface"
+    class_set: str = "paper30"
+    seed: int = 0
+    device: str = "auto"
+    split: str = "train"
+    checkpoint_every: int = 100
+    log_every: int = 1
+    max_voxels: int = 256 * 256 * 128
+    model_overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class DistillResult:
+    """How a distillation run went and where its weights are."""
+
+    best: Path
+    final: Path
+    iterations: int
+    best_miou: float | None
+    best_iteration: int
+    resumed_from: int
+    seconds: float
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, tau: float = 20.0) -> torch.Tensor:
+    """tau^2 * mean over masked pixels of KL(softmax(teacher / tau) || softmax(student / tau)).
+
+    Args:
+        student: (K, H, W) student panorama logits (differentiable).
+        teacher: (K, H, W) teacher logits (no gradient is taken).
+        mask: (H, W) bool, pixels that count (the projection's hit mask).
+        tau: temperature.
+
+    Returns:
+        a scalar (0 when the mask is empty). KL per pixel is sum_k p_k (log p_k - log q_k) in nats.
+    """
+    m = mask.reshape(-1)
+    if not bool(m.any()):
+        return student.sum() * 0.0
+    s = student.reshape(student.shape[0], -1)[:, m].float()
+    t = teacher.reshape(teacher.shape[0], -1)[:, m].float().detach()
+    log_q = F.log_softmax(s / tau, dim=0)
+    log_p = F.log_softmax(t / tau, dim=0)
+    kl = (log_p.exp() * (log_p - log_q)).sum(0)
+    return tau * tau * kl.mean()
+
+
+def project_logits(sample: RoomSample, logits: torch.Tensor, height: int, width: int, projection: str = "surface"):
+    """Render student logits (K, X, Y, Z) into the room's panorama (K, height, width); returns a ProjectionResult."""
+    from panorooms3d.panorama import projection as proj
+
+    fn = {"surface": proj.render_equirect, "faces": proj.render_equirect_faces,
+          "emission": proj.render_equirect_emission}.get(projection)
+    if fn is None:
+        raise ValueError(f"unknown projection {projection!r}; use one of {PROJECTIONS}")
+    tsdf = torch.as_tensor(sample.tsdf, device=logits.device)
+    return fn(tsdf, logits, origin=sample.origin, voxel_size=sample.voxel_size, camera=sample.camera,
+              height=height, width=width)
+
+
+def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torch.Tensor | None, *,
+                tau: float = 20.0, kd_weight: float = 1.0, projection: str = "surface",
+                device: torch.device | str = "cpu") -> dict:
+    """The losses of one room (batch 1): ``ce``, ``kd`` (None when kd_weight is 0 or no teacher), ``loss``, ``hit``.
+
+    Args:
+        model: the 3D student ((1, 4, X, Y, Z) -> (1, K, X, Y, Z)).
+        sample: the room (needs tsdf, origin, voxel_size, camera for the KD term).
+        teacher_logits: (K, H, W) cached teacher logits, or None.
+    """
+    x = torch.as_tensor(sample.x, dtype=torch.float32, device=device)[None]
+    y = torch.as_tensor(sample.y, dtype=torch.long, device=device)[None]
+    logits = model(x)
+    ce = F.cross_entropy(logits.float(), y)
+    out = {"ce": ce, "kd": None, "loss": ce, "hit": None}
+    if kd_weight > 0 and teacher_logits is not None:
+        if sample.camera is None:
+            raise ValueError(f"room {sample.uid} has no panorama camera; it cannot be distilled")
+        t = torch.as_tensor(teacher_logits, device=device)
+        res = project_logits(sample, logits[0].float(), int(t.shape[1]), int(t.shape[2]), projection)
+        kd = kd_loss(res.values, t, res.hit.to(device), tau)
+        out.update(kd=kd, loss=ce + kd_weight * kd, hit=float(res.hit.float().mean()))
+    return out
+
+
+def room_order(n_rooms: int, iteration: int, seed: int) -> int:
+    """Index of the room seen at ``iteration``: epoch e = iteration // n is a permutation drawn from (seed, e)."""
+    epoch, pos = divmod(int(iteration), n_rooms)
+    return int(np.random.default_rng([seed, 11, epoch]).permutation(n_rooms)[pos])
+
+
+def _read_student(path: Path) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"student checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str | Path | None, out: str | Path, *,
+            iterations: int = 45000, tau: float = 20.0, lr: float = 1e-4, kd_weight: float = 1.0,
+            finetune_only: bool = False, stop_after: int | None = None, progress: bool = True,
+            **settings) -> DistillResult:
+    """Distil a 2D teacher into a block-pretrained 3D student (or finetune it: ``finetune_only`` / ``kd_weight=0``).
+
+    Args:
+        data: dataset folder. student_checkpoint: the pretrained student. teacher_cache: cached teacher logits.
+        out: run folder. iterations, tau, lr, kd_weight: see :class:`DistillConfig`; ``**settings`` its other fields.
+        finetune_only: the control of the paper's Table 3 (sets kd_weight to 0).
+        stop_after: stop (with a checkpoint) after this many iterations of this call; resume later.
+        progress: show a progress bar.
+    """
+    from panorooms3d.bench.evaluate import evaluate
+    from panorooms3d.nn.registry import build_model
+    from panorooms3d.store.dataset import Dataset
+
+    if finetune_only:
+        kd_weight = 0.0
+    config = DistillConfig(data=str(data), student=str(student_checkpoint),
+                           teacher_cache=None if teacher_cache is None else str(teacher_cache), out=str(out),
+                           iterations=iterations, tau=tau, lr=lr, kd_weight=kd_weight, **settings)
+    if config.projection not in PROJECTIONS:
+        raise ValueError(f"unknown projection {config.projection!r}; use one of {PROJECTIONS}")
+    if config.kd_weight > 0 and (teacher_cache is None or not Path(teacher_cache).is_dir()):
+        raise FileNotFoundError(f"teacher cache folder not found: {teacher_cache} (run train-teacher and cache first)")
+    student = _read_student(Path(student_checkpoint))
+    saved = student.get("config", {}) if isinstance(student, dict) else {}
+    if config.model is None:
+        config.model = saved.get("model")
+        if config.model is None:
+            raise ValueError(f"{student_checkpoint} does not name its model; pass model=...")
+    if not config.model_overrides and saved.get("model_overrides"):
+        config.model_overrides = dict(saved["model_overrides"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(config.device)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes=get_class_set(config.class_set).num_classes, in_channels=4,
+                        **config.model_overrides)
+    model.load_state_dict(student["model"] if "model" in student else student)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = make_scheduler(optimizer, config)
+    start, best = 0, {"miou": None, "iteration": 0}
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start, best = int(ckpt["iteration"]), dict(ckpt["best"])
+    resumed_from = start
+
+    ds = Dataset(Path(data))
+    rooms = ds.split(config.split)
+    if config.kd_weight > 0:
+        from panorooms3d.bench.teacher import teacher_cache_path
+
+        missing = [u for u in rooms if not teacher_cache_path(teacher_cache, u).exists()]
+        rooms = [u for u in rooms if u not in missing]
+        if missing and progress:
+            tqdm.write(f"distill: {len(missing)} room(s) without a cached teacher prediction are left out")
+    if not rooms:
+        raise ValueError(f"{data}: no {config.split!r} rooms to distil on")
+    val_rooms = ds.split(config.val_split)
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    log = (out / "distill_log.jsonl").open("a")
+    best_path, final_path = out / "best.pt", out / "model.pt"
+
+    def payload(iteration: int) -> dict:
+        return {"model": model.state_dict(), "iteration": iteration, "config": {**asdict(config)}}
+
+    def checkpoint(iteration: int) -> None:
+        _save(ckpt_path, {**payload(iteration), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "best": best})
+
+    def validate(iteration: int) -> None:
+        result = evaluate(model, Path(data), rooms=val_rooms, split=config.val_split, class_set=config.class_set,
+                          max_voxels=config.max_voxels, device=str(device), progress=False)
+        miou = result["metrics"]["mIoU"]
+        model.train()
+        log.write(json.dumps({"iteration": iteration, "val_mIoU": miou}) + "\n")
+        if best["miou"] is None or (math.isfinite(miou) and miou > best["miou"]):
+            best.update(miou=miou, iteration=iteration)
+            _save(best_path, {**payload(iteration), "val_mIoU": miou})
+
+    end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
+    t0 = time.perf_counter()
+    mode = "distill" if config.kd_weight > 0 else "finetune"
+    bar = tqdm(total=config.iterations, initial=start, desc=f"{mode} {config.model}", unit="room",
+               disable=not progress, dynamic_ncols=True)
+    cache: dict[str, RoomSample] = {}
+    model.train()
+    for it in range(start, end):
+        torch.manual_seed(config.seed * 1_000_003 + it)
+        uid = rooms[room_order(len(rooms), it, config.seed)]
+        sample = cache.get(uid) or load_room(ds, uid, config.class_set)
+        if len(cache) < 64:
+            cache[uid] = sample
+        teacher = None
+        if config.kd_weight > 0:
+            from panorooms3d.bench.teacher import teacher_cache_path
+
+            teacher = torch.from_numpy(np.load(teacher_cache_path(teacher_cache, uid)).astype(np.float32))
+        losses = room_losses(model, sample, teacher, tau=config.tau, kd_weight=config.kd_weight,
+                             projection=config.projection, device=device)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        scheduler.step()
+        value = float(losses["loss"].detach())
+        if not math.isfinite(value):
+            checkpoint(it)
+            raise FloatingPointError(f"loss became {value} at iteration {it + 1} (room {uid}); lower the learning rate")
+        kd = None if losses["kd"] is None else float(losses["kd"].detach())
+        ce = float(losses["ce"].detach())
+        bar.update(1)
+        bar.set_postfix(ce=f"{ce:.3f}", kd="-" if kd is None else f"{kd:.3f}")
+        if (it + 1) % config.log_every == 0 or it + 1 == end:
+            log.write(json.dumps({"iteration": it + 1, "room": uid, "loss": value, "ce": ce,
+                                  "kd": kd, "hit_fraction": losses["hit"], "lr": scheduler.get_last_lr()[0],
+                                  "seconds": time.perf_counter() - t0}) + "\n")
+            log.flush()
+        if val_rooms and ((it + 1) % config.val_every == 0 or it + 1 == config.iterations):
+            validate(it + 1)
+        if (it + 1) % config.checkpoint_every == 0:
+            checkpoint(it + 1)
+    done = max(end, start)
+    checkpoint(done)
+    bar.close()
+    if done >= config.iterations:
+        if not val_rooms:  # nothing to select on: the final weights are the best
+            best.update(miou=None, iteration=done)
+            _save(best_path, payload(done))
+        _save(final_path, payload(done))
+    log.close()
+    return DistillResult(best=best_path, final=final_path, iterations=done, best_miou=best["miou"],
+                         best_iteration=int(best["iteration"]), resumed_from=resumed_from,
+                         seconds=time.perf_counter() - t0)

@@ -1,0 +1,156 @@
+"""Teacher finetuning and caching, panoramic distillation and its finetune-only control (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from bench_rooms import make_dataset
+
+from panorooms3d.bench.data import load_room
+from panorooms3d.bench.distill import distill, kd_loss, room_losses, room_order
+from panorooms3d.bench.teacher import (
+    cache_teacher_predictions,
+    load_teacher,
+    roll_flip,
+    teacher_cache_path,
+    train_teacher,
+)
+from panorooms3d.bench.train import TrainConfig, train
+from panorooms3d.geometry import equirect_directions
+from panorooms3d.store.dataset import Dataset
+
+K = 30
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("distill")
+    data = make_dataset(root / "data", n_rooms=4,
+                        splits={"train": ["box0/Room-0", "box1/Room-1"], "val": ["box2/Room-2"],
+                                "test": ["box3/Room-3"]})
+    torch.set_num_threads(1)
+    run = train(TrainConfig(data=str(data), model="3dseg-t", out=str(root / "pre"), iterations=2, batch_size=1,
+                            block=16, workers=0), progress=False)
+    # a perfect "teacher": one-hot panorama labels as logits (scale 10)
+    ds = Dataset(data)
+    cache = root / "perfect"
+    cache.mkdir()
+    for uid in ds.rooms:
+        lab = load_room(ds, uid).panorama_label
+        onehot = np.moveaxis(np.eye(K, dtype=np.float32)[lab], -1, 0) * 10.0
+        np.save(teacher_cache_path(cache, uid), onehot.astype(np.float16))
+    return {"data": data, "root": root, "student": run.checkpoint.parent.parent / "model.pt", "cache": cache}
+
+
+def test_kd_loss_is_the_tempered_kl() -> None:
+    t = torch.tensor([[[2.0]], [[0.0]]])  # K=2, H=W=1
+    s = torch.tensor([[[0.0]], [[1.0]]])
+    tau = 2.0
+    p = torch.softmax(t[:, 0, 0] / tau, 0)
+    q = torch.softmax(s[:, 0, 0] / tau, 0)
+    expected = tau**2 * float((p * (p.log() - q.log())).sum())
+    assert math.isclose(float(kd_loss(s, t, torch.ones(1, 1, dtype=torch.bool), tau)), expected, rel_tol=1e-5)
+    assert float(kd_loss(t, t, torch.ones(1, 1, dtype=torch.bool), tau)) == pytest.approx(0.0, abs=1e-7)
+    assert float(kd_loss(s, t, torch.zeros(1, 1, dtype=torch.bool), tau)) == 0.0, "nothing hit: no KD"
+
+
+def test_roll_is_a_yaw_and_flip_mirrors_longitude() -> None:
+    h, w = 4, 8
+    d = torch.as_tensor(equirect_directions(h, w))  # (H, W, 3)
+    img = d.permute(2, 0, 1)
+    lab = torch.arange(w).repeat(h, 1)
+    rolled, rl = roll_flip(img, lab, 2, False)
+    # d(lon) = Rz(-lon) d(0), so column u showing lon(u) - delta (delta = 2 columns) is Rz(+delta) d(lon(u))
+    yaw = 2 * 2 * math.pi / w
+    rz = torch.tensor([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]],
+                      dtype=d.dtype)
+    # column u now shows what column u - 2 showed: the direction of u rotated about +z
+    assert torch.allclose(rolled.permute(1, 2, 0), d @ rz.T, atol=1e-6)
+    assert rl[0, 2].item() == 0
+    flipped, _ = roll_flip(img, lab, 0, True)
+    mirrored = d * torch.tensor([1.0, -1.0, 1.0], dtype=d.dtype)  # lon -> -lon is y -> -y
+    assert torch.allclose(flipped.permute(1, 2, 0), mirrored, atol=1e-6)
+
+
+def test_teacher_trains_resumes_and_caches(setup: dict) -> None:
+    out = setup["root"] / "teacher"
+    common = dict(variant="tiny", iterations=3, lr=1e-4, batch_size=1, model_overrides={"n_layers": 1},
+                  checkpoint_every=1, device="cpu")
+    part = train_teacher(setup["data"], out, stop_after=2, progress=False, **common)
+    assert part.iterations == 2 and not (out / "teacher.pt").exists()
+    rest = train_teacher(setup["data"], out, progress=False, **common)
+    assert rest.resumed_from == 2 and rest.iterations == 3 and (out / "teacher.pt").exists()
+    teacher = load_teacher(out / "teacher.pt")
+    cache = setup["root"] / "cache"
+    counts = cache_teacher_predictions(out / "teacher.pt", setup["data"], cache, progress=False, device="cpu")
+    assert counts["written"] == 2 and counts["skipped"] == 0
+    arr = np.load(teacher_cache_path(cache, "box0/Room-0"))
+    assert arr.dtype == np.float16 and arr.shape == (K, 16, 32)
+    rgb = Dataset(setup["data"]).load_panorama("box0/Room-0").rgb
+    from panorooms3d.bench.teacher import predict_panorama
+
+    assert np.allclose(arr, predict_panorama(teacher, rgb).numpy(), atol=1e-2)
+    again = cache_teacher_predictions(teacher, setup["data"], cache, progress=False, device="cpu")
+    assert again["written"] == 0 and again["skipped"] == 2
+
+
+def test_kd_gradients_reach_the_student(setup: dict) -> None:
+    from panorooms3d.bench.train import build, load_weights
+
+    model = build(TrainConfig(data=str(setup["data"]), model="3dseg-t"))
+    load_weights(setup["student"], model)
+    sample = load_room(Dataset(setup["data"]), "box0/Room-0")
+    teacher = torch.from_numpy(np.load(teacher_cache_path(setup["cache"], "box0/Room-0")).astype(np.float32))
+    losses = room_losses(model, sample, teacher, tau=20.0, kd_weight=1.0)
+    assert losses["kd"] is not None and float(losses["kd"].detach()) > 0 and losses["hit"] > 0.9
+    model.zero_grad()
+    losses["kd"].backward()  # the KD term alone
+    grad = model.patch_embed.weight.grad  # the first layer of the 3D Segmenter
+    assert grad is not None and float(grad.abs().sum()) > 0, "the KD gradient reaches the encoder"
+
+
+def test_distillation_lowers_kd_and_resumes(setup: dict) -> None:
+    base = dict(iterations=6, tau=20.0, lr=1e-3, val_every=3, checkpoint_every=1, device="cpu",
+                split="train")
+    out = setup["root"] / "dist"
+    part = distill(setup["data"], setup["student"], setup["cache"], out, stop_after=3, progress=False, **base)
+    assert part.iterations == 3 and not (out / "model.pt").exists()
+    res = distill(setup["data"], setup["student"], setup["cache"], out, progress=False, **base)
+    assert res.resumed_from == 3 and res.iterations == 6
+    log = [json.loads(x) for x in (out / "distill_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "kd" in r]
+    assert [r["iteration"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    # the order visits both rooms every 2 iterations: compare the same room's KD early and late
+    kd = {}
+    for r in steps:
+        kd.setdefault(r["room"], []).append(r["kd"])
+    assert all(v[-1] < v[0] for v in kd.values()), kd
+    vals = [r for r in log if "val_mIoU" in r]
+    assert [r["iteration"] for r in vals] == [3, 6]
+    assert (out / "best.pt").exists() and (out / "model.pt").exists()
+    # the uninterrupted run ends with the same weights
+    ref = distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "dist-ref", progress=False, **base)
+    a = torch.load(res.final, weights_only=False)["model"]
+    b = torch.load(ref.final, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_only_control_has_no_kd(setup: dict) -> None:
+    out = setup["root"] / "ft"
+    res = distill(setup["data"], setup["student"], None, out, iterations=2, lr=1e-3, finetune_only=True,
+                  device="cpu", progress=False)
+    log = [json.loads(x) for x in (out / "distill_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "ce" in r]
+    assert len(steps) == 2 and all(r["kd"] is None and r["loss"] == r["ce"] for r in steps)
+    assert json.loads((out / "config.json").read_text())["kd_weight"] == 0.0
+    assert res.iterations == 2
+
+
+def test_room_order_is_a_permutation_per_epoch() -> None:
+    order = [room_order(5, i, seed=3) for i in range(10)]
+    assert sorted(order[:5]) == list(range(5)) and sorted(order[5:]) == list(range(5))
+    assert order == [room_order(5, i, seed=3) for i in range(10)]
