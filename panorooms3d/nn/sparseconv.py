@@ -201,7 +201,9 @@ class _Level(nn.Module):
 _SP_CACHE: dict = {}
 
 
-def _sp_call(kind, dense: nn.Module, st, stride: int = 1, indice_key: str | None = None, transposed: bool = False):
+def _sp_call(  # pragma: no cover - needs spconv + CUDA
+    kind, dense: nn.Module, st, stride: int = 1, indice_key: str | None = None, transposed: bool = False
+):
     """Run one spconv layer with the weights of a dense layer (re-laid out; gradients reach the dense weight)."""
     w = dense.weight
     if transposed:  # ConvTranspose3d weight (in, out, k, k, k)
@@ -222,11 +224,21 @@ def _sp_call(kind, dense: nn.Module, st, stride: int = 1, indice_key: str | None
         _SP_CACHE[key] = mod
     mod = mod.to(w.device)
     oikkk = w.transpose(0, 1) if transposed else w  # (out, in, k, k, k)
-    if mod.weight_shape == (cout, k, k, k, cin):  # spconv >= 2.2 "KRSC"
+    if mod.weight_shape == (cout, k, k, k, cin):  # spconv >= 2.2: (out, k, k, k, in)
         mod.weight = oikkk.permute(0, 2, 3, 4, 1).contiguous()
-    else:  # spconv 2.0/2.1 "RSCK": (k, k, k, in, out)
+    elif _filter_hwio():  # spconv 2.0/2.1 with FILTER_HWIO: (k, k, k, in, out)
         mod.weight = oikkk.permute(2, 3, 4, 1, 0).contiguous()
+    else:  # spconv 2.0/2.1 otherwise: (k, k, k, out, in)
+        mod.weight = oikkk.permute(2, 3, 4, 0, 1).contiguous()
     return mod(st)
+
+
+def _filter_hwio() -> bool:  # pragma: no cover - needs spconv
+    try:
+        from spconv.constants import FILTER_HWIO  # type: ignore[import-not-found]
+    except Exception:
+        return True
+    return bool(FILTER_HWIO)
 
 
 def _sp_block(blk: _Block, st, key: str):  # pragma: no cover - needs spconv + CUDA
