@@ -639,13 +639,13 @@ def build_model(kind: str, seed: int, variant: int, jid: str | None = None) -> F
     """Build variant ``variant`` of furniture ``kind`` (a key of :data:`MODEL_KINDS`) for ``seed``.
 
     The result depends only on (seed, kind, variant). Geometry is in the 3D-FUTURE model frame
-    (Y up, metres, bottom-centre origin, front +Z); the texture is a 256x256 atlas.
+    (Y up, metres, bottom-centre origin, front +Z); the texture is a 128x128 atlas.
     """
     spec = MODEL_KINDS[kind]
     rng = textures.rng_for(seed, "model", kind, variant)
     mb, slots = spec.builder(rng)
     v, n, uv, f = mb.arrays()
-    tex = textures.furniture_atlas(rng, slots)
+    tex = textures.furniture_atlas(rng, slots, textures.MODEL_TEXTURE_SIZE)
     style = STYLES[int(rng.integers(len(STYLES)))]
     return FurnitureModel(
         jid or jid_for(seed, kind, variant),

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-TEXTURE_SIZE = 256
+TEXTURE_SIZE = 256  # architecture textures (pixels)
+MODEL_TEXTURE_SIZE = 128  # furniture atlases (pixels; 64 per material slot)
 
 
 def stable_key(*parts: object) -> int:
@@ -272,4 +273,5 @@ def furniture_atlas(rng: np.random.Generator, kinds: tuple[str, str, str, str], 
 
 def write_png(image: np.ndarray, path: Path) -> None:
     """Write a uint8 RGB image as PNG, byte-for-byte deterministic (no time or text chunks)."""
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB").save(path, format="PNG", optimize=False)
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB").save(
+        path, format="PNG", optimize=False, compress_level=1)
