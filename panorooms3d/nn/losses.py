@@ -1,0 +1,141 @@
+"""Losses of the 3D Segmenter and its 2D-to-3D panoramic distillation (paper: L = L_CE + L_dist).
+
+- :func:`voxel_cross_entropy`: the per-voxel cross-entropy of the 3D prediction, averaged over the
+  voxels that are not ``ignore_index``.
+- :func:`distillation_loss`: ``tau^2 * KL(teacher || student)`` between temperature-softened
+  class distributions of the 2D teacher and of the student's prediction projected into the
+  panorama (:func:`panorooms3d.panorama.projection.render_equirect`), averaged over the pixels
+  whose ray hits a surface.
+- :func:`distillation_objective`: their sum, with the parts.
+
+Reductions are spelled out in each docstring and docs/projection.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["distillation_loss", "voxel_cross_entropy", "distillation_objective"]
+
+#: The paper's distillation temperature.
+DEFAULT_TAU = 20.0
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    tau: float = DEFAULT_TAU,
+) -> torch.Tensor:
+    """Pixel-wise knowledge distillation: ``tau^2 * mean_{masked pixels} KL(p_teacher || p_student)``.
+
+    With ``p = softmax(z / tau)`` over the class axis and, per pixel,
+    ``KL = sum_k p_t[k] * (log p_t[k] - log p_s[k])``, the loss is
+    ``tau^2 * (sum of KL over masked pixels of every image) / (number of masked pixels)``: a mean
+    over pixels (pooled over the batch, not a mean of per-image means), a sum over classes.
+    With an empty mask it is exactly 0 (still connected to ``student_logits`` for backward, with
+    zero gradient), never NaN. The teacher gets no gradient (it is detached). Values at unmasked
+    pixels are never read, so they may be anything (including inf/NaN).
+
+    Args:
+        student_logits: [K, H, W] or [B, K, H, W] float logits of the student (e.g. the projected
+            3D prediction, ``ProjectionResult.values``).
+        teacher_logits: same shape, logits of the 2D teacher.
+        mask: [H, W] or [B, H, W] bool (broadcast over the batch if [H, W]): pixels that count,
+            normally ``ProjectionResult.hit``. ``None`` = every pixel.
+        tau: temperature (> 0); the paper uses 20.
+
+    Returns:
+        Scalar tensor (dtype of ``student_logits``).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
+    if student_logits.dim() == 3:
+        student_logits, teacher_logits = student_logits[None], teacher_logits[None]
+        if mask is not None and mask.dim() == 2:
+            mask = mask[None]
+    if student_logits.dim() != 4:
+        raise ValueError(f"logits must be [K, H, W] or [B, K, H, W], got {tuple(student_logits.shape)}")
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    b, k, h, w = student_logits.shape
+    if mask is None:
+        mask = torch.ones((b, h, w), dtype=torch.bool, device=student_logits.device)
+    mask = mask.to(device=student_logits.device, dtype=torch.bool).expand(b, h, w)
+    # [P, K] rows of the masked pixels only
+    s = student_logits.permute(0, 2, 3, 1)[mask]
+    t = teacher_logits.detach().permute(0, 2, 3, 1)[mask].to(s.dtype)
+    if s.shape[0] == 0:
+        return s.sum() * 0.0  # an empty sum: exactly 0, on the graph, no NaN
+    log_ps = F.log_softmax(s / tau, dim=1)
+    log_pt = F.log_softmax(t / tau, dim=1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # [P]
+    return (tau * tau) * kl.mean()
+
+
+def voxel_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-voxel cross-entropy of a 3D prediction.
+
+    ``CE = sum_{v not ignored} w[y_v] * (-log softmax(z_v)[y_v]) / sum_{v not ignored} w[y_v]`` over
+    all voxels of all batch items (``w`` = 1 without ``weight``), i.e. ``F.cross_entropy`` with
+    ``reduction="mean"``, except that when every voxel is ignored the result is exactly 0 (not NaN).
+
+    Args:
+        logits: [B, K, X, Y, Z] float logits.
+        target: [B, X, Y, Z] long class ids in [0, K) (or ``ignore_index``).
+        ignore_index: a target value that does not count (e.g. unobserved voxels); ``None`` = none.
+        weight: optional [K] class weights.
+
+    Returns:
+        Scalar tensor.
+    """
+    if (
+        logits.dim() != 5
+        or target.dim() != 4
+        or logits.shape[0] != target.shape[0]
+        or logits.shape[2:] != target.shape[1:]
+    ):
+        raise ValueError(
+            f"logits must be [B, K, X, Y, Z] and target [B, X, Y, Z], got {tuple(logits.shape)}, {tuple(target.shape)}"
+        )
+    target = target.long()
+    if ignore_index is None:
+        return F.cross_entropy(logits, target, weight=weight)
+    valid = target != ignore_index
+    total = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="sum")
+    if weight is None:
+        denom = valid.sum().to(total.dtype)
+    else:
+        denom = weight.to(total.dtype)[target[valid]].sum()
+    return total / denom.clamp(min=1e-12) if bool(valid.any()) else total * 0.0
+
+
+def distillation_objective(
+    voxel_logits: torch.Tensor,
+    voxel_target: torch.Tensor,
+    student_pano_logits: torch.Tensor,
+    teacher_pano_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    tau: float = DEFAULT_TAU,
+    ignore_index: int | None = None,
+    dist_weight: float = 1.0,
+    ce_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The paper's distillation objective ``L = L_CE + L_dist`` (weights 1 by default).
+
+    ``L_CE`` = :func:`voxel_cross_entropy` (``voxel_logits`` [B, K, X, Y, Z], ``voxel_target``
+    [B, X, Y, Z]); ``L_dist`` = :func:`distillation_loss` (``student_pano_logits``, the projected
+    student prediction, and ``teacher_pano_logits``, [K, H, W] or [B, K, H, W], over ``mask``).
+
+    Returns:
+        ``(total, parts)``: ``total = ce_weight * L_CE + dist_weight * L_dist`` (scalar, with grad) and
+        ``parts = {"ce": L_CE, "dist": L_dist, "total": total}`` (detached scalars).
+    """
+    ce = voxel_cross_entropy(voxel_logits, voxel_target, ignore_index=ignore_index)
+    dist = distillation_loss(student_pano_logits, teacher_pano_logits, mask, tau=tau)
+    total = ce_weight * ce + dist_weight * dist
+    return total, {"ce": ce.detach(), "dist": dist.detach(), "total": total.detach()}

@@ -1,0 +1,135 @@
+"""Losses of panoramic distillation against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from panorooms3d.nn.losses import distillation_loss, distillation_objective, voxel_cross_entropy
+
+
+def _kl_by_hand(zs, zt, tau):
+    """KL(p_t || p_s) of two logit vectors with p = softmax(z / tau), in float64 numpy."""
+    ps = np.exp(np.asarray(zs, float) / tau)
+    ps /= ps.sum()
+    pt = np.exp(np.asarray(zt, float) / tau)
+    pt /= pt.sum()
+    return float((pt * np.log(pt / ps)).sum())
+
+
+def test_two_classes_one_pixel_by_hand():
+    # student (1, -1), teacher (3, 0), tau 2: p_s = softmax(0.5, -0.5), p_t = softmax(1.5, 0)
+    s = torch.tensor([1.0, -1.0], dtype=torch.float64).reshape(2, 1, 1)
+    t = torch.tensor([3.0, 0.0], dtype=torch.float64).reshape(2, 1, 1)
+    ps1 = 1 / (1 + math.exp(-1.0))  # softmax over (0.5, -0.5)
+    pt1 = 1 / (1 + math.exp(-1.5))
+    kl = pt1 * math.log(pt1 / ps1) + (1 - pt1) * math.log((1 - pt1) / (1 - ps1))
+    got = distillation_loss(s, t, torch.ones(1, 1, dtype=torch.bool), tau=2.0)
+    assert got.item() == pytest.approx(4.0 * kl, rel=1e-12)
+    # by hand: p_s = (0.731059, 0.268941), p_t = (0.817574, 0.182426),
+    # KL = 0.817574 ln(0.817574/0.731059) + 0.182426 ln(0.182426/0.268941) = 0.0206356; x tau^2 = 4
+    assert got.item() == pytest.approx(0.0825426, abs=1e-6)
+
+
+def test_equal_distributions_give_zero_and_tau_squared_scaling():
+    rng = np.random.default_rng(0)
+    z = torch.tensor(rng.normal(size=(5, 3, 4)))
+    assert distillation_loss(z, z.clone()).item() == pytest.approx(0.0, abs=1e-12)
+    # tau scaling: loss(tau) = tau^2 * KL at tau, computed by hand per pixel
+    s = torch.tensor(rng.normal(size=(3, 2, 2)) * 10)
+    t = torch.tensor(rng.normal(size=(3, 2, 2)) * 10)
+    for tau in (1.0, 4.0, 20.0):
+        want = (
+            np.mean([_kl_by_hand(s[:, i, j].numpy(), t[:, i, j].numpy(), tau) for i in range(2) for j in range(2)])
+            * tau**2
+        )
+        assert distillation_loss(s, t, tau=tau).item() == pytest.approx(want, rel=1e-9)
+    # the argument is not symmetric: KL(teacher || student), not KL(student || teacher)
+    a = distillation_loss(s, t, tau=4.0).item()
+    b = distillation_loss(t, s, tau=4.0).item()
+    assert a != pytest.approx(b, rel=1e-3)
+
+
+def test_mask_selects_pixels_and_pools_over_batch():
+    rng = np.random.default_rng(1)
+    s = torch.tensor(rng.normal(size=(2, 4, 3, 3)) * 5)
+    t = torch.tensor(rng.normal(size=(2, 4, 3, 3)) * 5)
+    mask = torch.zeros(2, 3, 3, dtype=torch.bool)
+    mask[0, 0, 0] = True
+    mask[1, 2, 1] = True
+    mask[1, 1, 2] = True
+    tau = 3.0
+    kls = [_kl_by_hand(s[b, :, i, j].numpy(), t[b, :, i, j].numpy(), tau) for b, i, j in mask.nonzero().tolist()]
+    want = tau**2 * sum(kls) / 3  # pooled mean over the 3 masked pixels, not a mean of per-image means
+    assert distillation_loss(s, t, mask, tau=tau).item() == pytest.approx(want, rel=1e-9)
+    # unmasked pixels are never read: garbage there changes nothing
+    s2 = s.clone()
+    s2[0, :, 2, 2] = float("nan")
+    t2 = t.clone()
+    t2[1, :, 0, 0] = float("inf")
+    assert distillation_loss(s2, t2, mask, tau=tau).item() == pytest.approx(want, rel=1e-9)
+    # an [H, W] mask broadcasts over the batch
+    m2 = torch.zeros(3, 3, dtype=torch.bool)
+    m2[1, 1] = True
+    want2 = tau**2 * np.mean([_kl_by_hand(s[b, :, 1, 1].numpy(), t[b, :, 1, 1].numpy(), tau) for b in range(2)])
+    assert distillation_loss(s, t, m2, tau=tau).item() == pytest.approx(want2, rel=1e-9)
+
+
+def test_empty_mask_is_zero_without_nan_and_backward_works():
+    s = torch.randn(4, 3, 5, requires_grad=True)
+    t = torch.randn(4, 3, 5)
+    with torch.no_grad():
+        s[:, 0, 0] = float("nan")  # garbage where nothing is hit
+    loss = distillation_loss(s, t, torch.zeros(3, 5, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert s.grad is not None and torch.count_nonzero(s.grad).item() == 0
+
+
+def test_gradient_reaches_student_only_and_matches_closed_form():
+    # d/dz_s [tau^2 KL(p_t || softmax(z_s/tau))] = tau * (p_s - p_t) per masked pixel, / n_pixels
+    s = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64).reshape(2, 1, 2).requires_grad_()
+    t = torch.tensor([[1.0, 1.0], [-1.0, 3.0]], dtype=torch.float64).reshape(2, 1, 2).requires_grad_()
+    tau = 5.0
+    distillation_loss(s, t, tau=tau).backward()
+    ps = torch.softmax(s.detach() / tau, 0)
+    pt = torch.softmax(t.detach() / tau, 0)
+    assert torch.allclose(s.grad, tau * (ps - pt) / 2, atol=1e-12)
+    assert t.grad is None
+
+
+def test_voxel_cross_entropy_by_hand_and_ignore():
+    logits = torch.zeros(1, 3, 2, 1, 1, dtype=torch.float64)
+    logits[0, :, 0, 0, 0] = torch.tensor([2.0, 0.0, 0.0])
+    logits[0, :, 1, 0, 0] = torch.tensor([0.0, 1.0, 0.0])
+    target = torch.tensor([0, 2]).reshape(1, 2, 1, 1)
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
+    ce1 = -math.log(1 / (1 + math.e + 1))
+    assert voxel_cross_entropy(logits, target).item() == pytest.approx((ce0 + ce1) / 2, rel=1e-12)
+    assert voxel_cross_entropy(logits, target, ignore_index=2).item() == pytest.approx(ce0, rel=1e-12)
+    # all ignored: 0, not NaN, and backward works
+    lg = logits.clone().requires_grad_()
+    out = voxel_cross_entropy(lg, torch.full((1, 2, 1, 1), 255), ignore_index=255)
+    assert out.item() == 0.0
+    out.backward()
+    assert torch.count_nonzero(lg.grad).item() == 0
+
+
+def test_objective_is_sum_of_parts():
+    rng = np.random.default_rng(3)
+    vl = torch.tensor(rng.normal(size=(1, 4, 3, 3, 2)), requires_grad=True)
+    vt = torch.tensor(rng.integers(0, 4, size=(1, 3, 3, 2)))
+    ps = torch.tensor(rng.normal(size=(4, 2, 3)), requires_grad=True)
+    pt = torch.tensor(rng.normal(size=(4, 2, 3)))
+    mask = torch.tensor([[True, False, True], [True, True, False]])
+    total, parts = distillation_objective(vl, vt, ps, pt, mask, tau=20.0)
+    ce = voxel_cross_entropy(vl, vt).item()
+    dist = distillation_loss(ps, pt, mask, tau=20.0).item()
+    assert parts["ce"].item() == pytest.approx(ce) and parts["dist"].item() == pytest.approx(dist)
+    assert total.item() == pytest.approx(ce + dist, rel=1e-12)
+    total.backward()
+    assert vl.grad.abs().sum() > 0 and ps.grad.abs().sum() > 0
+    assert torch.count_nonzero(ps.grad[:, 0, 1]).item() == 0  # an unmasked pixel gets no gradient
