@@ -127,6 +127,17 @@ def profile_model(
     raise RuntimeError(f"profiling {name} at {shape} failed (exit {proc.returncode}): " + " | ".join(tail))
 
 
+def _count_without_weights(spec: Any) -> int:
+    """Parameter count of a spec, built on the meta device (no memory, no init) when the class allows it."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return count_parameters(build_model(spec))
+    except Exception:  # noqa: BLE001 - some constructors compute on tensors: build for real
+        return count_parameters(build_model(spec))
+
+
 def _fmt_m(v: float | None, digits: int = 4) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -155,7 +166,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             "paper_params_m": spec.paper_params, "diff_pct": None, "description": spec.description, "error": None,
         }
         try:
-            n = count_parameters(build_model(spec))
+            n = _count_without_weights(spec)
             row["params"] = n
             row["params_m"] = n / 1e6
             if spec.paper_params:

@@ -89,10 +89,10 @@ def effective_window(grid: Size3, window: Size3, shift: Size3) -> tuple[Size3, S
 def _relative_position_index_cpu(window: Size3) -> torch.Tensor:
     wx, wy, wz = window
     coords = torch.stack(
-        torch.meshgrid(torch.arange(wx), torch.arange(wy), torch.arange(wz), indexing="ij")
+        torch.meshgrid(*(torch.arange(n, device="cpu") for n in (wx, wy, wz)), indexing="ij")
     ).flatten(1)  # (3, N), token n = (ix * wy + iy) * wz + iz
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # (N, N, 3): coord_i - coord_j
-    rel = rel + torch.tensor([wx - 1, wy - 1, wz - 1])
+    rel = rel + torch.tensor([wx - 1, wy - 1, wz - 1], device="cpu")
     return rel[..., 0] * ((2 * wy - 1) * (2 * wz - 1)) + rel[..., 1] * (2 * wz - 1) + rel[..., 2]
 
 
@@ -114,9 +114,9 @@ def relative_position_index(window: Size3) -> torch.Tensor:
 
 def _region_labels(length: int, window: int, shift: int) -> torch.Tensor:
     """Region (0, 1, 2) of each position along one padded axis after a cyclic shift."""
-    pos = torch.arange(length)
+    pos = torch.arange(length, device="cpu")
     if shift == 0:
-        return torch.zeros(length, dtype=torch.long)
+        return torch.zeros(length, dtype=torch.long, device="cpu")
     return (pos >= length - window).long() + (pos >= length - shift).long()
 
 
@@ -147,7 +147,7 @@ def shifted_window_mask(padded: Size3, window: Size3, shift: Size3) -> torch.Ten
         0 where tokens i and j may attend, -100 where they may not.
     """
     blocked = _blocked_pairs(tuple(padded), tuple(window), tuple(shift))
-    return torch.zeros(blocked.shape).masked_fill(blocked, MASK_VALUE)
+    return torch.zeros(blocked.shape, device="cpu").masked_fill(blocked, MASK_VALUE)
 
 
 def window_partition(x: torch.Tensor, window: Size3) -> torch.Tensor:
@@ -243,7 +243,9 @@ class WindowAttention3D(nn.Module):
         n_rel = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(n_rel, num_heads))
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        index = relative_position_index(window)
+        self.register_buffer("relative_position_index", index.to(self.relative_position_bias_table.device),
+                             persistent=False)
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -425,7 +427,7 @@ class Segmenter3D(nn.Module):
         self.num_features = self.embed_dim * 2 ** (n_stages - 1)
 
         self.patch_embed = nn.Conv3d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-        dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         start = 0
         for i, (depth, heads) in enumerate(zip(self.depths, self.num_heads)):
