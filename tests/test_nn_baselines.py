@@ -14,7 +14,7 @@ from panorooms3d.nn.sparseconv import (
     SubmanifoldConv3d,
     active_mask_from_input,
 )
-from panorooms3d.nn.vtunet import VTUNet, _shift_mask, fourier_position_encoding_3d
+from panorooms3d.nn.vtunet import VTUNet, _shift_mask, _SwinBlock, fourier_position_encoding_3d
 
 torch.set_num_threads(2)
 
@@ -85,6 +85,23 @@ def test_fourier_position_encoding_values():
     for p in (i, j, k):
         expect += [math.sin(p), math.sin(0.01 * p), math.cos(p), math.cos(0.01 * p)]
     assert torch.allclose(pe[i, j, k], torch.tensor(expect), atol=1e-6)
+
+
+def test_vtunet_decoder_block_fusion_definition():
+    # VT-Dec-Blk: out = (1 - a) * self_branch + a * cross_branch + MLP(LN(FPE)). Cross-attending to the block's
+    # own keys/values must reproduce the self branch, so for any a the output is self_branch + MLP(LN(FPE)).
+    torch.manual_seed(7)
+    for shifted in (False, True):
+        blk = _SwinBlock(dim=12, heads=3, window=4, shifted=shifted, alpha=0.3).eval()
+        x = torch.randn(2, 8, 4, 6, 12)  # grid 8 x 4 x 6: shifted and shrunk/padded windows
+        plain, own_kv = blk(x)
+        fused, _ = blk(x, enc_kv=own_kv)
+        fpe = fourier_position_encoding_3d((8, 4, 6), 12)
+        expect = plain + blk.mlp(blk.norm2(fpe))[None]
+        assert torch.allclose(fused, expect, atol=1e-5)
+        # with other encoder keys/values the cross branch changes the output
+        _, other_kv = blk(torch.randn(2, 8, 4, 6, 12))
+        assert not torch.allclose(blk(x, enc_kv=other_kv)[0], expect, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------- SparseConv
