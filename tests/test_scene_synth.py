@@ -158,7 +158,8 @@ def _inside(tris: np.ndarray, pts: np.ndarray, eps: float = 1e-4) -> np.ndarray:
 
 
 def _raster(world: np.ndarray, faces: np.ndarray, cell: float = 0.01):
-    """Plan-view occupancy of a triangle soup: sample points (N, 2), and per cell (keys, zmin, zmax)."""
+    """Plan-view occupancy of a triangle soup: sample points (N, 2) with the lowest height of their
+    triangle (N,), and per cell (keys, zmin, zmax)."""
     pts, zlo, zhi = [], [], []
     for t in world[faces]:
         xy = t[:, :2]
@@ -182,7 +183,7 @@ def _raster(world: np.ndarray, faces: np.ndarray, cell: float = 0.01):
     keys = ij[:, 0] * 1_000_003 + ij[:, 1]
     order = np.argsort(keys, kind="stable")
     uk, idx = np.unique(keys[order], return_index=True)
-    return pts, uk, np.minimum.reduceat(zlo[order], idx), np.maximum.reduceat(zhi[order], idx)
+    return pts, zlo, uk, np.minimum.reduceat(zlo[order], idx), np.maximum.reduceat(zhi[order], idx)
 
 
 def _world_items(root: Path, h: dict, room: dict):
@@ -198,17 +199,52 @@ def _world_items(root: Path, h: dict, room: dict):
         yield fur[c["ref"]]["category"], front_item_to_world(v, c["pos"], c["rot"], c["scale"]), f
 
 
+def _door_zones(h: dict, room: dict, depth: float = 0.8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Plan boxes (lo, hi) in front of and behind each door opening of the room: the extent of the
+    Door mesh's floor-level vertices (threshold, jamb and casing feet), grown by ``depth`` across the wall."""
+    meshes = {m["uid"]: m for m in h["mesh"]}
+    zones = []
+    for c in room["children"]:
+        m = meshes.get(c["ref"])
+        if m is None or m["type"] != "Door":
+            continue
+        v = front_to_world(np.array(m["xyz"]))
+        feet = v[np.abs(v[:, 2]) < 1e-6, :2]
+        # one door per group of feet (doors of a room are metres apart, a door is < 1.1 m wide)
+        groups: list[list[np.ndarray]] = []
+        for p in feet[np.lexsort((feet[:, 1], feet[:, 0]))]:
+            for g in groups:
+                if np.min(np.linalg.norm(np.array(g) - p, axis=1)) < 1.5:
+                    g.append(p)
+                    break
+            else:
+                groups.append([p])
+        for g in groups:
+            g = np.array(g)
+            lo, hi = g.min(0), g.max(0)
+            thin = int(np.argmin(hi - lo))
+            grow = np.zeros(2)
+            grow[thin] = depth
+            zones.append((lo - grow, hi + grow))
+    return zones
+
+
 def test_furniture_inside_rooms_without_interpenetration(clean):
-    n_items = 0
+    n_items, n_doors = 0, 0
     for h in _houses(clean):
         for room in h["scene"]["room"]:
             tris, _ = _floor_polygon(h, room)
+            zones = _door_zones(h, room)
+            n_doors += len(zones)
             height = max(front_to_world(np.array(m["xyz"]))[:, 2].max() for m in h["mesh"]
                          if m["type"] == "Ceiling" and any(c["ref"] == m["uid"] for c in room["children"]))
             rasters = []
             for cat, world, faces in _world_items(clean, h, room):
-                pts, keys, zmin, zmax = _raster(world, faces)
+                pts, pz, keys, zmin, zmax = _raster(world, faces)
                 assert _inside(tris, pts).all(), f"{h['uid']}/{room['instanceid']}: {cat} leaves the room"
+                for lo, hi in zones:  # nothing stands in a door opening's way
+                    blocked = ((pts > lo) & (pts < hi)).all(axis=1) & (pz < 2.0)
+                    assert not blocked.any(), f"{h['uid']}/{room['instanceid']}: {cat} blocks a door"
                 assert world[:, 2].min() > -1e-4 and world[:, 2].max() < height + 1e-4, cat
                 rasters.append((cat, keys, zmin, zmax))
             n_items += len(rasters)
@@ -219,7 +255,7 @@ def test_furniture_inside_rooms_without_interpenetration(clean):
                     _, ii, jj = np.intersect1d(ki, kj, return_indices=True)
                     clash = (lo_i[ii] < hi_j[jj] - 1e-4) & (lo_j[jj] < hi_i[ii] - 1e-4)
                     assert not clash.any(), f"{h['uid']}/{room['instanceid']}: {ci} and {cj} interpenetrate"
-    assert n_items > 30
+    assert n_items > 30 and n_doors >= 6
 
 
 def test_l_shaped_room_and_varied_yaw(clean):

@@ -950,6 +950,7 @@ class HouseResult:
     furniture: Counter
     faults: list[dict]
     files_written: int
+    faults_dropped: list[dict] = field(default_factory=list)
 
 
 class _Writer:
@@ -1015,6 +1016,7 @@ def _house(
 
     fault_records: list[dict] = []
     extra: list[tuple[int, Placed, dict]] = []  # (room index, placement, overrides)
+    dropped: list[dict] = []
     frng = tx.rng_for(seed, "faults", index)  # faults never change the clean part of a house
     for k, kind in enumerate(faults):
         base_kind = ("armchair", "cabinet", "plant", "stool", "side_table", "nightstand")[k % 6]
@@ -1033,6 +1035,8 @@ def _house(
                 pl.placed.remove(p)
                 extra.append((ri, p, {"fault": kind}))
                 break
+        else:
+            dropped.append({"kind": kind, "house": uid, "reason": "no free spot in any room"})
 
     materials: list[dict] = []
     meshes: list[dict] = []
@@ -1162,7 +1166,7 @@ def _house(
     path = out / "3D-FRONT" / f"{uid}.json"
     with atomic_path(path) as tmp:
         tmp.write_text(_dumps(house), encoding="utf-8", newline="\n")
-    return HouseResult(uid, path, Counter(r.type for r in plans), furniture_counts, fault_records, 0)
+    return HouseResult(uid, path, Counter(r.type for r in plans), furniture_counts, fault_records, 0, dropped)
 
 
 def _fault_plan(houses: int) -> list[tuple[str, ...]]:
@@ -1231,6 +1235,7 @@ def synthesize(
         "furniture_by_category": dict(sorted(fur.items())),
         "files_written": sum(r.files_written for r in results) + 1,
         "faults": [f for r in results for f in r.faults],
+        "faults_dropped": [f for r in results for f in r.faults_dropped],
     }
     with atomic_path(out / REPORT_NAME) as tmp:
         tmp.write_text(json.dumps(report, sort_keys=True, indent=1) + "\n", encoding="utf-8", newline="\n")

@@ -70,4 +70,6 @@ def synth_command(out: Path, houses: int, seed: int, rooms: str, with_faults: bo
         click.echo(f"  faults injected: {len(report['faults'])}")
         for f in report["faults"]:
             click.echo(f"    {f['kind']:22s} {f['house']}/{f['room']} {f['furniture_uid']} ({f['jid']})")
+        for f in report.get("faults_dropped", []):
+            click.echo(f"    {f['kind']:22s} {f['house']}: dropped ({f['reason']})")
     click.echo(f"  report: {out / REPORT_NAME}")
