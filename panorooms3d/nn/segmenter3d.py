@@ -131,6 +131,12 @@ def _blocked_pairs(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
     return win[:, :, None] != win[:, None, :]
 
 
+@lru_cache(maxsize=4)
+def _blocked_pairs_on(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> torch.Tensor:
+    """:func:`_blocked_pairs` moved to ``device`` once (cached, read-only)."""
+    return _blocked_pairs(padded, window, shift).to(device)
+
+
 def shifted_window_mask(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
     """Additive attention mask for shifted windows on a padded token grid.
 
@@ -318,7 +324,7 @@ class SwinBlock3D(nn.Module):
         mask = None
         if any(shift):
             x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
-            mask = _blocked_pairs(grid, window, shift).to(x.device)
+            mask = _blocked_pairs_on(grid, window, shift, x.device)
         out = window_reverse(self.attn(window_partition(x, window), mask), window, grid)
         if any(shift):
             out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
