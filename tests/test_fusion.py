@@ -243,3 +243,14 @@ def test_voting_ties_and_fill():
     want[2] = False
     out, n = fill_from_nearest(vals, have, want)
     assert n == 2 and out[:, 0, 0].tolist() == [3, 3, 0, 9, 9]
+
+
+def test_observed_share_counts_points_within_one_voxel():
+    from panorooms3d.fusion.fidelity import _within_one_voxel
+
+    mask = np.zeros((5, 5, 5), bool)
+    mask[2, 2, 2] = True
+    origin = np.array([1.0, 2.0, 3.0])
+    centre = origin + 2.5 * VS
+    d = np.array([[0.99, 0, 0], [1.01, 0, 0], [0, -0.7, 0.7], [0, -0.72, 0.72], [0.5, 0.5, 0.5]]) * VS
+    assert _within_one_voxel(centre + d, mask, origin, VS).tolist() == [True, False, True, False, True]

@@ -64,6 +64,30 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 
     return pts, total
 
 
+def _within_one_voxel(points: np.ndarray, mask: np.ndarray, origin: np.ndarray, voxel_size: float) -> np.ndarray:
+    """(N,) bool: is a voxel of ``mask`` (X, Y, Z) centred within one voxel edge of each world point (N, 3)?
+
+    A centre within distance 1 (in voxels) of the continuous index q has every coordinate in
+    [q - 1, q + 1], i.e. among the 3 x 3 x 3 voxels around round(q): those are checked.
+    """
+    q = ((np.asarray(points, np.float64) - origin) / voxel_size - 0.5).T  # (3, N)
+    r = np.rint(q).astype(np.int64)
+    hit = np.zeros(q.shape[1], bool)
+    for off in np.ndindex(3, 3, 3):
+        ok = np.ones(q.shape[1], bool)
+        d2 = np.zeros(q.shape[1])
+        cs = []
+        for a in range(3):
+            c = r[a] + (off[a] - 1)
+            ok &= (c >= 0) & (c < mask.shape[a])
+            d2 += (c - q[a]) ** 2
+            cs.append(c)
+        ok &= d2 <= 1.0 + 1e-9
+        ok[ok] = mask[cs[0][ok], cs[1][ok], cs[2][ok]]
+        hit |= ok
+    return hit
+
+
 def measure_fidelity(
     volume: RoomVolume,
     vertices: np.ndarray,
@@ -94,7 +118,6 @@ def measure_fidelity(
         near-surface voxel, no level set) is ``None``.
     """
     import open3d as o3d
-    from scipy.spatial import cKDTree
 
     vertices = np.asarray(vertices, np.float64)
     faces = np.asarray(faces, np.int64)
@@ -141,9 +164,7 @@ def measure_fidelity(
     pts, _ = sample_surface(vertices, faces, n, seed)
     out["mesh_area_m2"] = area
     if len(ijk) and len(pts):
-        tree = cKDTree(volume.origin + (ijk + 0.5) * vs)
-        d, _ = tree.query(pts, k=1, distance_upper_bound=vs * (1 + 1e-6))
-        out["observed_surface_share"] = float(np.mean(np.isfinite(d)))
+        out["observed_surface_share"] = float(np.mean(_within_one_voxel(pts, near, volume.origin, vs)))
     else:
         out["observed_surface_share"] = 0.0 if len(pts) else None
     return out

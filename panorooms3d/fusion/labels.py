@@ -37,9 +37,10 @@ class _VoteTable:
             for r in np.unique(raw[new]):
                 self.lut[r] = len(self.ids)
                 self.ids.append(int(r))
-            self.counts = np.concatenate(
-                [self.counts, np.zeros((self.n, len(self.ids) - self.counts.shape[1]), self.counts.dtype)], axis=1
-            )
+            if len(self.ids) > self.counts.shape[1]:  # grow the columns geometrically
+                grown = np.zeros((self.n, max(4, 2 * len(self.ids))), self.counts.dtype)
+                grown[:, : self.counts.shape[1]] = self.counts
+                self.counts = grown
             col = self.lut[raw]
         # Unique voxels per call, so fancy-indexed increment is exact (no np.add.at needed).
         self.counts[voxel, col] += weight
@@ -49,7 +50,7 @@ class _VoteTable:
         if not self.ids:
             return np.zeros(self.n, dtype), np.zeros(self.n, np.float64)
         order = np.argsort(np.asarray(self.ids))
-        counts = self.counts[:, order]
+        counts = self.counts[:, : len(self.ids)][:, order]
         ids = np.asarray(self.ids, np.int64)[order]
         best = counts.argmax(axis=1)  # first maximum = smallest raw id among the tied
         total = counts.sum(axis=1, dtype=np.float64)
