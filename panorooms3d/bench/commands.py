@@ -1,0 +1,213 @@
+"""The ``benchmark`` click group: train, train-teacher, distill, eval, run (suites).
+
+Every command takes a packed dataset (``--data``, a folder with ``manifest.json``); user mistakes
+(missing dataset, checkpoint or suite file, bad suite) end in a one-line error, not a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+PAPER_COLUMNS = (("aAcc", "aAcc"), ("mIoU", "mIoU"), ("mAcc", "mAcc"), ("mDice", "Dice"), ("mFscore", "Fscore"),
+                 ("mPrecision", "Precision"), ("mRecall", "Recall"))
+
+
+@contextmanager
+def _user_errors():
+    """Turn the library's user-facing errors into click errors that name the file and the problem."""
+    from panorooms3d.bench.suite import SuiteError
+    from panorooms3d.store.dataset import DatasetError
+
+    try:
+        yield
+    except (SuiteError, DatasetError, FileNotFoundError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise click.ClickException(str(msg)) from None
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _check_data(data: Path) -> Path:
+    if not (Path(data) / "manifest.json").is_file():
+        raise click.ClickException(f"{data}: not a dataset (no manifest.json); build one with `panorooms3d pack` "
+                                   "or download one")
+    return Path(data)
+
+
+def _check_file(path: Path, what: str) -> Path:
+    if not Path(path).is_file():
+        raise click.ClickException(f"{what} not found: {path}")
+    return Path(path)
+
+
+def _print_metrics(result: dict) -> None:
+    m = result["metrics"]
+    header = " ".join(f"{name:>9}" for _, name in PAPER_COLUMNS)
+    click.echo(header)
+    click.echo(" ".join(f"{m[key]:9.2f}" if m[key] is not None and math.isfinite(m[key]) else f"{'–':>9}"
+                        for key, _ in PAPER_COLUMNS))
+    pooled, void = result["pooled"]["mIoU"], result["void_excluded"]["mIoU"]
+    click.echo(f"(volume-weighted over {len(result['rooms'])} room(s), the paper's protocol; "
+               f"mIoU pooled: {pooled:.2f}, void excluded: {void:.2f})")
+
+
+@click.group("benchmark")
+def benchmark() -> None:
+    """Train, distil and score 3D segmentation models; run the paper's tables as suites."""
+
+
+@benchmark.command("train")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder (manifest.json).")
+@click.option("--model", default="3dseg-t", show_default=True, help="Registered model (`panorooms3d models`).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--iterations", type=int, default=20000, show_default=True)
+@click.option("--batch-size", type=int, default=2, show_default=True)
+@click.option("--block", type=int, default=128, show_default=True, help="Block edge in voxels (paper: 128).")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (paper: 1e-3).")
+@click.option("--schedule", type=click.Choice(["constant", "poly"]), default="constant", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--no-skip", is_flag=True, help="Drop the 3D Segmenter's skip connection (Table 4).")
+@click.option("--init", type=click.Path(path_type=Path), default=None, help="Initialise from a run checkpoint.")
+@click.option("--checkpoint-every", type=int, default=200, show_default=True)
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Resume from <out>/checkpoints/last.pt when present.")
+def train_command(data, model, out, iterations, batch_size, block, lr, schedule, seed, workers, device, no_skip,
+                  init, checkpoint_every, resume) -> None:
+    """Train a model on random blocks of the training rooms (resumable)."""
+    from panorooms3d.bench.train import CHECKPOINT, TrainConfig, train
+
+    _check_data(data)
+    if init:
+        _check_file(init, "init checkpoint")
+    if not resume and (out / CHECKPOINT).exists():
+        raise click.ClickException(f"{out / CHECKPOINT} exists; pass --resume or choose another --out")
+    cfg = TrainConfig(data=str(data), model=model, out=str(out), iterations=iterations, batch_size=batch_size,
+                      block=block, lr=lr, schedule=schedule, seed=seed, workers=workers, device=device,
+                      init=str(init) if init else None, checkpoint_every=checkpoint_every,
+                      model_overrides={"skip": False} if no_skip else {})
+    with _user_errors():
+        res = train(cfg)
+    click.echo(f"trained {model}: {res.iterations} iterations (resumed from {res.resumed_from}), final loss "
+               f"{res.final_loss:.4f}, {res.seconds:.1f} s; weights: {out / 'model.pt'}")
+
+
+@benchmark.command("train-teacher")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Teacher run folder.")
+@click.option("--variant", type=click.Choice(["tiny", "small", "base", "large"]), default="tiny", show_default=True)
+@click.option("--iterations", type=int, default=2000, show_default=True)
+@click.option("--batch-size", type=int, default=2, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--height", type=int, default=None, help="Train/predict at this height (default: stored size).")
+@click.option("--width", type=int, default=None, help="Train/predict at this width (default: stored size).")
+@click.option("--layers", type=int, default=None, help="ViT layers (override the variant; for tiny demos).")
+@click.option("--init", type=click.Path(path_type=Path), default=None,
+              help="Local checkpoint to start from (ours, or official Segmenter with variant.yml beside it).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--cache/--no-cache", default=True, show_default=True,
+              help="Also cache the teacher's logits of the training panoramas in <out>/cache.")
+def train_teacher_command(data, out, variant, iterations, batch_size, lr, height, width, layers, init, seed, device,
+                          cache) -> None:
+    """Finetune the 2D Segmenter teacher on the training panoramas and cache its predictions."""
+    from panorooms3d.bench.teacher import cache_teacher_predictions, train_teacher
+
+    _check_data(data)
+    if init:
+        _check_file(init, "teacher init checkpoint")
+    with _user_errors():
+        res = train_teacher(data, out, variant=variant, iterations=iterations, lr=lr, batch_size=batch_size,
+                            height=height, width=width, init=str(init) if init else None, seed=seed, device=device,
+                            model_overrides={"n_layers": layers} if layers else {})
+        click.echo(f"teacher {variant}: {res.iterations} iterations, final loss {res.final_loss:.4f}, "
+                   f"{res.seconds:.1f} s; weights: {res.checkpoint}")
+        if cache:
+            counts = cache_teacher_predictions(res.checkpoint, data, out / "cache", height=height, width=width,
+                                               device=device)
+            click.echo(f"cache {counts['dir']}: {counts['written']} written, {counts['skipped']} present, "
+                       f"{counts['no_panorama']} without panorama")
+
+
+@benchmark.command("distill")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
+@click.option("--student", type=click.Path(path_type=Path), required=True, help="Block-pretrained student checkpoint.")
+@click.option("--teacher-cache", type=click.Path(path_type=Path), default=None,
+              help="Folder of cached teacher logits (train-teacher's <out>/cache).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--iterations", type=int, default=45000, show_default=True, help="Rooms (batch 1); paper: 45,000.")
+@click.option("--tau", type=float, default=20.0, show_default=True, help="Temperature (paper: 20).")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--finetune-only", is_flag=True, help="CE only, no distillation (the paper's Table 3 control).")
+@click.option("--projection", type=click.Choice(["surface", "faces", "emission"]), default="surface",
+              show_default=True, help="How the student is rendered into the panorama.")
+@click.option("--val-every", type=int, default=1500, show_default=True)
+@click.option("--val-split", default="val", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, val_every,
+                    val_split, seed, device) -> None:
+    """Distil the cached teacher into a 3D student room by room (or finetune it with --finetune-only)."""
+    from panorooms3d.bench.distill import distill
+
+    _check_data(data)
+    _check_file(student, "student checkpoint")
+    if not finetune_only and (teacher_cache is None or not Path(teacher_cache).is_dir()):
+        raise click.ClickException(f"teacher cache folder not found: {teacher_cache} (run `benchmark train-teacher`, "
+                                   "or pass --finetune-only)")
+    with _user_errors():
+        res = distill(data, student, teacher_cache, out, iterations=iterations, tau=tau, lr=lr,
+                      finetune_only=finetune_only, projection=projection, val_every=val_every, val_split=val_split,
+                      seed=seed, device=device)
+    best = "none (no validation rooms; final weights)" if res.best_miou is None else f"{res.best_miou:.2f}"
+    click.echo(f"{'finetune' if finetune_only else 'distill'}: {res.iterations} rooms in {res.seconds:.1f} s; best "
+               f"val mIoU {best} at {res.best_iteration}; best: {res.best}, final: {res.final}")
+
+
+@benchmark.command("eval")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Run checkpoint (.pt).")
+@click.option("--model", default=None, help="Model name (default: the one stored in the checkpoint).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the metrics JSON here.")
+@click.option("--device", default="cpu", show_default=True)
+def eval_command(data, checkpoint, model, split, out, device) -> None:
+    """Score a checkpoint on whole rooms; prints the paper's columns (volume-weighted, %)."""
+    from panorooms3d.bench.evaluate import evaluate, write_metrics
+    from panorooms3d.bench.suite import load_model
+
+    _check_data(data)
+    _check_file(checkpoint, "checkpoint")
+    with _user_errors():
+        net = load_model(checkpoint, model)
+        result = evaluate(net, data, split=split, device=device)
+    click.echo(f"\n{checkpoint} on the {split} split ({len(result['rooms'])} room(s)), %:")
+    _print_metrics(result)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_metrics(result, out)
+        click.echo(f"metrics: {out}")
+
+
+@benchmark.command("run")
+@click.argument("suite", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Suite output folder.")
+@click.option("--only", multiple=True, help="Run only this run (repeatable).")
+@click.option("--device", default=None, help="Override the suite's device.")
+def run_command(suite, data, out, only, device) -> None:
+    """Run an experiment suite (benchmark/*.toml) end to end, resumably, and print its table."""
+    from panorooms3d.bench.suite import run_suite
+
+    _check_file(suite, "suite file")
+    _check_data(data)
+    with _user_errors():
+        res = run_suite(suite, data, out, only=list(only) or None, device=device)
+    click.echo(res.markdown)
+    click.echo(f"tables: {res.table_md}, {res.table_csv}, {res.paper_csv}")
+

@@ -1,0 +1,432 @@
+"""Experiment suites: a TOML grid of runs, run end to end and resumably, summarised as the paper's tables.
+
+A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
+
+    name = "table1"                      # used in titles
+    description = "..."
+    reference = "Table 1"                # where the paper's numbers come from
+
+    [settings]   class_set, seed, device, workers   (shared by every stage)
+    [train]      TrainConfig fields (block training defaults: iterations, batch_size, block, lr, ...)
+    [teacher]    TeacherConfig fields (variant, iterations, lr, height, width, init, model_overrides, ...)
+    [distill]    DistillConfig fields (iterations, tau, lr, val_every, val_split, projection, ...)
+    [eval]       split, max_voxels, samples (rooms drawn in sample plots)
+
+    [[run]]
+    name = "3dseg-t-dist"                # folder name, unique
+    label = "3DSeg-T Dist"               # table row (default: name)
+    model = "3dseg-t"
+    distill = true                       # 2D-to-3D distillation after block training
+    finetune_only = false                # room-level finetuning without KD (Table 3's control)
+    skip = true                          # the 3D Segmenter's skip connection (Table 4: false)
+    iterations = 20000                   # block-training iterations (else [train])
+    train = {...}, distill_settings = {...}   # optional per-run overrides of those sections
+    paper = {aAcc = 98.82, mIoU = 58.06, ..., params = 0.38}   # the paper's row, for comparison
+
+``run_suite`` runs each run: block training (shared by runs with the same model and training
+settings: ``<out>/pretrain/<model>-<hash>/``) -> the teacher once per suite when any run distils
+(``<out>/teacher/teacher.pt`` and its cache ``<out>/teacher/cache/``) -> distillation or
+finetuning (``<out>/runs/<name>/distill/``) -> evaluation on the eval split
+(``<out>/runs/<name>/metrics.json``) -> plots (``per_class_iou.png``, ``confusion.png``,
+``samples.png``). Every finished step leaves its file and is skipped when run again; an
+interrupted training resumes from its checkpoint. Each step is logged to
+``<out>/suite_log.jsonl`` (``done`` with seconds, or ``skipped``). Finally the tables:
+``<out>/table.md``, ``<out>/table.csv`` and ``<out>/paper.csv``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from panorooms3d.bench.distill import DistillConfig
+from panorooms3d.bench.teacher import TeacherConfig
+from panorooms3d.bench.train import TrainConfig
+
+SECTIONS = ("settings", "train", "teacher", "distill", "eval")
+SETTINGS = {"class_set", "seed", "device", "workers"}
+EVAL_KEYS = {"split", "max_voxels", "samples"}
+RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
+            "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description"}
+# fields a suite may not set: they are decided by the suite runner
+_RUNNER_FIELDS = {"data", "out", "model", "student", "teacher_cache", "init", "model_overrides"}
+
+
+class SuiteError(ValueError):
+    """A malformed suite file or a bad selection; the message names the file."""
+
+
+@dataclass
+class RunSpec:
+    """One row of a suite."""
+
+    name: str
+    model: str
+    label: str
+    distill: bool = False
+    finetune_only: bool = False
+    skip: bool = True
+    train: dict = field(default_factory=dict)
+    distill_settings: dict = field(default_factory=dict)
+    model_overrides: dict = field(default_factory=dict)
+    paper: dict = field(default_factory=dict)
+
+    @property
+    def room_level(self) -> bool:
+        """True when the run finetunes per room after block training (distillation or its control)."""
+        return self.distill or self.finetune_only
+
+
+@dataclass
+class Suite:
+    """A parsed suite file."""
+
+    path: Path
+    name: str
+    description: str
+    reference: str
+    settings: dict
+    train: dict
+    teacher: dict
+    distill: dict
+    eval: dict
+    runs: list[RunSpec]
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _check_keys(path: Path, where: str, got: dict, allowed: set[str]) -> None:
+    bad = sorted(set(got) - allowed)
+    if bad:
+        raise SuiteError(f"{path}: unknown key(s) {', '.join(bad)} in {where}; allowed: {', '.join(sorted(allowed))}")
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite file.
+
+    Raises:
+        SuiteError: the file is missing, not TOML, or has unknown sections/keys, duplicate or missing run names.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"suite file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SuiteError(f"{path}: not valid TOML: {e}") from e
+    _check_keys(path, "the top level", data, {"name", "description", "reference", "run", *SECTIONS})
+    sections = {s: data.get(s, {}) for s in SECTIONS}
+    for s, v in sections.items():
+        if not isinstance(v, dict):
+            raise SuiteError(f"{path}: [{s}] must be a table")
+    _check_keys(path, "[settings]", sections["settings"], SETTINGS)
+    _check_keys(path, "[train]", sections["train"], _fields(TrainConfig) - _RUNNER_FIELDS - SETTINGS)
+    _check_keys(path, "[teacher]", sections["teacher"], (_fields(TeacherConfig) - _RUNNER_FIELDS - SETTINGS) | {"init", "model_overrides"})
+    _check_keys(path, "[distill]", sections["distill"], _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
+    _check_keys(path, "[eval]", sections["eval"], EVAL_KEYS)
+    raw_runs = data.get("run", [])
+    if not isinstance(raw_runs, list) or not raw_runs:
+        raise SuiteError(f"{path}: no [[run]] entries")
+    runs, seen = [], set()
+    for i, r in enumerate(raw_runs):
+        where = f"[[run]] #{i + 1}"
+        _check_keys(path, where, r, RUN_KEYS)
+        if "name" not in r or "model" not in r:
+            raise SuiteError(f"{path}: {where} needs a name and a model")
+        if r["name"] in seen:
+            raise SuiteError(f"{path}: run name {r['name']!r} is used twice")
+        seen.add(r["name"])
+        train = dict(r.get("train", {}))
+        for key in ("iterations", "batch_size", "block", "lr"):
+            if key in r:
+                train[key] = r[key]
+        _check_keys(path, f"{where} train", train, _fields(TrainConfig) - _RUNNER_FIELDS - SETTINGS)
+        dset = dict(r.get("distill_settings", {}))
+        if "distill_iterations" in r:
+            dset["iterations"] = r["distill_iterations"]
+        _check_keys(path, f"{where} distill_settings", dset, _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
+        overrides = dict(r.get("model_overrides", {}))
+        if not r.get("skip", True):
+            overrides["skip"] = False
+        if r.get("distill") and r.get("finetune_only"):
+            raise SuiteError(f"{path}: run {r['name']!r} sets both distill and finetune_only")
+        runs.append(RunSpec(name=str(r["name"]), model=str(r["model"]), label=str(r.get("label", r["name"])),
+                            distill=bool(r.get("distill", False)), finetune_only=bool(r.get("finetune_only", False)),
+                            skip=bool(r.get("skip", True)), train=train, distill_settings=dset,
+                            model_overrides=overrides, paper=dict(r.get("paper", {}))))
+    return Suite(path=path, name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
+                 reference=str(data.get("reference", "")), runs=runs, **sections)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+class SuiteLog:
+    """Append-only JSON-lines log of the suite's steps (``done`` with seconds, or ``skipped``)."""
+
+    def __init__(self, path: Path, progress: bool) -> None:
+        self.path = Path(path)
+        self.progress = progress
+
+    def record(self, run: str, step: str, status: str, **extra) -> None:
+        rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": run, "step": step, "status": status, **extra}
+        with self.path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if self.progress:
+            tqdm.write(f"[{run}] {step}: {status}" + (f" ({extra['seconds']:.1f} s)" if "seconds" in extra else ""))
+
+    def step(self, run: str, step: str, marker: Path, fn) -> None:
+        """Run ``fn()`` unless ``marker`` exists (then log ``skipped``)."""
+        if Path(marker).exists():
+            self.record(run, step, "skipped")
+            return
+        t0 = time.perf_counter()
+        fn()
+        if not Path(marker).exists():
+            raise RuntimeError(f"step {step} of run {run} finished without writing {marker}")
+        self.record(run, step, "done", seconds=round(time.perf_counter() - t0, 3))
+
+
+def load_model(checkpoint: str | Path, model: str | None = None, class_set: str = "paper30",
+               model_overrides: dict | None = None):
+    """A 3D model with the weights of a run checkpoint (block training or distillation).
+
+    The model name and constructor overrides are read from the checkpoint's ``config`` unless given.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: the checkpoint names no model and none was given.
+    """
+    import torch
+
+    from panorooms3d.nn.registry import build_model
+    from panorooms3d.taxonomy import get_class_set
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    cfg = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
+    name = model or cfg.get("model")
+    if not name:
+        raise ValueError(f"{checkpoint} does not name its model; pass --model")
+    overrides = cfg.get("model_overrides", {}) if model_overrides is None else model_overrides
+    net = build_model(name, num_classes=get_class_set(class_set).num_classes, in_channels=4, **overrides)
+    net.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt)
+    return net
+
+
+@dataclass
+class SuiteResult:
+    """Where a suite's outputs are."""
+
+    out: Path
+    table_md: Path
+    table_csv: Path
+    paper_csv: Path
+    markdown: str
+    runs: list[str]
+
+
+def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only: list[str] | None = None,
+              progress: bool = True, device: str | None = None) -> SuiteResult:
+    """Run the runs of a suite (all, or those named in ``only``) end to end, resumably; write the tables.
+
+    Args:
+        suite_path: the suite TOML. data: dataset folder. out: suite output folder.
+        only: run names to run (the table still lists every run, with what has results).
+        progress: progress bars and step lines.
+        device: overrides ``[settings] device``.
+
+    Raises:
+        SuiteError: bad suite file or unknown run name in ``only``.
+    """
+    from panorooms3d.store.dataset import Dataset
+
+    suite = load_suite(suite_path)
+    names = [r.name for r in suite.runs]
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise SuiteError(f"{suite.path}: no run named {', '.join(unknown)}; runs: {', '.join(names)}")
+    selected = [r for r in suite.runs if not only or r.name in only]
+    data = Path(data)
+    Dataset(data)  # fails early with a clear error when the dataset is missing
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"class_set": "paper30", "seed": 0, "device": "auto", "workers": 0, **suite.settings}
+    if device:
+        settings["device"] = device
+    log = SuiteLog(out / "suite_log.jsonl", progress)
+    teacher_dir = out / "teacher"
+    t_start = time.perf_counter()
+    for run in tqdm(selected, desc=f"suite {suite.name}", unit="run", disable=not progress, dynamic_ncols=True):
+        run_dir = out / "runs" / run.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        pre = _pretrain(suite, run, settings, data, out, log, progress)
+        checkpoint = pre
+        if run.room_level:
+            cache = None
+            if run.distill:
+                cache = _teacher(suite, settings, data, teacher_dir, log, progress)
+            checkpoint = _room_level(suite, run, settings, data, pre, cache, run_dir, log, progress)
+        _evaluate(suite, run, settings, data, checkpoint, run_dir, log, progress)
+        _plots(suite, run, settings, data, checkpoint, run_dir, log)
+    result = write_tables(suite, out)
+    if progress:
+        tqdm.write(f"suite {suite.name}: {len(selected)} run(s) in {time.perf_counter() - t_start:.1f} s; "
+                   f"table: {result.table_md}")
+    return result
+
+
+def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path, log: SuiteLog, progress: bool) -> Path:
+    from panorooms3d.bench.train import train
+
+    cfg = {**suite.train, **run.train, "model": run.model, "model_overrides": run.model_overrides,
+           "class_set": settings["class_set"], "seed": settings["seed"]}
+    key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every")})
+    folder = out / "pretrain" / f"{run.model}{'' if run.skip else '-noskip'}-{key}"
+    config = TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
+    marker = folder / "model.pt"
+    log.step(run.name, f"train ({folder.name})", marker, lambda: train(config, progress=progress))
+    return marker
+
+
+def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteLog, progress: bool) -> Path:
+    from panorooms3d.bench.teacher import cache_teacher_predictions, train_teacher
+
+    tcfg = dict(suite.teacher)
+    variant, iterations, lr = tcfg.pop("variant", "tiny"), tcfg.pop("iterations", 2000), tcfg.pop("lr", 1e-4)
+    marker = folder / "teacher.pt"
+    log.step("teacher", "train-teacher", marker, lambda: train_teacher(
+        data, folder, variant=variant, iterations=iterations, lr=lr, progress=progress, class_set=settings["class_set"],
+        seed=settings["seed"], device=settings["device"], **tcfg))
+    cache = folder / "cache"
+    done = folder / "cache.json"
+
+    def make_cache() -> None:
+        counts = cache_teacher_predictions(marker, data, cache, height=tcfg.get("height"), width=tcfg.get("width"),
+                                           device=settings["device"], progress=progress)
+        done.write_text(json.dumps(counts, indent=2))
+
+    log.step("teacher", "cache", done, make_cache)
+    return cache
+
+
+def _room_level(suite: Suite, run: RunSpec, settings: dict, data: Path, student: Path, cache: Path | None,
+                run_dir: Path, log: SuiteLog, progress: bool) -> Path:
+    from panorooms3d.bench.distill import distill
+
+    dcfg = {**suite.distill, **run.distill_settings}
+    iterations, tau, lr = dcfg.pop("iterations", 45000), dcfg.pop("tau", 20.0), dcfg.pop("lr", 1e-4)
+    folder = run_dir / "distill"
+    marker = folder / "model.pt"
+    step = "distill" if run.distill else "finetune"
+    log.step(run.name, step, marker, lambda: distill(
+        data, student, cache, folder, iterations=iterations, tau=tau, lr=lr, finetune_only=run.finetune_only,
+        progress=progress, model=run.model, model_overrides=run.model_overrides, class_set=settings["class_set"],
+        seed=settings["seed"], device=settings["device"], **dcfg))
+    return folder / "best.pt"
+
+
+def _evaluate(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, run_dir: Path,
+              log: SuiteLog, progress: bool) -> None:
+    from panorooms3d.bench.evaluate import evaluate, write_metrics
+    from panorooms3d.nn.registry import count_parameters, get_spec
+
+    marker = run_dir / "metrics.json"
+
+    def go() -> None:
+        from panorooms3d.bench.train import _device
+
+        model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
+        ev = suite.eval
+        result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
+                          max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(_device(settings["device"])),
+                          progress=progress)
+        result["run"] = {"name": run.name, "label": run.label, "model": run.model, "checkpoint": str(checkpoint),
+                         "distill": run.distill, "finetune_only": run.finetune_only, "skip": run.skip,
+                         "params": count_parameters(model), "paper_params": get_spec(run.model).paper_params}
+        from panorooms3d.run.atomic import atomic_path
+
+        with atomic_path(marker) as tmp:
+            write_metrics(result, tmp)
+
+    log.step(run.name, "evaluate", marker, go)
+
+
+def _plots(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, run_dir: Path,
+           log: SuiteLog) -> None:
+    from panorooms3d.bench import report
+    from panorooms3d.taxonomy import get_class_set
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    names = get_class_set(settings["class_set"]).class_names
+    log.step(run.name, "plot per-class IoU", run_dir / "per_class_iou.png", lambda: report.plot_per_class_iou(
+        metrics["per_class_iou"], run_dir / "per_class_iou.png", f"{run.label}: per-class IoU (pooled)"))
+    log.step(run.name, "plot confusion", run_dir / "confusion.png", lambda: report.plot_confusion(
+        metrics["confusion"], names, run_dir / "confusion.png", f"{run.label}: confusion (row-normalised)"))
+
+    def samples() -> None:
+        import numpy as np
+
+        from panorooms3d.bench.data import load_room
+        from panorooms3d.bench.evaluate import predict_logits
+        from panorooms3d.store.dataset import Dataset
+
+        ds = Dataset(data)
+        model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
+        rooms = [r["uid"] for r in metrics["rooms"]][: int(suite.eval.get("samples", 1))]
+        for i, uid in enumerate(rooms):
+            sample = load_room(ds, uid, settings["class_set"])
+            pred = predict_logits(model, sample.x, max_voxels=suite.eval.get("max_voxels", 256 * 256 * 128))
+            name = "samples.png" if i == 0 else f"samples_{i}.png"
+            report.plot_sample(sample, np.asarray(pred.argmax(0).numpy()), run_dir / name, settings["class_set"],
+                               f"{run.label}: {uid}")
+
+    log.step(run.name, "plot samples", run_dir / "samples.png", samples)
+
+
+def write_tables(suite: Suite | str | Path, out: str | Path) -> SuiteResult:
+    """Write ``table.md``, ``table.csv`` and ``paper.csv`` from the runs' ``metrics.json`` files under ``out``."""
+    from panorooms3d.bench import report
+    from panorooms3d.nn.registry import get_spec
+
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    out = Path(out)
+    results = []
+    for run in suite.runs:
+        path = out / "runs" / run.name / "metrics.json"
+        entry = {"label": run.label, "paper": run.paper, "paper_params": run.paper.get("params")}
+        if path.exists():
+            m = json.loads(path.read_text())
+            entry.update(metrics=m["metrics"], pooled=m["pooled"], void_excluded=m["void_excluded"],
+                         params=m["run"]["params"])
+            entry["paper_params"] = m["run"].get("paper_params") or entry["paper_params"]
+        else:
+            try:
+                entry["paper_params"] = get_spec(run.model).paper_params or entry["paper_params"]
+            except (KeyError, FileNotFoundError, ValueError):
+                pass
+        results.append(entry)
+    rows = report.table_rows(results)
+    split = suite.eval.get("split", "test")
+    note = (f"{suite.description}\n\nDataset: the one given to `benchmark run`; split `{split}`. Metrics in percent "
+            "(mmsegmentation definitions, 30 classes with void). Runs without results are shown as –.")
+    md = report.markdown_table(rows, title=f"{suite.name}: results", note=note.strip(), reference=suite.reference)
+    paths = (out / "table.md", out / "table.csv", out / "paper.csv")
+    report.write_text(paths[0], md)
+    report.write_text(paths[1], report.csv_table(rows))
+    report.write_text(paths[2], report.paper_csv(rows))
+    return SuiteResult(out=out, table_md=paths[0], table_csv=paths[1], paper_csv=paths[2], markdown=md,
+                       runs=[r.name for r in suite.runs])

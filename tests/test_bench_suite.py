@@ -1,0 +1,191 @@
+"""Suites end to end on tiny box rooms: tables in the paper's column order, metrics, plots, resume, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bench_rooms import make_dataset
+from click.testing import CliRunner
+
+from panorooms3d.bench.commands import benchmark
+from panorooms3d.bench.report import COLUMNS, csv_table, markdown_table, table_rows
+from panorooms3d.bench.suite import SuiteError, load_suite, run_suite
+
+SUITE = """
+name = "tiny"
+description = "a test suite"
+reference = "Table 1"
+
+[settings]
+seed = 0
+device = "cpu"
+
+[train]
+iterations = 2
+batch_size = 1
+block = 16
+
+[teacher]
+variant = "tiny"
+iterations = 2
+batch_size = 1
+model_overrides = {n_layers = 1}
+
+[distill]
+iterations = 2
+val_every = 1
+
+[eval]
+split = "test"
+samples = 1
+
+[[run]]
+name = "t"
+label = "3DSeg-T"
+model = "3dseg-t"
+paper = {aAcc = 98.83, mIoU = 56.69, mAcc = 73.60, Dice = 64.34, Fscore = 78.38, Precision = 70.56, Recall = 73.60, params = 0.38}
+
+[[run]]
+name = "t-dist"
+label = "3DSeg-T Dist"
+model = "3dseg-t"
+distill = true
+distill_iterations = 1
+paper = {aAcc = 98.82, mIoU = 58.06, mAcc = 73.65, Dice = 65.89, Fscore = 78.22, Precision = 72.03, Recall = 73.65, params = 0.38}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("suite")
+    data = make_dataset(root / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
+                                                           "test": ["box2/Room-2"]})
+    suite = root / "tiny.toml"
+    suite.write_text(SUITE)
+    torch.set_num_threads(1)
+    res = run_suite(suite, data, root / "out", progress=False)
+    return {"root": root, "data": data, "suite": suite, "out": root / "out", "result": res}
+
+
+def test_suite_writes_tables_in_the_paper_order(finished: dict) -> None:
+    out = finished["out"]
+    with open(out / "table.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:10] == ["model", "aAcc", "mIoU", "mAcc", "Dice", "Fscore", "Precision", "Recall", "params_M",
+                            "paper_params_M"]
+    assert rows[0][10:] == ["mIoU_pooled", "mIoU_void_excluded"]
+    assert [r[0] for r in rows[1:]] == ["3DSeg-T", "3DSeg-T Dist"]
+    metrics = json.loads((out / "runs" / "t" / "metrics.json").read_text())
+    assert set(metrics["metrics"]) == {"aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall"}
+    assert float(rows[1][2]) == pytest.approx(metrics["metrics"]["mIoU"], abs=1e-3)
+    assert float(rows[1][8]) == pytest.approx(374_960 / 1e6, rel=0.02), "3DSeg-T has about 0.375M parameters"
+    md = (out / "table.md").read_text()
+    assert "| model | aAcc | mIoU | mAcc | Dice | Fscore | Precision | Recall | params (M) | paper params (M) |" in md
+    assert "NOT the paper's protocol" in md and "| 3DSeg-T Dist | 98.82 | 58.06 |" in md
+    with open(out / "paper.csv") as f:
+        paper = list(csv.reader(f))
+    assert paper[2][:3] == ["3DSeg-T Dist", "98.82", "58.06"]
+    for run in ("t", "t-dist"):
+        for png in ("per_class_iou.png", "confusion.png", "samples.png"):
+            p = out / "runs" / run / png
+            assert p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG"
+    # the distilled run started from the shared block-trained student and has its own distillation
+    assert len(list((out / "pretrain").iterdir())) == 1
+    assert (out / "runs" / "t-dist" / "distill" / "best.pt").exists()
+    assert (out / "teacher" / "teacher.pt").exists() and len(list((out / "teacher" / "cache").glob("*.npy"))) == 1
+    assert json.loads((out / "runs" / "t-dist" / "metrics.json").read_text())["run"]["distill"] is True
+
+
+def test_rerun_skips_finished_steps_and_cli_prints_the_table(finished: dict) -> None:
+    out = finished["out"]
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.suffix in (".json", ".pt", ".png", ".npy")
+              and "checkpoints" not in p.parts}
+    n_log = len((out / "suite_log.jsonl").read_text().splitlines())
+    result = CliRunner().invoke(benchmark, ["run", str(finished["suite"]), "--data", str(finished["data"]),
+                                            "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| 3DSeg-T |" in result.output and "| model | aAcc | mIoU |" in result.output
+    log = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()][n_log:]
+    assert log and all(r["status"] == "skipped" for r in log)
+    assert {r["step"] for r in log} >= {"train-teacher", "cache", "distill", "evaluate", "plot samples"}
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before, "nothing finished was redone"
+
+
+def test_eval_command_prints_the_paper_columns(finished: dict, tmp_path: Path) -> None:
+    ckpt = next((finished["out"] / "pretrain").iterdir()) / "model.pt"
+    out = tmp_path / "m.json"
+    result = CliRunner().invoke(benchmark, ["eval", "--data", str(finished["data"]), "--checkpoint", str(ckpt),
+                                            "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.replace("\r", "\n").splitlines()  # progress bars end in carriage returns
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["aAcc"])
+    assert lines[header].split() == list(COLUMNS), "the paper's column order"
+    printed = [float(v) for v in lines[header + 1].split()]
+    saved = json.loads(out.read_text())
+    # the suite evaluated the same checkpoint on the same split: the same numbers
+    suite_metrics = json.loads((finished["out"] / "runs" / "t" / "metrics.json").read_text())["metrics"]
+    assert saved["metrics"] == pytest.approx(suite_metrics)
+    keys = ("aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall")
+    assert printed == pytest.approx([suite_metrics[k] for k in keys], abs=0.006)
+
+
+def test_user_mistakes_are_clean_errors(finished: dict, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(benchmark, ["eval", "--data", str(tmp_path / "nope"), "--checkpoint", "x.pt"])
+    assert r.exit_code != 0 and "no manifest.json" in r.output and "Traceback" not in r.output
+    r = runner.invoke(benchmark, ["eval", "--data", str(finished["data"]), "--checkpoint", str(tmp_path / "x.pt")])
+    assert r.exit_code != 0 and "checkpoint not found" in r.output
+    r = runner.invoke(benchmark, ["run", str(tmp_path / "none.toml"), "--data", str(finished["data"]), "--out",
+                                  str(tmp_path)])
+    assert r.exit_code != 0 and "suite file not found" in r.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[run]]\nname = "a"\nmodel = "3dseg-t"\nitertions = 3\n')
+    r = runner.invoke(benchmark, ["run", str(bad), "--data", str(finished["data"]), "--out", str(tmp_path / "o")])
+    assert r.exit_code != 0 and "itertions" in r.output and str(bad) in r.output
+    r = runner.invoke(benchmark, ["run", str(finished["suite"]), "--data", str(finished["data"]), "--out",
+                                  str(finished["out"]), "--only", "nosuch"])
+    assert r.exit_code != 0 and "no run named nosuch" in r.output
+
+
+def test_shipped_suites_parse() -> None:
+    root = Path(__file__).resolve().parents[1] / "benchmark"
+    suites = {p.stem: load_suite(p) for p in sorted(root.glob("*.toml"))}
+    assert {"table1", "table3", "table4", "demo"} <= set(suites)
+    t1 = suites["table1"]
+    assert {r.model for r in t1.runs} == {"unet3d", "sparseconv", "vtunet", "3dseg-t", "3dseg-b", "3dseg-m", "3dseg-l"}
+    assert sum(r.distill for r in t1.runs) == 4 and len(t1.runs) == 11
+    # Table 1's reference numbers as printed in the paper (paper.md)
+    by_label = {r.label: r.paper for r in t1.runs}
+    assert by_label["3D U-Net"]["mIoU"] == 58.54 and by_label["3DSeg-L Dist"]["mIoU"] == 64.67
+    assert all(not r.skip for r in suites["table4"].runs)
+    assert {r.finetune_only for r in suites["table3"].runs} == {True, False}
+    with pytest.raises(SuiteError, match="unknown key"):
+        bad = root.parent / "tests" / "_never_written.toml"
+        load_suite(_write(bad, '[train]\nblocks = 3\n[[run]]\nname="a"\nmodel="3dseg-t"\n'))
+
+
+def _write(path: Path, text: str) -> Path:
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp()) / path.name
+    tmp.write_text(text)
+    return tmp
+
+
+def test_markdown_and_csv_from_hand_made_rows() -> None:
+    rows = table_rows([{"label": "A", "metrics": {"aAcc": 90.0, "mIoU": 50.0, "mAcc": 60.0, "mDice": 55.0,
+                                                  "mFscore": 70.0, "mPrecision": 65.0, "mRecall": 60.0},
+                        "pooled": {"mIoU": 48.0}, "void_excluded": {"mIoU": 47.5}, "params": 375_000,
+                        "paper_params": 0.38, "paper": {"mIoU": 56.69}},
+                       {"label": "B (not run)", "paper": {}}])
+    text = csv_table(rows).splitlines()
+    assert text[1] == "A,90.0000,50.0000,60.0000,55.0000,70.0000,65.0000,60.0000,0.3750,0.3800,48.0000,47.5000"
+    assert text[2] == "B (not run)" + "," * 11
+    md = markdown_table(rows, title="t")
+    assert "| A | 90.00 | 50.00 | 60.00 | 55.00 | 70.00 | 65.00 | 60.00 | 0.38 | 0.38 |" in md
+    assert "| A | 48.00 | 47.50 |" in md
