@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -33,6 +33,7 @@ from panorooms3d.geometry import SKYBOX_FACES, intrinsics, skybox_cam_to_world
 from panorooms3d.render.blender_scene import room_lights
 from panorooms3d.render.cameras import coverage, house_index, panorama_camera, sample_cameras
 from panorooms3d.render.settings import RenderSettings
+from panorooms3d.run.atomic import temp_sibling
 from panorooms3d.scene.model import House
 from panorooms3d.store.frames import Frames, write_frames
 from panorooms3d.taxonomy import FLOOR, get_class_set
@@ -108,6 +109,16 @@ def resample_textures(house: House, room_id: str, rng: np.random.Generator) -> d
     return out
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel SIGKILL Blender when the process that started it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _kill(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -135,7 +146,8 @@ def run_worker(spec: dict, tmp_dir: Path, timeout: float) -> tuple[dict[str, np.
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else src
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "panorooms3d.render.worker", str(spec_path)], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -203,8 +215,14 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
             {"name": "skybox", "K": K_sky, "width": S, "height": S, "cam_to_world": sky_c2w},
         ],
     }
-    with tempfile.TemporaryDirectory(prefix="panorooms3d-render-") as tmp:
-        arrays, winfo = run_worker(spec, Path(tmp), settings.timeout)
+    # The worker's scratch folder is a hidden temporary next to the store: a killed run leaves it
+    # where the runner's clean-up of stale temporaries finds it.
+    tmp = temp_sibling(Path(out_path).with_name(Path(out_path).name + ".render"))
+    tmp.mkdir(parents=True)
+    try:
+        arrays, winfo = run_worker(spec, tmp, settings.timeout)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     cov = coverage(house, room_id, K, settings.width, settings.height, c2w, index=index, seed=settings.seed)
 
     def lab(group: str) -> tuple[np.ndarray, np.ndarray]:

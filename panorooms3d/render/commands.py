@@ -1,0 +1,216 @@
+"""CLI of the render stage: ``render`` (rooms -> frames stores) and ``preview`` (a contact sheet).
+
+Both are click commands; ``panorooms3d.cli`` registers them. Every user mistake (missing folder,
+unknown room, not a frames store) is a one-line error that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from panorooms3d.render.settings import RenderSettings
+
+REPORT_NAME = "render_report.json"
+
+
+def render_task(task) -> dict:
+    """Work function of the runner: load the task's house and render its room (module-level, picklable).
+
+    ``task.kwargs``: ``house_json`` (path), ``front`` (FRONT_ROOT), ``room_id``, ``settings``
+    (RenderSettings as a dict). Returns the info dict of :func:`render_room`.
+    """
+    from panorooms3d.render.render_room import render_room
+    from panorooms3d.scene.front import load_house
+
+    kw = task.kwargs
+    house = load_house(Path(kw["house_json"]), Path(kw["front"]))
+    return render_room(house, kw["room_id"], Path(task.output), RenderSettings.from_dict(kw["settings"]))
+
+
+def _split_rooms(rooms: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for item in rooms:
+        out += [r for r in item.replace(",", " ").split() if r]
+    return out
+
+
+def _tasks(front: Path, out: Path, rooms: list[str], settings: RenderSettings) -> tuple[list, list[str]]:
+    """Room tasks for the selected rooms (all rooms of all houses when ``rooms`` is empty), and
+    lines about houses that could not be listed."""
+    from panorooms3d.run.runner import RoomTask
+    from panorooms3d.scene.front import FrontError, HouseLoadError, find_houses, load_houses, room_by_uid
+
+    notes: list[str] = []
+    tasks = []
+
+    def task(house_uid: str, room_id: str, key: str, house_json: Path):
+        return RoomTask(room_uid=f"{house_uid}/{room_id}", output=out / f"{key}.zarr",
+                        kwargs={"house_json": str(house_json), "front": str(front), "room_id": room_id,
+                                "settings": settings.to_dict()})
+
+    try:
+        if rooms:
+            for uid in dict.fromkeys(rooms):
+                house, room = room_by_uid(front, uid, load_geometry=False)
+                tasks.append(task(house.uid, room.room_id, room.key, Path(house.source)))
+        else:
+            paths = {p.stem: p for p in find_houses(front)}
+            for item in load_houses(front, load_geometry=False):
+                if isinstance(item, HouseLoadError):
+                    notes.append(f"skipped a house: {item}")
+                    continue
+                for room in item.rooms:
+                    tasks.append(task(item.uid, room.room_id, room.key, item.source or paths[item.uid]))
+    except FrontError as exc:
+        raise click.ClickException(str(exc)) from None
+    return tasks, notes
+
+
+@click.command("render")
+@click.option("--front", "front", required=True, type=click.Path(path_type=Path),
+              help="FRONT_ROOT: a folder with 3D-FRONT/, 3D-FUTURE-model/, 3D-FRONT-texture/ (or `synth` output).")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Work folder: one WORK/<house>__<room>.zarr frames store per room, plus render_report.json.")
+@click.option("--rooms", multiple=True, metavar="HOUSE/ROOM",
+              help="Rooms to render (repeat the option or separate with commas); default: every room of every house.")
+@click.option("--views", default=RenderSettings.views, show_default=True, type=click.IntRange(1),
+              help="Perspective frames per room.")
+@click.option("--width", default=RenderSettings.width, show_default=True, type=click.IntRange(8))
+@click.option("--height", default=RenderSettings.height, show_default=True, type=click.IntRange(8))
+@click.option("--hfov", default=RenderSettings.hfov_deg, show_default=True, type=click.FloatRange(20, 120),
+              help="Horizontal field of view of the perspective frames, degrees.")
+@click.option("--skybox-size", default=RenderSettings.skybox_size, show_default=True, type=click.IntRange(8),
+              help="Side of the six square skybox faces, pixels.")
+@click.option("--samples", default=RenderSettings.samples, show_default=True, type=click.IntRange(1),
+              help="Cycles samples per pixel (denoised).")
+@click.option("--no-denoise", is_flag=True, help="Turn OpenImageDenoise off.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Rooms rendered in parallel (local); Cycles threads are split between them.")
+@click.option("--ray-address", default=None, help="Ray cluster address for --executor ray (default: auto).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds cameras, textures and noise.")
+@click.option("--timeout", default=RenderSettings.timeout, show_default=True, type=click.FloatRange(1),
+              help="Seconds before a room's Blender process is killed.")
+@click.option("--retries", default=1, show_default=True, type=click.IntRange(0),
+              help="Extra attempts for a failing room.")
+@click.option("--device", type=click.Choice(["cpu", "gpu"], case_sensitive=False), default="cpu", show_default=True,
+              help="Cycles device; gpu uses OptiX/CUDA/HIP when Blender finds one, else the CPU.")
+def render(front, out, rooms, views, width, height, hfov, skybox_size, samples, no_denoise, executor, workers,
+           ray_address, seed, timeout, retries, device):
+    """Render rooms with Blender: RGB-D, label and instance frames plus a 6-face skybox per room.
+
+    Resumable: a room whose store exists is skipped; a failing or hanging room is retried, then
+    recorded in WORK/render_report.json, and the run goes on.
+    """
+    from panorooms3d.run.runner import default_workers, run_rooms
+
+    front, out = Path(front), Path(out)
+    if not front.is_dir():
+        raise click.ClickException(f"--front {front}: no such folder (expected a FRONT_ROOT with 3D-FRONT/ inside)")
+    if out.exists() and not out.is_dir():
+        raise click.ClickException(f"--out {out}: exists and is not a folder")
+    threads = 0
+    if executor == "local" and workers > 1:
+        threads = max(1, default_workers() // workers)
+    try:
+        settings = RenderSettings(width=width, height=height, hfov_deg=hfov, views=views, samples=samples,
+                                  denoise=not no_denoise, skybox_size=skybox_size, seed=seed, device=device.upper(),
+                                  timeout=timeout, threads=threads)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    tasks, notes = _tasks(front, out, _split_rooms(rooms), settings)
+    for line in notes:
+        click.echo(line, err=True)
+    if not tasks:
+        raise click.ClickException(f"--front {front}: no rooms to render")
+    out.mkdir(parents=True, exist_ok=True)
+    if settings.device == "GPU":
+        click.echo("device gpu: Cycles uses OptiX/CUDA/HIP when available and falls back to the CPU (see attrs.device)")
+    report = run_rooms(render_task, tasks, executor=executor, workers=workers, retries=retries, desc="render",
+                       report_path=out / REPORT_NAME, ray_address=ray_address, info_postfix="frames")
+    click.echo(report.summary())
+    frames = int(report.totals("frames"))
+    if frames:
+        per_frame = sum(r.info.get("seconds_per_frame", 0) * r.info.get("frames", 0) for r in report.done) / frames
+        click.echo(f"frames: {frames} rendered, {per_frame:.3f} s per frame (render only, {width}x{height}, "
+                   f"{samples} samples), {report.seconds / max(frames, 1):.3f} s per frame overall")
+        for r in report.done:
+            click.echo(f"  {r.room_uid}: {r.info.get('frames', 0)} frames, coverage "
+                       f"{100 * r.info.get('coverage', 0):.1f}% of the room's surface seen"
+                       + (", panorama camera moved off the centre" if r.info.get("moved") else ""))
+    click.echo(f"report: {out / REPORT_NAME}")
+    if report.failed:
+        raise SystemExit(1)
+
+
+def _depth_colour(depth: np.ndarray, vmax: float) -> np.ndarray:
+    import cv2
+
+    d = np.clip(depth / max(vmax, 1e-6), 0, 1)
+    img = cv2.applyColorMap((d * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    img[depth <= 0] = 0
+    return img
+
+
+def contact_sheet(path: Path, frames: int = 4) -> np.ndarray:
+    """A contact sheet (H, W, 3) uint8 of a frames store.
+
+    One row per shown frame (``frames`` frames evenly spread): RGB | depth (turbo colour map,
+    black = no hit) | labels coloured by paper30 class. Then two rows of the skybox faces
+    (+x -x +y -y +z -z): RGB and labels, scaled to the frame height.
+    """
+    import cv2
+
+    from panorooms3d.geometry import SKYBOX_FACES
+    from panorooms3d.store.frames import read_frames
+    from panorooms3d.taxonomy import colourise
+
+    fr = read_frames(Path(path))
+    n = fr.num_frames
+    pick = np.unique(np.linspace(0, n - 1, min(frames, n)).round().astype(int)) if n else []
+    vmax = float(np.percentile(fr.depth[fr.depth > 0], 99)) if (fr.depth > 0).any() else 1.0
+    rows = [np.concatenate([fr.rgb[i], _depth_colour(fr.depth[i], vmax), colourise(fr.label[i])], axis=1)
+            for i in pick]
+    if fr.skybox:
+        h = fr.rgb.shape[1] if n else 128
+        faces = [f for f in SKYBOX_FACES if f in fr.skybox]
+
+        def strip(images):
+            return np.concatenate([cv2.resize(im, (h, h), interpolation=cv2.INTER_NEAREST) for im in images], axis=1)
+
+        rows.append(strip([fr.skybox[f]["rgb"] for f in faces]))
+        rows.append(strip([colourise(fr.skybox[f]["label"]) for f in faces]))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
+    return np.concatenate(rows, axis=0)
+
+
+@click.command("preview")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
+@click.option("--frames", default=4, show_default=True, type=click.IntRange(1), help="Frames to show.")
+def preview(store, out, frames):
+    """Contact sheet of a frames store: RGB, depth and labels of a few frames plus the skybox faces."""
+    from PIL import Image
+
+    from panorooms3d.run.atomic import atomic_path
+
+    store = Path(store)
+    if not store.exists():
+        raise click.ClickException(f"{store}: no such frames store")
+    if not (store / "zarr.json").exists() or not (store / "rgb").exists():
+        raise click.ClickException(f"{store}: not a frames store (no zarr group with an rgb array)")
+    try:
+        sheet = contact_sheet(store, frames)
+    except (KeyError, ValueError, OSError) as exc:
+        raise click.ClickException(f"{store}: cannot read the frames store ({exc})") from None
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        Image.fromarray(sheet).save(tmp, format="PNG")
+    click.echo(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
+
+
+__all__ = ["render", "preview", "render_task", "contact_sheet"]
