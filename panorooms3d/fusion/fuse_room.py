@@ -60,6 +60,7 @@ def fuse_room(
     device: str = "CPU:0",
     room_uid: str | None = None,
     vote_power: float = 2.0,
+    timings: dict | None = None,
 ) -> RoomVolume:
     """Fuse a room's RGB-D-label frames into a :class:`RoomVolume` (docs/fusion.md).
 
@@ -80,6 +81,8 @@ def fuse_room(
         room_uid: name used in errors and stored in the volume; default ``frames.attrs["room_uid"]``.
         vote_power: a label vote weighs ``(1 - |depth - z| / band) ** vote_power`` (0: all votes
             weigh 1), so the surface nearest to a voxel outvotes one farther along the ray.
+        timings: optional dict filled with the seconds spent (integrate, extract, vote, total);
+            timings are not stored in the volume, so the same frames give byte-identical volumes.
 
     Returns:
         A RoomVolume whose tsdf is in [-1, 1] (1 where free or unobserved), weight the number of
@@ -201,14 +204,10 @@ def fuse_room(
             "observed_voxels": int((weight > 0).sum()),
             "near_surface_voxels": int(band_idx.size),
             "voxels_filled_from_neighbour": int(filled),
-            "seconds": {
-                "integrate": round(t_integrate, 3),
-                "extract": round(t_extract, 3),
-                "vote": round(t_vote, 3),
-                "total": round(time.perf_counter() - t_start, 3),
-            },
         }
     }
+    if timings is not None:  # reported to the caller, never stored: stored attrs stay deterministic
+        timings.update(integrate=t_integrate, extract=t_extract, vote=t_vote, total=time.perf_counter() - t_start)
     return RoomVolume(
         tsdf=tsdf,
         weight=weight,
