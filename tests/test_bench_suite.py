@@ -152,7 +152,7 @@ def test_user_mistakes_are_clean_errors(finished: dict, tmp_path: Path) -> None:
     assert r.exit_code != 0 and "no run named nosuch" in r.output
 
 
-def test_shipped_suites_parse() -> None:
+def test_shipped_suites_parse(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1] / "benchmark"
     suites = {p.stem: load_suite(p) for p in sorted(root.glob("*.toml"))}
     assert {"table1", "table3", "table4", "demo"} <= set(suites)
@@ -164,17 +164,10 @@ def test_shipped_suites_parse() -> None:
     assert by_label["3D U-Net"]["mIoU"] == 58.54 and by_label["3DSeg-L Dist"]["mIoU"] == 64.67
     assert all(not r.skip for r in suites["table4"].runs)
     assert {r.finetune_only for r in suites["table3"].runs} == {True, False}
-    with pytest.raises(SuiteError, match="unknown key"):
-        bad = root.parent / "tests" / "_never_written.toml"
-        load_suite(_write(bad, '[train]\nblocks = 3\n[[run]]\nname="a"\nmodel="3dseg-t"\n'))
-
-
-def _write(path: Path, text: str) -> Path:
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp()) / path.name
-    tmp.write_text(text)
-    return tmp
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nblocks = 3\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
+    with pytest.raises(SuiteError, match="unknown key.*blocks"):
+        load_suite(bad)
 
 
 def test_markdown_and_csv_from_hand_made_rows() -> None:
