@@ -8,7 +8,8 @@ cached teacher prediction T (K, H, W) of its panorama (:mod:`panorooms3d.bench.t
     S2 = project(tsdf, S3, camera)                        (K, H, W), mask M = rays that hit a surface
     L  = CE(S3, y)  +  kd_weight * tau^2 * mean_{p in M} KL( softmax(T_p / tau) || softmax(S2_p / tau) )
 
-(the paper: L = L_CE + L_dist, tau = 20). ``project`` is, by ``projection``:
+(the paper: L = L_CE + L_dist, tau = 20; the terms are :func:`panorooms3d.nn.losses.voxel_cross_entropy`
+and :func:`panorooms3d.nn.losses.distillation_loss`). ``project`` is, by ``projection``:
 
 - ``surface`` (default): :func:`panorooms3d.panorama.projection.render_equirect`, one ray per
   panorama pixel from the stored panorama camera, the first zero crossing of the trilinear tsdf,
@@ -40,11 +41,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from panorooms3d.bench.data import RoomSample, load_room
 from panorooms3d.bench.train import _device, _save, make_scheduler
+from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -112,29 +113,6 @@ class DistillResult:
     seconds: float
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, tau: float = 20.0) -> torch.Tensor:
-    """tau^2 * mean over masked pixels of KL(softmax(teacher / tau) || softmax(student / tau)).
-
-    Args:
-        student: (K, H, W) student panorama logits (differentiable).
-        teacher: (K, H, W) teacher logits (no gradient is taken).
-        mask: (H, W) bool, pixels that count (the projection's hit mask).
-        tau: temperature.
-
-    Returns:
-        a scalar (0 when the mask is empty). KL per pixel is sum_k p_k (log p_k - log q_k) in nats.
-    """
-    m = mask.reshape(-1)
-    if not bool(m.any()):
-        return student.sum() * 0.0
-    s = student.reshape(student.shape[0], -1)[:, m].float()
-    t = teacher.reshape(teacher.shape[0], -1)[:, m].float().detach()
-    log_q = F.log_softmax(s / tau, dim=0)
-    log_p = F.log_softmax(t / tau, dim=0)
-    kl = (log_p.exp() * (log_p - log_q)).sum(0)
-    return tau * tau * kl.mean()
-
-
 def project_logits(sample: RoomSample, logits: torch.Tensor, height: int, width: int, projection: str = "surface"):
     """Render student logits (K, X, Y, Z) into the room's panorama (K, height, width); returns a ProjectionResult."""
     from panorooms3d.panorama import projection as proj
@@ -161,14 +139,14 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
     x = torch.as_tensor(sample.x, dtype=torch.float32, device=device)[None]
     y = torch.as_tensor(sample.y, dtype=torch.long, device=device)[None]
     logits = model(x)
-    ce = F.cross_entropy(logits.float(), y)
+    ce = voxel_cross_entropy(logits.float(), y)
     out = {"ce": ce, "kd": None, "loss": ce, "hit": None}
     if kd_weight > 0 and teacher_logits is not None:
         if sample.camera is None:
             raise ValueError(f"room {sample.uid} has no panorama camera; it cannot be distilled")
         t = torch.as_tensor(teacher_logits, device=device)
         res = project_logits(sample, logits[0].float(), int(t.shape[1]), int(t.shape[2]), projection)
-        kd = kd_loss(res.values, t, res.hit.to(device), tau)
+        kd = distillation_loss(res.values, t.to(res.values.dtype), res.hit.to(device), tau=tau)
         out.update(kd=kd, loss=ce + kd_weight * kd, hit=float(res.hit.float().mean()))
     return out
 
