@@ -182,3 +182,24 @@ def test_markdown_and_csv_from_hand_made_rows() -> None:
     md = markdown_table(rows, title="t")
     assert "| A | 90.00 | 50.00 | 60.00 | 55.00 | 70.00 | 65.00 | 60.00 | 0.38 | 0.38 |" in md
     assert "| A | 48.00 | 47.50 |" in md
+
+
+def test_train_and_distill_commands(finished: dict, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "run"
+    r = runner.invoke(benchmark, ["train", "--data", str(finished["data"]), "--model", "3dseg-t", "--out", str(out),
+                                  "--iterations", "1", "--batch-size", "1", "--block", "16", "--workers", "0",
+                                  "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert (out / "model.pt").exists() and "trained 3dseg-t: 1 iterations" in r.output
+    r = runner.invoke(benchmark, ["distill", "--data", str(finished["data"]), "--student", str(out / "model.pt"),
+                                  "--out", str(tmp_path / "d")])
+    assert r.exit_code != 0 and "teacher cache folder not found" in r.output and "Traceback" not in r.output
+    r = runner.invoke(benchmark, ["distill", "--data", str(finished["data"]), "--student", str(out / "model.pt"),
+                                  "--out", str(tmp_path / "ft"), "--finetune-only", "--iterations", "1",
+                                  "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "ft" / "model.pt").exists() and "finetune: 1 rooms" in r.output
+    r = runner.invoke(benchmark, ["train", "--data", str(finished["data"]), "--model", "nosuch", "--out",
+                                  str(tmp_path / "x"), "--iterations", "1", "--workers", "0"])
+    assert r.exit_code != 0 and "unknown model 'nosuch'" in r.output
