@@ -84,67 +84,86 @@ class ProjectionResult:
 
 
 class _GatherTrilinear(torch.autograd.Function):
-    """rows[n] = sum_c w[n, c] * values[:, voxel uidx[inv[n, c]]]: a gather with a sort-based backward."""
+    """rows[r] = sum_{e in bag r} w[e] * values[:, uidx[inv[e]]]: a bagged gather, sort-based backward.
+
+    ``inv`` [E] int32 (position of each entry's voxel in ``uidx``), ``w`` [E], ``offsets`` [R] int32
+    (start of each bag; entries sorted by bag; empty bags give zero rows).
+    """
 
     @staticmethod
-    def forward(ctx, values, uidx, inv, w):  # noqa: D102
+    def forward(ctx, values, uidx, inv, w, offsets):  # noqa: D102
         k = values.shape[0]
         table = values.reshape(k, -1).index_select(1, uidx).t().contiguous()  # [U, K]
-        ctx.save_for_backward(uidx, inv, w)
+        ctx.save_for_backward(uidx, inv, w, offsets)
         ctx.vshape = values.shape
-        return F.embedding_bag(inv, table, per_sample_weights=w, mode="sum")  # [N, K]
+        return F.embedding_bag(inv, table, offsets, per_sample_weights=w, mode="sum")  # [R, K]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):  # noqa: D102
-        uidx, inv, w = ctx.saved_tensors
+        uidx, inv, w, offsets = ctx.saved_tensors
         k = ctx.vshape[0]
-        # transpose of the sparse [N, U] weight matrix: group the (point, corner) pairs by voxel
-        srt, order = torch.sort(inv.reshape(-1))
+        # the transpose of the sparse [R, U] weight matrix: group the entries by voxel
+        sizes = torch.diff(offsets.long(), append=offsets.new_tensor([inv.numel()]).long())
+        bag = torch.repeat_interleave(torch.arange(offsets.numel(), device=inv.device, dtype=torch.int32), sizes)
+        srt, order = torch.sort(inv)
         counts = torch.bincount(srt, minlength=uidx.numel())
-        offsets = torch.cumsum(counts, 0) - counts
-        gt = F.embedding_bag(
-            torch.div(order, 8, rounding_mode="floor"),
-            grad.contiguous(),
-            offsets,
-            per_sample_weights=w.reshape(-1)[order],
-            mode="sum",
-        )  # [U, K]
+        voff = (torch.cumsum(counts, 0) - counts).to(torch.int32)
+        gt = F.embedding_bag(bag[order], grad.contiguous(), voff, per_sample_weights=w[order], mode="sum")  # [U, K]
         gv = grad.new_zeros((k, int(np.prod(ctx.vshape[1:]))))
         gv.index_copy_(1, uidx, gt.t())
-        return gv.reshape(ctx.vshape), None, None, None
+        return gv.reshape(ctx.vshape), None, None, None, None
 
 
-def _trilinear_rows(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Trilinear interpolation of values [K, X, Y, Z] at voxel indices [N, 3] -> rows [N, K]."""
+def _trilinear_rows(
+    values: torch.Tensor,
+    points: torch.Tensor,
+    bags: torch.Tensor | None = None,
+    point_weights: torch.Tensor | None = None,
+    n_rows: int | None = None,
+) -> torch.Tensor:
+    """Trilinear interpolation of values [K, X, Y, Z] at voxel indices [P, 3] -> rows [P, K].
+
+    With ``bags`` [P] (the output row of each point, ascending), ``point_weights`` [P] and ``n_rows``,
+    returns [n_rows, K] rows ``sum_{p in row} point_weights[p] * values(points[p])`` (rows without
+    points are 0) without materialising per-point rows.
+    """
     k, nx, ny, nz = values.shape
     dev = values.device
     n = points.shape[0]
-    if n == 0:
-        return values.new_zeros((0, k))
+    if n == 0:  # nothing to sample: zeros, still on the graph (zero gradient)
+        return values.new_zeros((n if bags is None else n_rows, k)) + 0 * values.reshape(k, -1)[:, 0]
     hi = torch.tensor([nx - 1, ny - 1, nz - 1], dtype=points.dtype, device=dev)
     p = torch.minimum(points.clamp(min=0), hi)
     i0f = torch.minimum(p.floor(), (hi - 1).clamp(min=0))
     f = (p - i0f).to(values.dtype)
     i0 = i0f.long()
     i1 = torch.minimum(i0 + 1, hi.long())
-    ix = torch.stack([i0[:, 0], i1[:, 0]], 1) * (ny * nz)  # [N, 2]
+    ix = torch.stack([i0[:, 0], i1[:, 0]], 1) * (ny * nz)  # [P, 2]
     iy = torch.stack([i0[:, 1], i1[:, 1]], 1) * nz
     iz = torch.stack([i0[:, 2], i1[:, 2]], 1)
-    idx = (ix[:, :, None, None] + iy[:, None, :, None] + iz[:, None, None, :]).reshape(n, 8)
+    idx = (ix[:, :, None, None] + iy[:, None, :, None] + iz[:, None, None, :]).reshape(-1)  # [8P]
     fx, fy, fz = f.unbind(1)
     wx = torch.stack([1 - fx, fx], 1)
     wy = torch.stack([1 - fy, fy], 1)
     wz = torch.stack([1 - fz, fz], 1)
-    w = (wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]).reshape(n, 8)
+    w = wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]  # [P, 2, 2, 2]
+    if point_weights is not None:
+        w = w * point_weights.to(values.dtype)[:, None, None, None]
+    w = w.reshape(-1)
+    if bags is None:
+        offsets = torch.arange(0, 8 * n, 8, device=dev, dtype=torch.int32)
+    else:
+        counts = torch.bincount(bags, minlength=n_rows) * 8
+        offsets = (torch.cumsum(counts, 0) - counts).to(torch.int32)
     # compact the touched voxels: uidx (sorted voxel ids) and inv (their position in uidx)
     nvox = nx * ny * nz
     mark = torch.zeros(nvox, dtype=torch.bool, device=dev)
-    mark[idx.reshape(-1)] = True
+    mark[idx] = True
     uidx = mark.nonzero().squeeze(1)
-    lut = torch.empty(nvox, dtype=torch.long, device=dev)
-    lut[uidx] = torch.arange(uidx.numel(), device=dev)
-    return _GatherTrilinear.apply(values, uidx, lut[idx], w)
+    lut = torch.empty(nvox, dtype=torch.int32, device=dev)
+    lut[uidx] = torch.arange(uidx.numel(), device=dev, dtype=torch.int32)
+    return _GatherTrilinear.apply(values, uidx, lut[idx], w, offsets)
 
 
 def trilinear_sample(values: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -367,8 +386,8 @@ def render_rays(
     idx = hit.nonzero().squeeze(1)
     a = ((cam - grid.origin) / grid.vs - 0.5).to(torch.float32)
     pts = a + depth[idx, None] * d[idx] / grid.vs
-    rows = _trilinear_rows(values, pts)  # [n_hit, K]
-    out = values.new_zeros((d.shape[0], values.shape[0])).index_copy(0, idx, rows).t()  # [K, N] view
+    ones = torch.ones(idx.numel(), dtype=values.dtype, device=dev)
+    out = _trilinear_rows(values, pts, idx, ones, d.shape[0]).t()  # [K, N] view of [N, K]; 0 where no hit
     return ProjectionResult(out.reshape(values.shape[0], *shape), hit.reshape(shape), depth.reshape(shape))
 
 
@@ -615,9 +634,7 @@ def _emission_rays(
             keep_pts.append(vox[r, j])
             keep_w.append(w[r, j])
     ray = torch.cat(keep_ray)
-    rows = _trilinear_rows(values, torch.cat(keep_pts))  # [P, K]
-    contrib = rows * torch.cat(keep_w).to(values.dtype)[:, None]
-    out = values.new_zeros((n, values.shape[0])).index_add(0, ray, contrib).t()  # [K, N] view
+    out = _trilinear_rows(values, torch.cat(keep_pts), ray, torch.cat(keep_w), n).t()  # [K, N] view of [N, K]
     hit = opacity >= hit_threshold
     depth = torch.where(hit, wdepth / opacity.clamp(min=1e-12), torch.zeros_like(wdepth))
     return ProjectionResult(out.reshape(values.shape[0], *shape), hit.reshape(shape), depth.reshape(shape))
