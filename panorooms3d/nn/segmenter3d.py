@@ -137,6 +137,20 @@ def _blocked_pairs_on(padded: Size3, window: Size3, shift: Size3, device: torch.
     return _blocked_pairs(padded, window, shift).to(device)
 
 
+@lru_cache(maxsize=8)
+def _window_gather(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gather, scatter) int64 (L,) over the flattened padded grid (L = X * Y * Z, cached, read-only).
+
+    ``flat[:, gather]`` is ``window_partition(roll(x, -shift))`` flattened over (nW, N); ``windows[:, scatter]``
+    puts window tokens back at their unshifted grid positions.
+    """
+    pos = torch.arange(padded[0] * padded[1] * padded[2], device="cpu").view(1, *padded, 1)
+    rolled = torch.roll(pos, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
+    gather = window_partition(rolled, window).reshape(-1)
+    scatter = torch.argsort(gather)
+    return gather.to(device), scatter.to(device)
+
+
 def shifted_window_mask(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
     """Additive attention mask for shifted windows on a padded token grid.
 
@@ -274,21 +288,23 @@ class WindowAttention3D(nn.Module):
         """
         b, nw, n, c = x.shape
         h = self.num_heads
-        qkv = self.qkv(x).view(b, nw, n, 3, h, c // h).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, h, N, hd
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        bias = self.position_bias(n)  # h, N, N
-        if mask is not None:
-            bias = torch.where(mask.unsqueeze(1), bias + MASK_VALUE, bias)  # nW, h, N, N
-        bias = bias.to(q.dtype)
-        q = q.reshape(b * nw, h, n, c // h)
-        k = k.reshape(b * nw, h, n, c // h)
-        v = v.reshape(b * nw, h, n, c // h)
-        if bias.ndim == 4:
-            bias = bias.unsqueeze(0).expand(b, -1, -1, -1, -1).reshape(b * nw, h, n, n)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=self.attn_drop if self.training else 0.0
-        )  # (B*nW, h, N, hd)
-        out = out.view(b, nw, h, n, c // h).transpose(2, 3).reshape(b, nw, n, c)
+        hd = c // h
+        qkv = self.qkv(x).view(b, nw, n, 3, h, hd).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, h, N, hd
+        q, k, v = qkv.unbind(0)
+        bias = self.position_bias(n).to(q.dtype)  # h, N, N
+        p = self.attn_drop if self.training else 0.0
+        # A 4-D attn_mask keeps torch on its fused CPU kernel; a 3-D (h, N, N) one falls back to a slow path.
+        if mask is None:
+            out = F.scaled_dot_product_attention(
+                q.reshape(b * nw, h, n, hd), k.reshape(b * nw, h, n, hd), v.reshape(b * nw, h, n, hd),
+                attn_mask=bias.unsqueeze(0), dropout_p=p,
+            ).view(b, nw, h, n, hd)
+        else:
+            full = torch.where(mask.unsqueeze(1), bias + MASK_VALUE, bias)  # nW, h, N, N
+            out = torch.stack(
+                [F.scaled_dot_product_attention(q[i], k[i], v[i], attn_mask=full, dropout_p=p) for i in range(b)]
+            )  # per sample, so the (nW, h, N, N) mask is never repeated over the batch
+        out = out.transpose(2, 3).reshape(b, nw, n, c)
         return self.proj_drop(self.proj(out))
 
 
@@ -321,13 +337,12 @@ class SwinBlock3D(nn.Module):
         if any(pads):
             x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
         grid = (nx + pads[0], ny + pads[1], nz + pads[2])
-        mask = None
-        if any(shift):
-            x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
-            mask = _blocked_pairs_on(grid, window, shift, x.device)
-        out = window_reverse(self.attn(window_partition(x, window), mask), window, grid)
-        if any(shift):
-            out = torch.roll(out, shifts=shift, dims=(1, 2, 3))
+        # cyclic shift + window partition as one gather (torch.roll is slow on CPU), and back as one gather
+        gather, scatter = _window_gather(grid, window, shift, x.device)
+        n = window[0] * window[1] * window[2]
+        windows = x.reshape(b, -1, c).index_select(1, gather).view(b, -1, n, c)
+        mask = _blocked_pairs_on(grid, window, shift, x.device) if any(shift) else None
+        out = self.attn(windows, mask).reshape(b, -1, c).index_select(1, scatter).view(b, *grid, c)
         if any(pads):
             out = out[:, :nx, :ny, :nz].contiguous()
         return out
@@ -484,10 +499,18 @@ class Segmenter3D(nn.Module):
         if any(pads):
             x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
         padded = tuple(x.shape[2:])
-        y = self.head(self.encode(x)).permute(0, 4, 1, 2, 3)  # B, K, x', y', z'
-        y = F.interpolate(y, size=padded, mode="trilinear", align_corners=False)
+        tokens = self.head(self.encode(x))  # B, x', y', z', K
+        k = self.num_classes
         if self.skip is not None:
-            y = torch.cat([y, x.to(y.dtype)], dim=1)
-            w = self.skip.weight.to(y.dtype)[:, :, None, None, None]
-            y = F.conv3d(y, w, self.skip.bias.to(y.dtype))
+            # skip(concat(interp(h), x)) = interp(h @ W_h^T) + x @ W_x^T + b, because trilinear weights sum to 1:
+            # the K x K part is applied at token resolution and the concatenated full-size tensor never exists.
+            tokens = tokens @ self.skip.weight[:, :k].T.to(tokens.dtype)
+        y = F.interpolate(tokens.permute(0, 4, 1, 2, 3).contiguous(), size=padded, mode="trilinear", align_corners=False)
+        if self.skip is not None:
+            b = y.shape[0]
+            w = self.skip.weight[:, k:].to(y.dtype).expand(b, -1, -1)  # B, K, in
+            # y + W_x x + b as one batched matmul (several times faster on CPU than a 1x1x1 Conv3d)
+            # in place: the interpolation's output is not needed by its backward
+            y = y.view(b, k, -1).baddbmm_(w, x.to(y.dtype).reshape(b, x.shape[1], -1))
+            y = y.add_(self.skip.bias.to(y.dtype)[:, None]).view(b, k, *padded)
         return y[:, :, : size[0], : size[1], : size[2]]
