@@ -15,7 +15,8 @@ Architecture (paper.md, "Model"), for an input block ``x`` of shape (B, 4, X, Y,
    exact counts 0.375M / 0.619M / 1.5495M / 4.4305M);
 6. decoder: ``Linear(2D -> K)`` per token, trilinear interpolation to the padded input size,
    skip connection ``Linear(concat(y_f, x)) (K + 4 -> K)`` per voxel (``skip=False``: no skip,
-   the paper's Table 4 ablation), crop to the input size.
+   the paper's Table 4 ablation), crop to the input size. (Computed as ``interp(h W_h^T) + x W_x^T + b``,
+   the same function since trilinear weights sum to 1, so no (K + 4)-channel full-size tensor is built.)
 
 Windows follow the official (Video Swin) rules exactly, so that official checkpoints give the
 same outputs: at each block the tokens are padded (after ``norm1``) to multiples of the window;
