@@ -113,3 +113,24 @@ def test_user_mistakes_are_clear(front, tmp_path):
     (tmp_path / "empty.zarr").mkdir()
     r = CliRunner().invoke(preview, [str(tmp_path / "empty.zarr"), "--out", str(tmp_path / "x.png")])
     assert r.exit_code != 0 and "not a frames store" in r.output
+
+
+@pytest.mark.ray
+@pytest.mark.blender
+def test_ray_executor(front, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        work = tmp_path / "work"
+        from panorooms3d.scene.front import load_house
+
+        house = sorted((front / "3D-FRONT").glob("*.json"))[0]
+        rooms = [f"{house.stem}/{r.room_id}" for r in load_house(house, front, load_geometry=False).rooms][:2]
+        res = CliRunner().invoke(render, ["--front", str(front), "--out", str(work), "--executor", "ray",
+                                          "--rooms", ",".join(rooms), *TINY])
+        assert res.exit_code == 0, res.output
+        assert len(stores(work)) == 2
+        report = json.loads((work / "render_report.json").read_text())
+        assert report["executor"] == "ray" and report["counts"]["done"] == 2
+    finally:
+        ray.shutdown()

@@ -72,6 +72,7 @@ class HouseIndex:
         return self.scene.compute_distance(q).numpy().astype(np.float64)
 
     def room_index(self, room_id: str) -> int:
+        """Index of ``room_id`` in ``room_ids`` (the value ``face_room`` holds for its triangles)."""
         return self.room_ids.index(room_id)
 
 
