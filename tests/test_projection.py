@@ -283,3 +283,49 @@ def test_lazy_reexport():
     assert pano.render_equirect is render_equirect
     with pytest.raises(AttributeError):
         _ = pano.no_such_name
+
+
+def test_emission_matches_the_documented_formula():
+    # an independent numpy/scipy implementation of the documented compositing:
+    # sigma = (1 - tsdf)/2, w_i = sigma_i prod_{j<i} (1 - sigma_j), out = sum w_i v(p_i)
+    rng = np.random.default_rng(5)
+    shape = (30, 26, 22)
+    field = ndimage.gaussian_filter(rng.normal(size=shape), 2.0)
+    tsdf = np.clip(field / field.std() * 1.5 + 1.2, -1, 1).astype(np.float32)  # many voxels exactly 1
+    assert 0.2 < (tsdf == 1).mean() < 0.9
+    vals = rng.normal(size=(2, *shape)).astype(np.float32)
+    origin, vs = np.array([0.3, -0.2, 0.1]), 0.1
+    cam = origin + np.array([14.6, 12.2, 10.9]) * vs
+    h, w = 8, 16
+    res = render_equirect_emission(
+        torch.tensor(tsdf),
+        torch.tensor(vals),
+        origin=origin,
+        voxel_size=vs,
+        camera=cam,
+        height=h,
+        width=w,
+        n_samples=60,
+        near=0.1,
+        far=3.0,
+        min_weight=0.0,
+    )
+    d = equirect_directions(h, w).reshape(-1, 3)
+    ts = np.linspace(0.1, 3.0, 60)
+    pts = (cam + ts[None, :, None] * d[:, None, :] - origin) / vs - 0.5
+    inside = ((pts >= 0) & (pts <= np.array(shape) - 1)).all(-1)
+    q = pts.reshape(-1, 3).T
+    sdf = np.where(inside, ndimage.map_coordinates(tsdf.astype(np.float64), q, order=1).reshape(inside.shape), 1.0)
+    sigma = np.clip((1 - sdf) / 2, 0, 1)
+    trans = np.cumprod(np.concatenate([np.ones((len(d), 1)), 1 - sigma[:, :-1]], 1), 1)
+    wt = sigma * trans
+    v = np.stack([ndimage.map_coordinates(vals[c].astype(np.float64), q, order=1, mode="nearest") for c in range(2)])
+    want = (wt[None] * v.reshape(2, *wt.shape)).sum(-1).reshape(2, h, w)
+    opacity = wt.sum(1).reshape(h, w)
+    assert 0.05 < (opacity > 0.5).mean() < 1.0
+    assert np.allclose(res.values.numpy(), want, atol=1e-4)
+    clear = np.abs(opacity - 0.5) > 1e-4  # float32 vs float64 may round a tie either way
+    assert np.array_equal(res.hit.numpy()[clear], (opacity >= 0.5)[clear])
+    hit = opacity >= 0.5
+    want_depth = ((wt * ts).sum(1).reshape(h, w) / np.maximum(opacity, 1e-12))[hit]
+    assert np.allclose(res.depth.numpy()[hit], want_depth, atol=1e-4)

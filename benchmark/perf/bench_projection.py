@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="128 x 256 panorama over a 96^3 room")
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant; the fastest is reported")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--case", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -126,11 +127,24 @@ def main(argv=None) -> int:
         shape, height, width = (256, 256, 96), 512, 1024
     k = 30
     if args.case:  # child: one variant, JSON on stdout
+        if args.threads > 0:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print(json.dumps(run_case(args.case, shape, height, width, k, args.repeats)))
         return 0
     rows = []
     for variant in VARIANTS:
-        cmd = [sys.executable, __file__, "--case", variant, "--repeats", str(args.repeats)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--case",
+            variant,
+            "--repeats",
+            str(args.repeats),
+            "--threads",
+            str(args.threads),
+        ]
         cmd += ["--quick"] if args.quick else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))

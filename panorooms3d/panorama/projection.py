@@ -270,13 +270,25 @@ class _Grid:
         )
         return out.reshape(p, m)
 
-    def block_dist(self, vox: torch.Tensor) -> torch.Tensor:
-        """Block distance (int32 [N]) at voxel indices [N, 3] (clamped to the box of centres)."""
+    def _block_index(self, vox: torch.Tensor) -> torch.Tensor:
+        """Linear block index (long [N]) of voxel indices [N, 3] (clamped to the box of centres)."""
         hi = torch.tensor([s - 1 for s in self.shape], dtype=vox.dtype, device=self.device)
         v = torch.minimum(vox.clamp(min=0), hi).add_(0.5).div_(_BLOCK).long()  # voxel i covers [i, i+1)
         nb = self.nblocks
-        lin = (v[:, 0] * nb[1] + v[:, 1]) * nb[2] + v[:, 2]
-        return self.dist[lin]
+        return (v[:, 0] * nb[1] + v[:, 1]) * nb[2] + v[:, 2]
+
+    def block_dist(self, vox: torch.Tensor) -> torch.Tensor:
+        """Block distance (int32 [N]) at voxel indices [N, 3] (clamped to the box of centres)."""
+        return self.dist[self._block_index(vox)]
+
+    def not_free(self, vox: torch.Tensor) -> torch.Tensor:
+        """bool [N]: False where the trilinear tsdf at voxel indices [N, 3] is certainly exactly 1."""
+        if not hasattr(self, "_not_free"):
+            with torch.no_grad():
+                soft = _dilate(self.tsdf[0, 0] < 1)
+                blocks = F.max_pool3d(soft[None, None].to(torch.float32), _BLOCK, _BLOCK, ceil_mode=True)[0, 0]
+                self._not_free = (blocks > 0).reshape(-1)
+        return self._not_free[self._block_index(vox)]
 
 
 @torch.no_grad()
@@ -622,8 +634,12 @@ def _emission_rays(
             sl = slice(s, s + chunk_rays)
             vox = a + ts[None, :, None] * b[sl, None, :]  # [R, S, 3]
             inside = ((vox >= 0) & (vox <= hi)).all(-1)
-            sdf = grid.sample(a_n + ts[None, :, None] * b_n[sl, None, :])
-            sdf = torch.where(inside, sdf, torch.ones_like(sdf))  # outside the grid: free
+            # the trilinear tsdf only where it may be < 1 (blocks with a voxel < 1 nearby); 1 elsewhere
+            sel = (inside & grid.not_free(vox.reshape(-1, 3)).reshape(inside.shape)).nonzero(as_tuple=True)
+            sdf = torch.ones(inside.shape, dtype=torch.float32, device=dev)  # outside the grid: free
+            if sel[0].numel() > 0:
+                coords = a_n + ts[sel[1], None] * b_n[s + sel[0]]
+                sdf[sel] = grid.sample(coords[:, None, :])[:, 0]
             sigma = ((1 - sdf) / 2).clamp(0, 1)
             trans = torch.cumprod(torch.cat([torch.ones_like(sigma[:, :1]), 1 - sigma[:, :-1]], 1), 1)
             w = sigma * trans  # [R, S]
