@@ -519,12 +519,12 @@ def stitch_equirect(
     """
     if mode not in ("nearest", "bilinear"):
         raise ValueError(f"mode must be 'nearest' or 'bilinear', got {mode!r}")
-    vals = torch.stack([faces[f].values for f in SKYBOX_FACES])  # [6, K, F, F]
-    dev = vals.device
-    nf, kc, fs, _ = vals.shape
+    kc, fs, _ = faces[SKYBOX_FACES[0]].values.shape
+    # rows [6 F F, K] (channels last: gathers and their backward move whole rows)
+    rows = torch.cat([faces[f].values.reshape(kc, -1).t() for f in SKYBOX_FACES], 0)
+    dev = rows.device
     hit = torch.stack([faces[f].hit for f in SKYBOX_FACES]).reshape(-1)
     depth = torch.stack([faces[f].depth for f in SKYBOX_FACES]).reshape(-1)
-    flat = vals.permute(1, 0, 2, 3).reshape(kc, -1)  # [K, 6 F F]
     d = equirect_directions(height, width).reshape(-1, 3)
     axis = np.abs(d).argmax(1)
     sign = np.sign(d[np.arange(d.shape[0]), axis])
@@ -550,12 +550,12 @@ def stitch_equirect(
     hit_out = hit[near]
     depth_out = torch.where(hit_out, depth[near], torch.zeros_like(depth[near]))
     if mode == "nearest":
-        out = flat.index_select(1, near)
+        out = rows.index_select(0, near)  # [H W, K]
     else:
         u0 = u_t.floor().clamp(0, fs - 1)
         v0 = v_t.floor().clamp(0, fs - 1)
-        fu = (u_t - u0).clamp(0, 1).to(vals.dtype)
-        fv = (v_t - v0).clamp(0, 1).to(vals.dtype)
+        fu = (u_t - u0).clamp(0, 1).to(rows.dtype)
+        fv = (v_t - v0).clamp(0, 1).to(rows.dtype)
         u0l, v0l = u0.long(), v0.long()
         u1l, v1l = (u0l + 1).clamp(max=fs - 1), (v0l + 1).clamp(max=fs - 1)
         acc = 0
@@ -563,12 +563,12 @@ def stitch_equirect(
         for vv, wv in ((v0l, 1 - fv), (v1l, fv)):
             for uu, wu in ((u0l, 1 - fu), (u1l, fu)):
                 lin = (fidx_t * fs + vv) * fs + uu
-                w = wv * wu * hit[lin].to(vals.dtype)
-                acc = acc + flat.index_select(1, lin) * w
+                w = wv * wu * hit[lin].to(rows.dtype)
+                acc = acc + rows.index_select(0, lin) * w[:, None]
                 wsum = wsum + w
-        out = torch.where(hit_out, acc / wsum.clamp(min=1e-12), torch.zeros_like(acc))
+        out = torch.where(hit_out[:, None], acc / wsum.clamp(min=1e-12)[:, None], torch.zeros_like(acc))
     return ProjectionResult(
-        out.reshape(kc, height, width), hit_out.reshape(height, width), depth_out.reshape(height, width)
+        out.t().reshape(kc, height, width), hit_out.reshape(height, width), depth_out.reshape(height, width)
     )
 
 
