@@ -89,7 +89,8 @@ def _tasks(front: Path, out: Path, rooms: list[str], settings: RenderSettings) -
 @click.option("--no-denoise", is_flag=True, help="Turn OpenImageDenoise off.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Rooms rendered in parallel (local); Cycles threads are split between them.")
+              help="Rooms rendered in parallel (local); Cycles threads are split between them. With "
+                   "--executor ray each room renders on one thread and Ray runs one room per CPU.")
 @click.option("--ray-address", default=None, help="Ray cluster address for --executor ray (default: auto).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds cameras, textures and noise.")
 @click.option("--timeout", default=RenderSettings.timeout, show_default=True, type=click.FloatRange(1),
@@ -112,9 +113,11 @@ def render(front, out, rooms, views, width, height, hfov, skybox_size, samples, 
         raise click.ClickException(f"--front {front}: no such folder (expected a FRONT_ROOT with 3D-FRONT/ inside)")
     if out.exists() and not out.is_dir():
         raise click.ClickException(f"--out {out}: exists and is not a folder")
-    threads = 0
+    threads = 0  # Cycles uses every core
     if executor == "local" and workers > 1:
         threads = max(1, default_workers() // workers)
+    elif executor == "ray":
+        threads = 1  # Ray packs one room per CPU it schedules (num_cpus=1 per task)
     try:
         settings = RenderSettings(width=width, height=height, hfov_deg=hfov, views=views, samples=samples,
                                   denoise=not no_denoise, skybox_size=skybox_size, seed=seed, device=device.upper(),
