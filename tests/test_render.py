@@ -43,25 +43,29 @@ def box(lo, hi) -> tuple[np.ndarray, np.ndarray]:
 
 
 def box_room(uid="boxhouse", room_id="Room-1", origin=(0.0, 0.0), objects=(((0.3, 0.3, 0.0), (0.9, 0.8, 0.8)),),
-             texture=None) -> House:
-    """A House with one closed box room (floor, ceiling, 4 walls) and box objects inside."""
+             texture=None, open_walls=(), first_instance=1) -> House:
+    """A House with one box room (floor, ceiling, 4 walls; wall i runs from corner i to i+1 and is
+    left out when i is in ``open_walls``) and box objects inside."""
     ox, oy = origin
     X, Y, Z = ROOM
     c = [(ox, oy), (ox + X, oy), (ox + X, oy + Y), (ox, oy + Y)]
     meshes = []
     v, f = quad(*[(x, y, 0.0) for x, y in c])
-    meshes.append(Mesh("Floor", v, f, FLOOR, 1, material=Material(texture=texture, colour=(0.7, 0.6, 0.5)),
+    i0 = first_instance - 1
+    meshes.append(Mesh("Floor" + room_id, v, f, FLOOR, i0 + 1, material=Material(texture=texture, colour=(0.7, 0.6, 0.5)),
                        room_id=room_id))
     v, f = quad(*[(x, y, Z) for x, y in c[::-1]])
-    meshes.append(Mesh("Ceiling", v, f, CEILING, 2, material=Material(colour=(0.9, 0.9, 0.9)), room_id=room_id))
+    meshes.append(Mesh("Ceiling" + room_id, v, f, CEILING, i0 + 2, material=Material(colour=(0.9, 0.9, 0.9)), room_id=room_id))
     for i in range(4):
+        if i in open_walls:
+            continue
         (xa, ya), (xb, yb) = c[i], c[(i + 1) % 4]
         v, f = quad((xa, ya, 0.0), (xb, yb, 0.0), (xb, yb, Z), (xa, ya, Z))
-        meshes.append(Mesh(f"Wall{i}", v, f, WALL_LABELS[i], 3 + i,
+        meshes.append(Mesh(f"Wall{i}" + room_id, v, f, WALL_LABELS[i], i0 + 3 + i,
                            material=Material(texture=texture, colour=(0.8, 0.8, 0.75)), room_id=room_id))
     for j, (lo, hi) in enumerate(objects):
         v, f = box(np.add(lo, (ox, oy, 0)), np.add(hi, (ox, oy, 0)))
-        meshes.append(Mesh(f"Cabinet{j}", v, f, CABINET, 7 + j, material=Material(colour=(0.3, 0.4, 0.6)),
+        meshes.append(Mesh(f"Cabinet{j}" + room_id, v, f, CABINET, i0 + 7 + j, material=Material(colour=(0.3, 0.4, 0.6)),
                            room_id=room_id))
     return House(uid=uid, rooms=[Room(uid, room_id, "Bedroom", meshes)])
 
@@ -167,6 +171,23 @@ def test_store_attrs(rendered):
     assert any("missing.png" in p for p in a["render_problems"])
 
 
+@pytest.mark.blender
+def test_whole_house_is_loaded(tmp_path):
+    """Two rooms open to each other: rendering room 1 shows room 2 through the opening."""
+    house = box_room(open_walls=(1,), objects=())
+    other = box_room(room_id="Room-2", origin=(3.0, 0.0), open_walls=(3,), first_instance=101,
+                     objects=(((1.0, 0.8, 0.0), (1.8, 1.6, 1.0)),))
+    house.rooms += other.rooms
+    settings = RenderSettings(width=48, height=36, views=1, samples=1, skybox_size=48, seed=0, timeout=300)
+    render_room(house, "Room-1", tmp_path / "r.zarr", settings)
+    fr = read_frames(tmp_path / "r.zarr")
+    face = fr.skybox["+x"]
+    check_against_oracle(house, fr.skybox_K, 48, 48, skybox_cam_to_world("+x", fr.pano_camera), face["rgb"],
+                         face["depth"], face["label"], face["instance"], "skybox +x through the opening")
+    assert (face["instance"] == 107).mean() > 0.02, "room 2's cabinet is seen"
+    assert face["depth"].max() > 4.0, "room 2's far wall is 4.5 m away"
+
+
 def test_camera_sampling_rules():
     house = box_room()
     s = RenderSettings(views=20, seed=1, width=64, height=48)
@@ -243,7 +264,7 @@ def test_object_codes_and_texture_resampling(tmp_path):
     over = resample_textures(house, "Room-1", np.random.default_rng(0))
     walls = {m.name for m in meshes if m.name.startswith("Wall")}
     assert walls <= set(over) and len({over[w][0] for w in walls}) == 1
-    assert "Floor" in over and "Cabinet0" not in over
+    assert "FloorRoom-1" in over and "Cabinet0Room-1" not in over
 
 
 def test_room_lights_and_box_uv():
