@@ -15,18 +15,24 @@ import click
 from panorooms3d import __version__
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    # scenes
     "synth": ("panorooms3d.scene.synth_commands", "synth_command", "Write synthetic houses in the exact 3D-FRONT layout (no licence needed)."),
     "scenes": ("panorooms3d.scene.commands", "scenes_command", "List the houses and rooms of a 3D-FRONT folder, with problems found."),
     "export": ("panorooms3d.scene.commands", "export_command", "Write one room's labelled triangle mesh (world frame, Z up) as PLY."),
+    # make the data
+    "render": ("panorooms3d.render.commands", "render", "Render RGB-D, label and instance frames plus the 6-face skybox per room (Blender)."),
+    "preview": ("panorooms3d.render.commands", "preview", "A contact sheet of a room's frames: rgb, depth, labels, skybox."),
     "fuse": ("panorooms3d.fusion.commands", "fuse", "Fuse rendered frames into TSDF + colour + raw-label volumes (--report: fidelity)."),
-    "build": ("panorooms3d.run.commands", "build", "Render, fuse and make panoramas for every room, then pack: resumable."),
     "panorama": ("panorooms3d.panorama.commands", "panorama", "Turn each room's skybox into 512x1024 equirect RGB/label/depth panoramas."),
     "pack": ("panorooms3d.store.commands", "pack", "Pack staged rooms into checksummed zarr shards + manifest + splits."),
+    "build": ("panorooms3d.run.commands", "build", "Render, fuse and make panoramas for every room, then pack: resumable."),
+    # get and inspect the data
     "info": ("panorooms3d.store.commands", "info", "Rooms, sizes and class histogram of a dataset; --verify checks checksums."),
     "view": ("panorooms3d.store.commands", "view", "A room of a dataset as a marching-cubes mesh (.ply) or volume slices (.png)."),
     "import-official": ("panorooms3d.store.commands", "import_official_command", "Convert the official PanoRooms3D release (.npz rooms, ADE panoramas)."),
-    "benchmark": ("panorooms3d.bench.commands", "benchmark", "Train, distil, evaluate and run the paper's experiment suites (tables 1, 3, 4)."),
+    # use the data
     "models": ("panorooms3d.nn.commands", "models", "List the models with parameter counts vs the paper; `models profile` times one."),
+    "benchmark": ("panorooms3d.bench.commands", "benchmark", "Train, distil, evaluate and run the paper's experiment suites (tables 1, 3, 4)."),
 }
 
 
