@@ -356,3 +356,27 @@ def test_stitch_maps_each_direction_to_its_face_pixel():
         assert err[mode].max() < half_pixel, (mode, err[mode].max())
     # away from face borders (clamped there) bilinear is far closer than nearest
     assert np.median(err["bilinear"]) < 0.2 * np.median(err["nearest"])
+
+
+def test_distillation_through_the_projection_moves_the_volume_towards_the_teacher(room):
+    from panorooms3d.nn.losses import distillation_loss
+
+    tsdf, onehot, origin, lo, hi = room
+    cam = (lo + hi) / 2
+    h, w = 16, 32
+    face, _, _ = analytic_box_hits(cam, equirect_directions(h, w), lo, hi)
+    teacher = torch.tensor(np.moveaxis(np.eye(6)[face], -1, 0) * 40.0, dtype=torch.float32)  # sharp teacher
+    logits = torch.zeros(6, *tsdf.shape, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=3000.0)  # the loss is a mean over pixels: small per-voxel gradients
+    losses = []
+    for _ in range(5):
+        proj = render_equirect(tsdf, logits, origin=origin, voxel_size=VS, camera=cam, height=h, width=w)
+        loss = distillation_loss(proj.values, teacher, proj.hit, tau=20.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    # the rendered student now agrees with the teacher's labels
+    proj = render_equirect(tsdf, logits.detach(), origin=origin, voxel_size=VS, camera=cam, height=h, width=w)
+    assert (proj.values.argmax(0).numpy() == face).mean() > 0.9
