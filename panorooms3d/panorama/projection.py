@@ -25,10 +25,11 @@ Three variants:
 - :func:`render_equirect_emission`: the official code's variant: emission-absorption compositing
   with density ``(1 - tsdf) / 2`` at 100 samples over 0.1-7 m.
 
-The march skips empty space exactly: a block grid flags the blocks that contain (after a one-voxel
-and a one-block dilation) a voxel with ``tsdf <= 0``; only ray segments whose midpoint lies in a
-flagged block are sampled finely, and every other segment provably has an interpolated tsdf > 0
-everywhere, so the result equals a plain fine march at the same step. See docs/projection.md.
+The march skips empty space exactly: a grid of 2^3-voxel blocks stores the chessboard distance to
+the nearest block holding a voxel within one voxel of a ``tsdf <= 0`` voxel; from a block at
+distance D >= 2 a ray jumps D - 1 blocks (every trilinear sample there is provably > 0), and only
+near surfaces is it sampled at the fine step, so the result equals a plain fine march at the same
+step. See docs/projection.md.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class ProjectionResult:
     Attributes:
         values: [K, *S] tensor in ``values``' dtype: the projected per-class values (0 where no hit);
             differentiable with respect to the rendered ``values``. ``S`` is (H, W) for panoramas.
+            Usually a non-contiguous view of channels-last storage ([*S, K]); use ``reshape`` or
+            ``contiguous()`` rather than ``view``.
         hit: [*S] bool: the ray found a surface (a positive-to-negative tsdf crossing).
         depth: [*S] float32 range along the ray in metres (0 where no hit).
     """
@@ -356,7 +359,7 @@ def render_rays(
     """Render ``values`` along arbitrary rays from ``camera`` at the first tsdf zero crossing.
 
     Each ray is sampled every ``step`` metres (default half a voxel; the actual step is
-    ``4 voxel / ceil(4 voxel / step)`` <= ``step``) with trilinear interpolation of ``tsdf`` between
+    ``2 voxel / ceil(2 voxel / step)`` <= ``step``) with trilinear interpolation of ``tsdf`` between
     voxel centres, inside the box of voxel centres and up to ``max_distance``. The first pair of
     consecutive samples with ``s_a > 0 >= s_b`` is the surface; the crossing is refined linearly,
     ``t = t_a + step * s_a / (s_a - s_b)``, and ``values`` is interpolated trilinearly at
@@ -375,7 +378,7 @@ def render_rays(
         directions: [*S, 3] world-frame ray directions (normalised here), array or tensor.
         max_distance: optional largest range in metres.
         step: sampling step in metres (default ``voxel_size / 2``).
-        chunk_rays: rays marched together (bounds the working memory, about 1 KB per ray).
+        chunk_rays: rays marched together (bounds the march's working memory).
 
     Returns:
         :class:`ProjectionResult` with values [K, *S], hit [*S] and depth [*S] (range, metres).
