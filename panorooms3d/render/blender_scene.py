@@ -200,10 +200,14 @@ def _reset_and_configure(settings: dict):
         cy.denoising_prefilter = "FAST"
         if hasattr(cy, "denoising_quality"):
             cy.denoising_quality = "FAST"  # ~8% faster per frame than HIGH, no visible difference at 4 samples
-    # Few bounces: one diffuse bounce keeps rooms' indirect light (ceilings, shadows) at ~70% of
-    # the cost of two (measured: docs/rendering.md).
+    # Direct light plus Cycles' fast GI approximation (background-tinted ambient occlusion
+    # within 1 m) instead of a full diffuse bounce, and no light tree (a handful of lights per
+    # house): 2.9 -> 1.0 s per 640x480 frame at 4 samples + denoising on 2 cores, with
+    # near-identical images (measured: docs/rendering.md).
     cy.max_bounces = 3
-    cy.diffuse_bounces = 1
+    cy.diffuse_bounces = 0
+    cy.use_fast_gi = True
+    cy.use_light_tree = False
     cy.glossy_bounces = 1
     cy.transmission_bounces = 1
     cy.transparent_max_bounces = 2
@@ -268,7 +272,11 @@ def _material(key, cache: dict, problems: list[str]):
     mat = bpy.data.materials.new(f"mat{len(cache)}")
     mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
-    bsdf = nodes["Principled BSDF"]
+    # A Diffuse BSDF: ~20% cheaper per sample than the Principled BSDF and indistinguishable on
+    # 3D-FRONT's mostly matte materials at 4 samples (mirrors and glass are not modelled).
+    nodes.remove(nodes["Principled BSDF"])
+    bsdf = nodes.new("ShaderNodeBsdfDiffuse")
+    links.new(bsdf.outputs["BSDF"], nodes["Material Output"].inputs["Surface"])
     bsdf.inputs["Roughness"].default_value = float(roughness)
     rgba = (*[float(c) for c in colour], 1.0)
     image = None
@@ -287,9 +295,9 @@ def _material(key, cache: dict, problems: list[str]):
         mix.inputs["Factor"].default_value = 1.0
         mix.inputs[7].default_value = rgba  # B (colour) of the RGBA mix
         links.new(tex.outputs["Color"], mix.inputs[6])  # A (texture)
-        links.new(mix.outputs[2], bsdf.inputs["Base Color"])
+        links.new(mix.outputs[2], bsdf.inputs["Color"])
     else:
-        bsdf.inputs["Base Color"].default_value = rgba
+        bsdf.inputs["Color"].default_value = rgba
     cache[key] = mat
     return mat
 
@@ -370,6 +378,8 @@ def build_scene(spec: dict) -> dict:
         ob.visible_glossy = False
         scene.collection.objects.link(ob)
     world = bpy.data.worlds.new("world")
+    world.light_settings.ao_factor = 1.0  # fast GI: ambient occlusion over 1 m replaces indirect light
+    world.light_settings.distance = 1.0
     world.use_nodes = True
     bg = world.node_tree.nodes["Background"]
     bg.inputs["Color"].default_value = (0.8, 0.8, 0.8, 1.0)
