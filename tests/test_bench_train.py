@@ -40,6 +40,16 @@ def test_encoding_follows_the_official_code() -> None:
     assert padded_shape((130, 128, 20)) == (256, 128, 128)
 
 
+def test_encoding_without_weight_is_the_same_on_stored_rooms(dataset: Path) -> None:
+    from panorooms3d.store.dataset import Dataset
+
+    ds = Dataset(dataset)
+    for uid in ds.rooms:
+        v = ds.load_volume(uid)
+        assert np.array_equal(encode_input(v.tsdf, v.rgb, v.weight), encode_input(v.tsdf, v.rgb))
+        assert np.array_equal(encode_target(v.label, v.weight), encode_target(v.label))
+
+
 def test_augmentation_moves_volume_and_labels_together() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 5, (4, 5, 3))

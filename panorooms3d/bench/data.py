@@ -26,13 +26,16 @@ from panorooms3d.taxonomy import get_class_set
 TSDF_SCALE = -3.0
 
 
-def encode_input(tsdf: np.ndarray, rgb: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def encode_input(tsdf: np.ndarray, rgb: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
     """The official 4-channel input (4, X, Y, Z) float32 of a volume.
 
     Args:
         tsdf: (X, Y, Z) normalised tsdf in [-1, 1] (1 = free or unobserved).
         rgb: (X, Y, Z, 3) uint8 colour.
-        weight: (X, Y, Z) observation weight (0 = unobserved).
+        weight: (X, Y, Z) observation weight (0 = unobserved). Optional: without it, voxels with
+            tsdf 1 (free or unobserved) get colour -1. Stored rooms have rgb 0 (= colour -1)
+            wherever they are unobserved or free, so both give the same input on stored data, and
+            training reads one array less.
 
     Returns:
         channel 0 = -3 * tsdf, channels 1-3 = rgb / 127.5 - 1 (unobserved: -1).
@@ -40,15 +43,17 @@ def encode_input(tsdf: np.ndarray, rgb: np.ndarray, weight: np.ndarray) -> np.nd
     x = np.empty((4, *tsdf.shape), np.float32)
     x[0] = TSDF_SCALE * np.asarray(tsdf, np.float32)
     colour = np.moveaxis(np.asarray(rgb, np.float32), -1, 0) / 127.5 - 1.0
-    colour[:, np.asarray(weight) <= 0] = -1.0
+    unobserved = np.asarray(weight) <= 0 if weight is not None else np.asarray(tsdf) >= 1.0
+    colour[:, unobserved] = -1.0
     x[1:] = colour
     return x
 
 
-def encode_target(label: np.ndarray, weight: np.ndarray, class_set: str = "paper30") -> np.ndarray:
-    """Class ids (X, Y, Z) int64 of raw labels; unobserved voxels are void (0)."""
+def encode_target(label: np.ndarray, weight: np.ndarray | None = None, class_set: str = "paper30") -> np.ndarray:
+    """Class ids (X, Y, Z) int64 of raw labels; unobserved voxels (weight 0, when given) are void (0)."""
     target = get_class_set(class_set).map(label).astype(np.int64)
-    target[np.asarray(weight) <= 0] = 0
+    if weight is not None:
+        target[np.asarray(weight) <= 0] = 0
     return target
 
 
@@ -129,9 +134,9 @@ class BlockDataset(TorchDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         uid, start, aug = self.draw(index)
         b = self.config.block
-        crop = self._dataset().read_crop(uid, start, (b, b, b), arrays=("tsdf", "weight", "rgb", "label"))
-        x = encode_input(crop["tsdf"], crop["rgb"], crop["weight"])
-        y = encode_target(crop["label"], crop["weight"], self.config.class_set)
+        crop = self._dataset().read_crop(uid, start, (b, b, b), arrays=("tsdf", "rgb", "label"))
+        x = encode_input(crop["tsdf"], crop["rgb"])
+        y = encode_target(crop["label"], class_set=self.config.class_set)
         x, y = augment(x, y, *aug)
         return torch.from_numpy(x), torch.from_numpy(y)
 

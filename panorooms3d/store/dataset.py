@@ -603,6 +603,7 @@ class Dataset:
         self.manifest = read_manifest(self.root)
         self._rooms = {r["uid"]: r for r in self.manifest["rooms"]}
         self._groups: dict[str, zarr.Group] = {}
+        self._arrays: dict[tuple[str, str], zarr.Array] = {}
 
     # -- listing
     @property
@@ -646,10 +647,16 @@ class Dataset:
         except Exception as exc:
             raise DatasetError(f"shard {shard}: room {uid} ({r['key']}) cannot be opened: {exc}") from exc
 
+    def _array(self, uid: str, name: str):
+        """The opened zarr array ``name`` of room ``uid``, cached (opening re-reads its metadata)."""
+        key = (uid, name)
+        if key not in self._arrays:
+            self._arrays[key] = self._group(uid)[name]
+        return self._arrays[key]
+
     def _read(self, uid: str, name: str, selection=Ellipsis) -> np.ndarray:
-        group = self._group(uid)
         try:
-            return np.asarray(group[name][selection])
+            return np.asarray(self._array(uid, name)[selection])
         except Exception as exc:
             shard = self._rooms[uid]["shard"]
             raise DatasetError(f"shard {shard}: room {uid}: array {name} is unreadable "
@@ -703,6 +710,9 @@ class Dataset:
                 raise KeyError(f"unknown volume array {name!r}; arrays are {list(VOLUME_ARRAYS)}")
             dtype, fill = VOLUME_ARRAYS[name]
             extra = (3,) if name == "rgb" else ()
+            if np.array_equal(lo, start) and np.array_equal(hi, start + size):  # inside: no padding
+                out[name] = self._read(uid, name, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)))
+                continue
             block = np.full((*size.tolist(), *extra), fill, dtype=dtype)
             if np.all(hi > lo):
                 sel = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
