@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from panorooms3d.nn.layers import DropPath, Mlp, pad_to_multiple
+
 __all__ = [
     "DropPath",
     "PatchMerge3D",
@@ -204,43 +206,6 @@ def window_reverse(windows: torch.Tensor, window: Size3, grid: Size3) -> torch.T
     nx, ny, nz = grid
     x = windows.view(b, nx // wx, ny // wy, nz // wz, wx, wy, wz, c)
     return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, nx, ny, nz, c)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop the whole residual branch per sample with probability ``p`` (training only).
-
-    Input and output: any shape (B, ...); surviving samples are scaled by 1 / (1 - p).
-    """
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply stochastic depth to ``x`` (B, ...)."""
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class Mlp(nn.Module):
-    """Token MLP: Linear(C -> hidden) -> GELU -> Dropout -> Linear(hidden -> C) -> Dropout. (..., C) -> (..., C)."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) -> (..., C)."""
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class WindowAttention3D(nn.Module):
@@ -496,9 +461,7 @@ class Segmenter3D(nn.Module):
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, X, Y, Z), got {tuple(x.shape)}")
         size = tuple(x.shape[2:])
-        pads = [(-n) % self.stride for n in size]
-        if any(pads):
-            x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
+        x = pad_to_multiple(x, self.stride)
         padded = tuple(x.shape[2:])
         tokens = self.head(self.encode(x))  # B, x', y', z', K
         k = self.num_classes

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from panorooms3d.nn.layers import pad_to_multiple
+
 __all__ = ["DoubleConv3D", "UNet3D", "gcr_conv"]
 
 
@@ -98,9 +100,7 @@ class UNet3D(nn.Module):
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, X, Y, Z), got {tuple(x.shape)}")
         size = tuple(x.shape[2:])
-        pads = [(-n) % self.stride for n in size]
-        if any(pads):
-            x = F.pad(x, (0, pads[2], 0, pads[1], 0, pads[0]))
+        x = pad_to_multiple(x, self.stride)
         skips = []
         for i, enc in enumerate(self.encoders):
             if i > 0:

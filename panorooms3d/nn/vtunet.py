@@ -41,38 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from panorooms3d.nn.layers import DropPath, Mlp
+
 __all__ = ["VTUNet", "fourier_position_encoding_3d"]
 
 
 def _linspace(stop: float, n: int) -> list[float]:
     """n evenly spaced floats from 0 to stop (torch.linspace(0, stop, n) in plain Python; meta-device safe)."""
     return [stop * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-
-
-class _DropPath(nn.Module):
-    """Stochastic depth on (B, ...) tensors (identity in eval mode)."""
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        return x * x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep) / keep
-
-
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 def fourier_position_encoding_3d(grid: tuple[int, int, int], channels: int, device=None, dtype=None) -> torch.Tensor:
@@ -199,9 +175,9 @@ class _SwinBlock(nn.Module):
         self.alpha = alpha
         self.norm1 = nn.LayerNorm(dim)
         self.attn = _WindowAttention(dim, heads, window, True, drop)
-        self.drop_path = _DropPath(drop_path)
+        self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = _Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def _windows(self, x: torch.Tensor, fn):
         b, n0, n1, n2, c = x.shape
