@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from panorooms3d.bench.data import RoomSample, load_room
-from panorooms3d.bench.train import _device, _save, make_scheduler
+from panorooms3d.bench.train import make_scheduler, resolve_device, resume, save_checkpoint
 from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
 from panorooms3d.taxonomy import get_class_set
 
@@ -199,7 +199,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         config.model_overrides = dict(saved["model_overrides"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes=get_class_set(config.class_set).num_classes, in_channels=4,
                         **config.model_overrides)
@@ -207,14 +207,9 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = make_scheduler(optimizer, config)
-    start, best = 0, {"miou": None, "iteration": 0}
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start, best = int(ckpt["iteration"]), dict(ckpt["best"])
+    ckpt = resume(ckpt_path, model, optimizer, scheduler)
+    start, best = (int(ckpt["iteration"]), dict(ckpt["best"])) if ckpt else (0, {"miou": None, "iteration": 0})
     resumed_from = start
 
     ds = Dataset(Path(data))
@@ -237,7 +232,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         return {"model": model.state_dict(), "iteration": iteration, "config": {**asdict(config)}}
 
     def checkpoint(iteration: int) -> None:
-        _save(ckpt_path, {**payload(iteration), "optimizer": optimizer.state_dict(),
+        save_checkpoint(ckpt_path, {**payload(iteration), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "best": best})
 
     def validate(iteration: int) -> None:
@@ -248,7 +243,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         log.write(json.dumps({"iteration": iteration, "val_mIoU": miou}) + "\n")
         if best["miou"] is None or (math.isfinite(miou) and miou > best["miou"]):
             best.update(miou=miou, iteration=iteration)
-            _save(best_path, {**payload(iteration), "val_mIoU": miou})
+            save_checkpoint(best_path, {**payload(iteration), "val_mIoU": miou})
 
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
     t0 = time.perf_counter()
@@ -297,8 +292,8 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     if done >= config.iterations:
         if not val_rooms:  # nothing to select on: the final weights are the best
             best.update(miou=None, iteration=done)
-            _save(best_path, payload(done))
-        _save(final_path, payload(done))
+            save_checkpoint(best_path, payload(done))
+        save_checkpoint(final_path, payload(done))
     log.close()
     return DistillResult(best=best_path, final=final_path, iterations=done, best_miou=best["miou"],
                          best_iteration=int(best["iteration"]), resumed_from=resumed_from,

@@ -346,12 +346,12 @@ def _evaluate(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint
     marker = run_dir / "metrics.json"
 
     def go() -> None:
-        from panorooms3d.bench.train import _device
+        from panorooms3d.bench.train import resolve_device
 
         model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
         ev = suite.eval
         result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
-                          max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(_device(settings["device"])),
+                          max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
                           progress=progress)
         result["run"] = {"name": run.name, "label": run.label, "model": run.model, "checkpoint": str(checkpoint),
                          "distill": run.distill, "finetune_only": run.finetune_only, "skip": run.skip,

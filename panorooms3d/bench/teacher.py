@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from panorooms3d.bench.train import _device, _save, make_scheduler
+from panorooms3d.bench.train import make_scheduler, resolve_device, resume, save_checkpoint
 from panorooms3d.run.atomic import atomic_path
 from panorooms3d.taxonomy import get_class_set
 
@@ -259,18 +259,13 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
         raise ValueError(f"{data}: no rooms of the {config.split!r} split have a panorama to train the teacher on")
     first = ds.load_panorama(rooms[0])
     size = (config.height or first.rgb.shape[0], config.width or first.rgb.shape[1])
-    device = _device(config.device)
+    device = resolve_device(config.device)
     model = build_teacher(config, size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = make_scheduler(optimizer, config)
-    start = 0
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start = int(ckpt["iteration"])
+    ckpt = resume(ckpt_path, model, optimizer, scheduler)
+    start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     b = config.batch_size
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
@@ -281,7 +276,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     log = (out / "train_log.jsonl").open("a")
 
     def checkpoint(iteration: int) -> None:
-        _save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "iteration": iteration, "config": asdict(config),
                           "teacher_config": dict(model.config)})
 
@@ -362,7 +357,7 @@ def cache_teacher_predictions(teacher, data: str | Path, out_dir: str | Path, *,
             if cfg_path.is_file():
                 cfg = json.loads(cfg_path.read_text())
                 height, width = cfg.get("height"), cfg.get("width")
-    dev = _device(device)
+    dev = resolve_device(device)
     teacher = teacher.to(dev)
     ds = Dataset(Path(data))
     out_dir = Path(out_dir)

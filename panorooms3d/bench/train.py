@@ -97,7 +97,8 @@ class TrainResult:
     resumed_from: int
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda[:N]`` as a torch device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -133,7 +134,22 @@ def load_weights(path: Path, model: torch.nn.Module) -> dict:
     return ckpt
 
 
-def _save(path: Path, payload: dict) -> None:
+def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler) -> dict | None:
+    """Restore model, optimizer and scheduler from a run checkpoint if it exists.
+
+    Returns the checkpoint dict (``iteration`` and whatever else the run stored) or None.
+    """
+    if not Path(path).exists():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    return ckpt
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """``torch.save`` to ``path`` atomically (temp + rename): a checkpoint that exists is complete."""
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -153,7 +169,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     out.mkdir(parents=True, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = _device(config.device)
+    device = resolve_device(config.device)
     if world > 1:
         import torch.distributed as dist
 
@@ -170,14 +186,9 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     scheduler = make_scheduler(optimizer, config)
     use_amp = config.amp and device.type == "cuda"
 
-    start = 0
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        start = int(ckpt["iteration"])
+    ckpt = resume(ckpt_path, model, optimizer, scheduler)
+    start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     net = model
     if world > 1:
@@ -209,7 +220,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
 
     def checkpoint(iteration: int) -> None:
         if rank == 0:
-            _save(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "iteration": iteration,
                               "config": asdict(config)})
 
@@ -254,6 +265,6 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if writer is not None:
         writer.close()
     if rank == 0 and done >= config.iterations:
-        _save(out / "model.pt", {"model": model.state_dict(), "config": asdict(config), "iteration": done})
+        save_checkpoint(out / "model.pt", {"model": model.state_dict(), "config": asdict(config), "iteration": done})
     return TrainResult(checkpoint=ckpt_path, iterations=done, final_loss=loss_value,
                        seconds=time.perf_counter() - t0, resumed_from=resumed_from)
