@@ -12,6 +12,7 @@ from bench_rooms import make_dataset
 from click.testing import CliRunner
 
 from panorooms3d.bench.commands import benchmark
+from panorooms3d.bench.metrics import METRICS
 from panorooms3d.bench.report import COLUMNS, csv_table, markdown_table, table_rows
 from panorooms3d.bench.suite import SuiteError, load_suite, run_suite
 
@@ -203,3 +204,26 @@ def test_train_and_distill_commands(finished: dict, tmp_path: Path) -> None:
     r = runner.invoke(benchmark, ["train", "--data", str(finished["data"]), "--model", "nosuch", "--out",
                                   str(tmp_path / "x"), "--iterations", "1", "--workers", "0"])
     assert r.exit_code != 0 and "unknown model 'nosuch'" in r.output
+
+
+def test_the_demo_suite_runs_at_a_reduced_size(tmp_path: Path) -> None:
+    """benchmark/demo.toml itself (what `make demo` runs), with its sizes cut down for CI."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "benchmark" / "demo.toml").read_text()
+    reduced = {"iterations": 2, "block": 16, "height": 16, "width": 32, "batch_size": 1, "val_every": 1,
+               "checkpoint_every": 1}
+    for key, value in reduced.items():
+        text, n = re.subn(rf"(?m)^{key} = \d+", f"{key} = {value}", text)
+        assert n >= 1, f"demo.toml has no {key} to reduce"
+    suite = tmp_path / "demo.toml"
+    suite.write_text(text)
+    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
+                                                               "test": ["box2/Room-2"]})
+    torch.set_num_threads(1)
+    run_suite(suite, data, tmp_path / "out", progress=False)
+    table = (tmp_path / "out" / "table.md").read_text()
+    for run in load_suite(suite).runs:
+        assert f"| {run.label} |" in table
+        metrics = json.loads((tmp_path / "out" / "runs" / run.name / "metrics.json").read_text())
+        assert set(metrics["metrics"]) == set(METRICS)
