@@ -302,7 +302,8 @@ def fetch_index(url: str, *, timeout: float = 30, retries: int = 3, backoff: flo
     except _NotFound:
         raise DownloadError(f"no {INDEX} at {where}: is {base} a site made by `panorooms3d publish`?") from None
     except (_Transient, _Fatal) as exc:
-        raise DownloadError(f"cannot fetch {where}: {exc}") from None
+        raise DownloadError(f"cannot fetch {where}: {exc}; check the URL and that the server is up, "
+                            "then re-run") from None
     try:
         index = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
