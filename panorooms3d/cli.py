@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pack": ("panorooms3d.store.commands", "pack", "Pack staged rooms into checksummed zarr shards + manifest + splits."),
     "build": ("panorooms3d.run.commands", "build", "Render, fuse and make panoramas for every room, then pack: resumable."),
     # get and inspect the data
+    "publish": ("panorooms3d.store.transfer_commands", "publish_command", "Verify a dataset and write it as a static site (index.json with every file's sha256)."),
+    "download": ("panorooms3d.store.transfer_commands", "download_command", "Download a published dataset (all, --split, --room): checksummed, resumable, parallel."),
     "info": ("panorooms3d.store.commands", "info", "Rooms, sizes and class histogram of a dataset; --verify checks checksums."),
     "view": ("panorooms3d.store.commands", "view", "A room of a dataset as a marching-cubes mesh (.ply) or volume slices (.png)."),
     "import-official": ("panorooms3d.store.commands", "import_official_command", "Convert the official PanoRooms3D release (.npz rooms, ADE panoramas)."),
