@@ -60,3 +60,17 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     for p in reversed(pads):  # F.pad takes the last dimension first
         flat += [0, p]
     return F.pad(x, flat)
+
+
+def init_linear_layernorm(m: nn.Module) -> None:
+    """Truncated-normal (std 0.02) Linear weights, zero biases, unit LayerNorms (the Swin/ViT init).
+
+    Use as ``model.apply(init_linear_layernorm)``.
+    """
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)

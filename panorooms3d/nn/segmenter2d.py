@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panorooms3d.nn.layers import DropPath, Mlp
+from panorooms3d.nn.layers import DropPath, Mlp, init_linear_layernorm
 
 __all__ = [
     "VARIANTS",
@@ -63,17 +63,6 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 def _linspace(stop: float, n: int) -> list[float]:
     """n evenly spaced floats from 0 to stop (torch.linspace(0, stop, n) in plain Python; meta-device safe)."""
     return [stop * i / (n - 1) if n > 1 else 0.0 for i in range(n)]
-
-
-def _init_linear_ln(m: nn.Module) -> None:
-    """Truncated-normal (std 0.02) Linear weights, zero biases, unit LayerNorms (the official init)."""
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 class Attention(nn.Module):
@@ -193,7 +182,7 @@ class VisionTransformer(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         if self.distilled:
             nn.init.trunc_normal_(self.dist_token, std=0.02)
-        self.apply(_init_linear_ln)
+        self.apply(init_linear_layernorm)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: (B, C, H, W) float, H and W multiples of the patch size -> (B, extra + H/p*W/p, d) tokens."""
@@ -241,7 +230,7 @@ class MaskTransformer(nn.Module):
         self.proj_classes = nn.Parameter(scale * torch.randn(d_model, d_model))
         self.decoder_norm = nn.LayerNorm(d_model)
         self.mask_norm = nn.LayerNorm(n_cls)
-        self.apply(_init_linear_ln)
+        self.apply(init_linear_layernorm)
         nn.init.trunc_normal_(self.cls_emb, std=0.02)
 
     def forward(self, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

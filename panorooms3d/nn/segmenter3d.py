@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panorooms3d.nn.layers import DropPath, Mlp, pad_to_multiple
+from panorooms3d.nn.layers import DropPath, Mlp, init_linear_layernorm, pad_to_multiple
 
 __all__ = [
     "DropPath",
@@ -430,17 +430,7 @@ class Segmenter3D(nn.Module):
         self.post_norm = nn.LayerNorm(self.num_features)
         self.head = nn.Linear(self.num_features, num_classes)
         self.skip = nn.Linear(num_classes + in_channels, num_classes) if skip else None
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_linear_layernorm)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder on a padded block.

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panorooms3d.nn.layers import DropPath, Mlp
+from panorooms3d.nn.layers import DropPath, Mlp, init_linear_layernorm
 
 __all__ = ["VTUNet", "fourier_position_encoding_3d"]
 
@@ -359,17 +359,7 @@ class VTUNet(nn.Module):
             raise ValueError("the final x4 expansion needs patch_size 4")
         self.final_expand = _FinalExpand4(embed_dim)
         self.head = nn.Conv3d(embed_dim, num_classes, kernel_size=1, bias=False)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_linear_layernorm)
 
     def padded_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """Spatial shape (X, Y, Z) -> the padded shape the network runs on."""
