@@ -21,6 +21,7 @@ from panorooms3d.scene.front import (
     load_houses,
     problem_kind,
     room_by_uid,
+    select_rooms,
     summarise_room,
 )
 from panorooms3d.scene.obj import ObjError, read_obj
@@ -417,6 +418,17 @@ def test_room_by_uid(tmp_path):
         room_by_uid(root, "other/Bedroom-1")
     with pytest.raises(RoomNotFoundError, match="expected HOUSE_UID/ROOM_INSTANCEID"):
         room_by_uid(root, "house1")
+
+
+def test_select_rooms_for_batch_commands(tmp_path):
+    root = tf.write_front(tmp_path, {"a": tf.base_house(), "b": "{truncated", "c": tf.base_house()})
+    rooms, problems = select_rooms(root)
+    assert rooms == [("a/Bedroom-1", root / "3D-FRONT" / "a.json"), ("c/Bedroom-1", root / "3D-FRONT" / "c.json")]
+    assert len(problems) == 1 and "b.json" in problems[0], "a bad house is reported, the others go on"
+    chosen, problems = select_rooms(root, ["c/Bedroom-1", "c/Bedroom-1"])
+    assert chosen == [("c/Bedroom-1", root / "3D-FRONT" / "c.json")] and problems == []
+    with pytest.raises(RoomNotFoundError, match="no room 'Kitchen-3'"):
+        select_rooms(root, ["a/Kitchen-3"])
 
 
 def test_obj_reader_speed(tmp_path):

@@ -41,32 +41,20 @@ def _tasks(front: Path, out: Path, rooms: list[str], settings: RenderSettings) -
     """Room tasks for the selected rooms (all rooms of all houses when ``rooms`` is empty), and
     lines about houses that could not be listed."""
     from panorooms3d.run.runner import RoomTask
-    from panorooms3d.scene.front import FrontError, HouseLoadError, find_houses, load_houses, room_by_uid
-
-    notes: list[str] = []
-    tasks = []
-
-    def task(house_uid: str, room_id: str, key: str, house_json: Path):
-        return RoomTask(room_uid=f"{house_uid}/{room_id}", output=out / f"{key}.zarr",
-                        kwargs={"house_json": str(house_json), "front": str(front), "room_id": room_id,
-                                "settings": settings.to_dict()})
+    from panorooms3d.scene.front import FrontError, select_rooms
+    from panorooms3d.store.dataset import room_key
 
     try:
-        if rooms:
-            for uid in dict.fromkeys(rooms):
-                house, room = room_by_uid(front, uid, load_geometry=False)
-                tasks.append(task(house.uid, room.room_id, room.key, Path(house.source)))
-        else:
-            paths = {p.stem: p for p in find_houses(front)}
-            for item in load_houses(front, load_geometry=False):
-                if isinstance(item, HouseLoadError):
-                    notes.append(f"skipped a house: {item}")
-                    continue
-                for room in item.rooms:
-                    tasks.append(task(item.uid, room.room_id, room.key, item.source or paths[item.uid]))
+        selected, problems = select_rooms(front, rooms)
     except FrontError as exc:
         raise click.ClickException(str(exc)) from None
-    return tasks, notes
+    tasks = [
+        RoomTask(room_uid=uid, output=out / f"{room_key(uid)}.zarr",
+                 kwargs={"house_json": str(house_json), "front": str(front), "room_id": uid.split("/", 1)[1],
+                         "settings": settings.to_dict()})
+        for uid, house_json in selected
+    ]
+    return tasks, [f"skipped a house: {p}" for p in problems]
 
 
 @click.command("render")

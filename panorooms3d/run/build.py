@@ -108,26 +108,3 @@ def build_dataset(front: Path, dataset: Path, room_uids: list[str], *, work: Pat
     manifest = pack_dataset(dataset, rooms_per_shard=rooms_per_shard, splits=splits, seed=seed)
     return report, manifest
 
-
-def list_room_uids(front: Path, selected: list[str] | tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
-    """Room uids to process: ``selected`` (checked to exist) or every loadable room of every house.
-
-    Returns (room uids, problems) where problems name the houses that could not be read (the
-    others go on).
-    """
-    from panorooms3d.scene.front import HouseLoadError, load_houses
-
-    uids: list[str] = []
-    problems: list[str] = []
-    for house in load_houses(Path(front), load_geometry=False):
-        if isinstance(house, HouseLoadError):
-            problems.append(str(house))
-            continue
-        uids.extend(r.uid for r in house.rooms)
-    if selected:
-        unknown = [u for u in selected if u not in set(uids)]
-        if unknown:
-            raise KeyError(f"unknown room(s) {', '.join(unknown)} in {front}; known rooms: {', '.join(uids[:10])}"
-                           + (" ..." if len(uids) > 10 else ""))
-        uids = list(selected)
-    return uids, problems

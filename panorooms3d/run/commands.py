@@ -49,14 +49,15 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     in OUT/build_report.json, and the others go on.
     """
     from panorooms3d.render.settings import RenderSettings
-    from panorooms3d.run.build import BuildSettings, build_dataset, list_room_uids
-    from panorooms3d.scene.front import FrontError
+    from panorooms3d.run.build import BuildSettings, build_dataset
+    from panorooms3d.scene.front import FrontError, select_rooms
     from panorooms3d.store.commands import parse_splits
 
     try:
-        uids, problems = list_room_uids(front, rooms)
-    except (KeyError, FrontError) as exc:
-        raise click.ClickException(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
+        selected, problems = select_rooms(front, rooms)
+    except FrontError as exc:
+        raise click.ClickException(str(exc)) from None
+    uids = [uid for uid, _ in selected]
     for p in problems:
         click.echo(f"skipping house: {p}", err=True)
     if not uids:

@@ -674,3 +674,37 @@ def linear_map_det(rot_xyzw, scale) -> float:
     """
     m = FRONT_TO_WORLD @ quat_xyzw_to_matrix(rot_xyzw) @ np.diag(np.asarray(scale, dtype=np.float64))
     return float(np.linalg.det(m))
+
+
+def select_rooms(front_root: Path, selected: Iterable[str] = ()) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The rooms a batch command works on, with the house file of each.
+
+    Args:
+        front_root: FRONT_ROOT.
+        selected: ``HOUSE_UID/ROOM_INSTANCEID`` names (duplicates dropped); empty = every room
+            of every loadable house.
+
+    Returns:
+        ([(room uid, house JSON path)], problems): ``problems`` names the houses that could not
+        be read when listing all rooms (the batch goes on without them).
+
+    Raises:
+        RoomNotFoundError / HouseLoadError for a selected room that does not exist or whose
+        house is bad; FrontLayoutError for a wrong layout.
+    """
+    root = _check_root(front_root)
+    if selected:
+        out = []
+        for uid in dict.fromkeys(selected):
+            house, room = room_by_uid(root, uid, load_geometry=False)
+            out.append((room.uid, Path(house.source) if house.source else root / HOUSES_DIR / f"{house.uid}.json"))
+        return out, []
+    rooms: list[tuple[str, Path]] = []
+    problems: list[str] = []
+    for house in load_houses(root, load_geometry=False):
+        if isinstance(house, HouseLoadError):
+            problems.append(str(house))
+            continue
+        path = Path(house.source) if house.source else root / HOUSES_DIR / f"{house.uid}.json"
+        rooms.extend((r.uid, path) for r in house.rooms)
+    return rooms, problems
