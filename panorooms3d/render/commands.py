@@ -151,7 +151,7 @@ def contact_sheet(path: Path, frames: int = 4) -> np.ndarray:
 
     One row per shown frame (``frames`` frames evenly spread): RGB | depth (turbo colour map,
     black = no hit) | labels coloured by paper30 class. Then two rows of the skybox faces
-    (+x -x +y -y +z -z): RGB and labels, scaled to the frame height.
+    (+x -x +y -y +z -z): RGB and labels, scaled so the six faces span the sheet's width.
     """
     import cv2
 
@@ -166,7 +166,7 @@ def contact_sheet(path: Path, frames: int = 4) -> np.ndarray:
     rows = [np.concatenate([fr.rgb[i], _depth_colour(fr.depth[i], vmax), colourise(fr.label[i])], axis=1)
             for i in pick]
     if fr.skybox:
-        h = fr.rgb.shape[1] if n else 128
+        h = max(r.shape[1] for r in rows) // 6 if rows else 128
         faces = [f for f in SKYBOX_FACES if f in fr.skybox]
 
         def strip(images):
