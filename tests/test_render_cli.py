@@ -79,7 +79,9 @@ def test_kill_and_resume(front, tmp_path):
     res = CliRunner().invoke(preview, [str(done[0]), "--out", str(png), "--frames", "2"])
     assert res.exit_code == 0, res.output
     img = np.asarray(Image.open(png))
-    assert img.shape == (2 * 48 + 2 * 48, 6 * 48, 3) and img.std() > 5
+    # two frames (64 x 48: rgb | depth | labels) above two rows of six faces spanning the width
+    face = 3 * 64 // 6
+    assert img.shape == (2 * 48 + 2 * face, 3 * 64, 3) and img.std() > 5
 
 
 @pytest.mark.blender
