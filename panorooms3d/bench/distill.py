@@ -44,7 +44,7 @@ import torch
 from tqdm import tqdm
 
 from panorooms3d.bench.data import RoomSample, load_room
-from panorooms3d.bench.train import make_scheduler, resolve_device, resume, save_checkpoint
+from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
 from panorooms3d.taxonomy import get_class_set
 
@@ -265,14 +265,8 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
             teacher = torch.from_numpy(np.load(teacher_cache_path(teacher_cache, uid)).astype(np.float32))
         losses = room_losses(model, sample, teacher, tau=config.tau, kd_weight=config.kd_weight,
                              projection=config.projection, device=device)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        scheduler.step()
-        value = float(losses["loss"].detach())
-        if not math.isfinite(value):
-            checkpoint(it)
-            raise FloatingPointError(f"loss became {value} at iteration {it + 1} (room {uid}); lower the learning rate")
+        value = optimisation_step(losses["loss"], optimizer, scheduler, on_diverge=lambda it=it: checkpoint(it),
+                                  where=f"iteration {it + 1} (room {uid})")
         kd = None if losses["kd"] is None else float(losses["kd"].detach())
         ce = float(losses["ce"].detach())
         bar.update(1)

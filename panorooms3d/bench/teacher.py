@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from panorooms3d.bench.train import make_scheduler, resolve_device, resume, save_checkpoint
+from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.run.atomic import atomic_path
 from panorooms3d.taxonomy import get_class_set
 
@@ -289,15 +289,8 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
         torch.manual_seed(config.seed * 1_000_003 + it)
         x, y = x.to(device), y.to(device)
         logits = model(model.normalize(x))
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            checkpoint(it)
-            raise FloatingPointError(f"teacher loss became {loss_value} at iteration {it + 1}; lower the learning rate")
+        loss_value = optimisation_step(F.cross_entropy(logits.float(), y), optimizer, scheduler,
+                                       on_diverge=lambda it=it: checkpoint(it), where=f"teacher iteration {it + 1}")
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if (it + 1) % config.log_every == 0 or it + 1 == end:

@@ -148,6 +148,24 @@ def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return ckpt
 
 
+def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, *, on_diverge,
+                      where: str) -> float:
+    """One step on ``loss`` (zero grads, backward, optimizer and scheduler step); returns its value.
+
+    A non-finite loss calls ``on_diverge()`` (e.g. to save a checkpoint), then raises
+    FloatingPointError naming ``where`` (e.g. ``"iteration 12"``).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        on_diverge()
+        raise FloatingPointError(f"loss became {value} at {where}; lower the learning rate")
+    return value
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """``torch.save`` to ``path`` atomically (temp + rename): a checkpoint that exists is complete."""
     with atomic_path(path) as tmp:
@@ -236,15 +254,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = net(x)
-        loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
-            checkpoint(it)
-            raise FloatingPointError(f"loss became {loss_value} at iteration {it + 1}; lower the learning rate")
+        loss_value = optimisation_step(F.cross_entropy(logits.float(), y), optimizer, scheduler,
+                                       on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}")
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if rank == 0 and ((it + 1) % config.log_every == 0 or it + 1 == end):
