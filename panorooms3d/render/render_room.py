@@ -172,7 +172,8 @@ def _tail(path: Path, lines: int = 15) -> str:
     return " | ".join(text[-lines:])
 
 
-def render_room(house: House, room_id: str, out_path: Path, settings: RenderSettings | None = None) -> dict:
+def render_room(house: House, room_id: str, out_path: Path, settings: RenderSettings | None = None, *,
+                skybox_only: bool = False) -> dict:
     """Render a room of ``house`` into a frames store at ``out_path`` (zarr v3, written atomically).
 
     Args:
@@ -180,6 +181,9 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
         room_id: the room to capture (``Room.room_id``).
         out_path: the ``.zarr`` store to write (the layout of :mod:`panorooms3d.store.frames`).
         settings: RenderSettings (defaults when None).
+        skybox_only: render only the six skybox faces (the panorama-only build): the store holds 0
+            perspective frames. The cameras are still sampled (not rendered), so the seeded texture
+            re-sampling, and hence the skybox, is the same as in a full render of the room.
 
     Returns:
         info: ``room_uid``, ``frames`` (perspective views), ``skybox_faces``, ``coverage`` (share of
@@ -215,6 +219,9 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
             {"name": "skybox", "K": K_sky, "width": S, "height": S, "cam_to_world": sky_c2w},
         ],
     }
+    if skybox_only:
+        spec["groups"] = spec["groups"][1:]
+        c2w = c2w[:0]
     # The worker's scratch folder is a hidden temporary next to the store: a killed run leaves it
     # where the runner's clean-up of stale temporaries finds it.
     tmp = temp_sibling(Path(out_path).with_name(Path(out_path).name + ".render"))
@@ -223,7 +230,14 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
         arrays, winfo = run_worker(spec, tmp, settings.timeout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    cov = coverage(house, room_id, K, settings.width, settings.height, c2w, index=index, seed=settings.seed)
+    if skybox_only:
+        cov = 0.0
+        arrays.update({"views/rgb": np.zeros((0, settings.height, settings.width, 3), np.uint8),
+                       "views/depth": np.zeros((0, settings.height, settings.width), np.float32),
+                       "views/code": np.zeros((0, settings.height, settings.width), np.int64),
+                       "views/seconds": np.zeros(0)})
+    else:
+        cov = coverage(house, room_id, K, settings.width, settings.height, c2w, index=index, seed=settings.seed)
 
     def lab(group: str) -> tuple[np.ndarray, np.ndarray]:
         code = arrays[f"{group}/code"].astype(np.int64)
@@ -251,6 +265,7 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
         "render_problems": winfo.get("problems", []),
         "depth": "planar z along the camera's +z, metres, 0 = no hit",
         "camera_convention": "OpenCV (x right, y down, z forward), Z-up world",
+        "skybox_only": bool(skybox_only),
     }
     frames = Frames(rgb=arrays["views/rgb"], depth=arrays["views/depth"], label=label, instance=instance, K=K,
                     cam_to_world=c2w, skybox=skybox, skybox_K=K_sky, pano_camera=pano, attrs=attrs)
