@@ -46,6 +46,7 @@ from tqdm import tqdm
 from panorooms3d.bench.data import RoomSample, load_room
 from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
+from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -160,7 +161,7 @@ def room_order(n_rooms: int, iteration: int, seed: int) -> int:
 def _read_student(path: Path) -> dict:
     if not Path(path).is_file():
         raise FileNotFoundError(f"student checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_checkpoint(path, "cpu")
 
 
 def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str | Path | None, out: str | Path, *,

@@ -49,6 +49,7 @@ from tqdm import tqdm
 from panorooms3d.bench.distill import DistillConfig
 from panorooms3d.bench.teacher import TeacherConfig
 from panorooms3d.bench.train import TrainConfig
+from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
 SETTINGS = {"class_set", "seed", "device", "workers"}
@@ -214,7 +215,7 @@ def load_model(checkpoint: str | Path, model: str | None = None, class_set: str 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(checkpoint, "cpu")
     cfg = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
     name = model or cfg.get("model")
     if not name:

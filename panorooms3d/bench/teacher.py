@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.run.atomic import atomic_path
+from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -218,7 +219,7 @@ def load_teacher(path: Path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher checkpoint not found: {path}")
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    data = load_checkpoint(path, "cpu")
     if isinstance(data, dict) and "state_dict" in data and "config" in data:
         return Segmenter2D.from_checkpoint(path)
     if isinstance(data, dict) and "teacher_config" in data and "model" in data:  # a run's last.pt

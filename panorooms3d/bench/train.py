@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from panorooms3d.bench.data import BlockConfig, BlockDataset
 from panorooms3d.run.atomic import atomic_path
+from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -128,7 +129,7 @@ def load_weights(path: Path, model: torch.nn.Module) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, "cpu")
     state = ckpt["model"] if "model" in ckpt else ckpt
     model.load_state_dict(state)
     return ckpt
@@ -141,7 +142,7 @@ def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     """
     if not Path(path).exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, "cpu")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])

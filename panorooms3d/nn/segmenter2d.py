@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from panorooms3d.nn.layers import DropPath, Mlp, init_linear_layernorm
+from panorooms3d.run.checkpoint import load_checkpoint
 
 __all__ = [
     "VARIANTS",
@@ -374,7 +375,7 @@ class Segmenter2D(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Segmenter2D checkpoint not found: {path}")
-        data = torch.load(path, map_location=map_location, weights_only=False)
+        data = load_checkpoint(path, map_location)
         if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
             raise ValueError(f"{path} is not a panorooms3d Segmenter2D checkpoint (needs 'config' and 'state_dict')")
         config = dict(data["config"])
@@ -457,7 +458,7 @@ def load_official_segmenter(
         n_layers=int(net["n_layers"]),
         n_heads=int(net["n_heads"]),
     )
-    data = torch.load(weights_path, map_location=map_location, weights_only=False)
+    data = load_checkpoint(weights_path, map_location)
     state = data["model"] if isinstance(data, dict) and "model" in data else data
     state = {k: v for k, v in state.items() if not k.startswith(("encoder.head.", "encoder.head_dist."))}
     model.load_state_dict(state, strict=True)
