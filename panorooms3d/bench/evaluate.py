@@ -60,7 +60,8 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
 
     Returns a JSON-able dict: ``metrics`` (volume-weighted, the paper's protocol), ``pooled``,
     ``void_excluded`` (volume-weighted, class 0 left out), ``per_class_iou`` (pooled, by class
-    name), ``confusion`` (pooled, K x K), ``rooms`` (per-room metrics and weights). With
+    name), ``confusion`` (pooled, K x K), ``rooms`` (per-room metrics and weights, the per-room
+    ``void_excluded`` metrics and ``counts`` I/P/L per class, for :mod:`panorooms3d.bench.stats`). With
     ``keep_predictions`` also ``predictions`` {uid: (X, Y, Z) uint8 class ids} (not JSON-able).
     """
     from panorooms3d.store.dataset import Dataset
@@ -81,7 +82,10 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
         per_room.append(m)
         no_void.append(mv)
         weights.append(w)
-        records.append({"uid": uid, "weight": w, "voxels": m["voxels"], **{k: m[k] for k in METRICS}})
+        records.append({"uid": uid, "weight": w, "voxels": m["voxels"], **{k: m[k] for k in METRICS},
+                        # for intervals (bench/stats.py): void-excluded values, per-class I/P/L counts (pooled)
+                        "void_excluded": {k: mv[k] for k in METRICS},
+                        "counts": {c: m[c].tolist() for c in ("I", "P", "L")}})
         if keep_predictions:
             preds[uid] = pred.astype(np.uint8)
     pooled = pooled_metrics(per_room)
