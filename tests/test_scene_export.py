@@ -97,7 +97,7 @@ def test_scenes_command_table_and_json(tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     row1 = next(line for line in lines if line.startswith("house1 "))
-    assert row1.split() == ["house1", "Bedroom-1", "Bedroom", "12.00", "2.80", "4.00", "x", "3.00", "1", "-"]
+    assert row1.split() == ["house1", "Bedroom-1", "Bedroom", "12.00", "2.80", "4.00", "x", "3.00", "1", "-", "-"]
     row2 = next(line for line in lines if line.startswith("house2 "))
     assert "Living-5" in row2 and "LivingRoom" in row2 and "unknown_ref 1" in row2
     bad = next(line for line in lines if line.startswith("broken "))
@@ -108,7 +108,8 @@ def test_scenes_command_table_and_json(tmp_path):
     res = CliRunner().invoke(scenes_command, ["--front", str(root), "--json", "--house", "house1"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
-    assert data["summary"] == {"houses": 1, "bad_houses": 0, "rooms": 1, "problems": {}}
+    assert data["summary"] == {"houses": 1, "bad_houses": 0, "rooms": 1, "problems": {},
+                               "rooms_with_unlabelled_furniture": 0}
     (room,) = data["houses"][0]["rooms"]
     assert room["uid"] == "house1/Bedroom-1" and room["floor_area_m2"] == 12.0 and room["height_m"] == 2.8
     assert room["size_m"] == [4.0, 3.0] and room["furniture"] == 1
@@ -185,4 +186,4 @@ def test_scenes_command_full_reads_objs(tmp_path):
     assert res.exit_code == 0 and res.output.splitlines()[-1].endswith("problems: -")
     res = CliRunner().invoke(scenes_command, ["--front", str(root), "--full"])
     row = next(line for line in res.output.splitlines() if line.startswith("house1 "))
-    assert row.split()[-3:] == ["1", "bad_obj", "1"]  # furniture 1: the cut model is dropped
+    assert row.split()[-4:] == ["1", "bad_obj", "1", "-"]  # furniture 1: the cut model is dropped

@@ -190,7 +190,9 @@ def test_category_fallbacks_and_unknown(tmp_path):
     labels = [m.label for m in house.rooms[0].furniture()]
     assert labels == [14, 84, 76, 15, 81]  # dining chair, wardrobe, nightstand, others, desk
     assert house.counts == {"unknown_category": 1}
-    assert house.unknown_categories == {"flux capacitor": 1}
+    assert house.unknown_categories == {"Flux Capacitor": 1}, "named as written in the file"
+    room = house.rooms[0]
+    assert room.unknown_categories == room.unlabelled_furniture == {"Flux Capacitor": 1}
     assert "flux capacitor" in house.rooms[0].problems[0].lower()
 
 

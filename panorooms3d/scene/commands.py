@@ -56,6 +56,11 @@ def _kinds(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
 
 
+def _unknowns(counts: dict[str, int]) -> str:
+    """Unknown category strings as written, with their counts: ``'Foo Bar' x2, 'Baz'``."""
+    return ", ".join(f"{k!r}" + (f" x{v}" if v > 1 else "") for k, v in sorted(counts.items())) or "-"
+
+
 def _table(rows: list[list[str]], header: list[str], right: set[int]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
@@ -73,7 +78,7 @@ def _scan(
     for item in load_houses(front_root, list(houses) or None, load_geometry=full):
         if isinstance(item, HouseLoadError):
             report.append({"house": item.house_uid, "error": str(item)})
-            rows.append([item.house_uid, "-", "-", "", "", "", "", f"ERROR: {item}"])
+            rows.append([item.house_uid, "-", "-", "", "", "", "", f"ERROR: {item}", ""])
             continue
         totals.update(item.counts)
         entry: dict = {
@@ -95,17 +100,23 @@ def _scan(
                     "size_m": [round(s.size[0], 3), round(s.size[1], 3)],
                     "furniture": s.furniture,
                     "problems": s.problems,
+                    "unknown_categories": dict(room.unknown_categories),
+                    "unlabelled_furniture": dict(room.unlabelled_furniture),
                 }
             )
             rows.append(
                 [item.uid, room.room_id, room.type or "-", f"{s.floor_area:.2f}", f"{s.height:.2f}",
-                 f"{s.size[0]:.2f} x {s.size[1]:.2f}", str(s.furniture), _kinds(s.problems)]
+                 f"{s.size[0]:.2f} x {s.size[1]:.2f}", str(s.furniture), _kinds(s.problems),
+                 _unknowns(room.unknown_categories)]
             )  # fmt: skip
         house_only = Counter(problem_kind(p) for p in item.problems) - Counter(
             problem_kind(p) for r in item.rooms for p in r.problems
         )
         if not item.rooms or house_only:
-            rows.append([item.uid, "(house)", "-", "", "", "", "", _kinds(dict(house_only)) or "no rooms"])
+            house_unknown = Counter(item.unknown_categories) - Counter(
+                {k: v for r in item.rooms for k, v in r.unknown_categories.items()})
+            rows.append([item.uid, "(house)", "-", "", "", "", "", _kinds(dict(house_only)) or "no rooms",
+                         _unknowns(dict(house_unknown))])
         report.append(entry)
 
 
@@ -120,7 +131,9 @@ def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, ful
 
     Parses the house files only (furniture OBJs are not read unless ``--full``). A bad house file
     is listed with its error and the run goes on. The problems column counts, per room, what the
-    loader skipped or repaired (see docs/scenes.md); ``--verbose`` prints each one.
+    loader skipped or repaired (see docs/scenes.md); ``--verbose`` prints each one. The last
+    column names each category string the taxonomy does not know (labelled others), with its
+    count; ``--json`` carries them per room (``unknown_categories``, ``unlabelled_furniture``).
 
     Example: panorooms3d scenes --front data/front
     """
@@ -135,13 +148,19 @@ def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, ful
     n_houses = len(report)
     n_bad = sum(1 for h in report if "error" in h)
     n_rooms = sum(len(h.get("rooms", [])) for h in report)
+    n_unlabelled = sum(1 for h in report for r in h.get("rooms", []) if r["unlabelled_furniture"])
     if as_json:
-        summary = {"houses": n_houses, "bad_houses": n_bad, "rooms": n_rooms, "problems": dict(totals)}
+        summary = {"houses": n_houses, "bad_houses": n_bad, "rooms": n_rooms, "problems": dict(totals),
+                   "rooms_with_unlabelled_furniture": n_unlabelled}
         click.echo(json.dumps({"summary": summary, "houses": report}, indent=2))
         return
-    header = ["house", "room", "type", "floor m2", "height m", "size m (x by y)", "furniture", "problems"]
+    header = ["house", "room", "type", "floor m2", "height m", "size m (x by y)", "furniture", "problems",
+              "unknown categories"]
     click.echo(_table(rows, header, right={3, 4, 6}))
     click.echo(f"\n{n_houses} houses ({n_bad} unreadable), {n_rooms} rooms; problems: {_kinds(dict(totals))}")
+    if n_unlabelled:
+        click.echo(f"{n_unlabelled} room(s) hold furniture of unknown categories (labelled others); "
+                   "`build --skip-unlabelled-furniture` leaves them out, as the paper did")
 
 
 @click.command("export")
@@ -168,7 +187,7 @@ def export_command(front_root: Path, room_uid: str, out: Path, class_set: str) -
     except OSError as exc:
         raise click.ClickException(f"{out}: cannot write: {exc.strerror or exc}") from None
     _, faces, label, _ = room.triangles()
-    lo, hi = room.bounds()
+    lo, hi = room.mesh_bounds()
     ids, counts = np.unique(label, return_counts=True)
     click.echo(
         f"wrote {out}: room {room.uid} ({room.type or 'no type'}), {len(faces)} faces, {len(room.meshes)} meshes"

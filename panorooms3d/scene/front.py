@@ -33,7 +33,7 @@ import numpy as np
 from panorooms3d.geometry import FRONT_TO_WORLD, front_item_to_world, front_to_world, quat_xyzw_to_matrix
 from panorooms3d.scene.model import House, Instance, Material, Mesh, Room
 from panorooms3d.scene.obj import ObjError, read_obj
-from panorooms3d.taxonomy import ARCHITECTURE_IDS, CEILING, RAW_NAMES, LabelLookup
+from panorooms3d.taxonomy import ARCHITECTURE_IDS, CEILING, RAW_NAMES, LabelLookup, raw_id
 
 log = logging.getLogger("panorooms3d.scene")
 
@@ -306,12 +306,79 @@ def _furniture_category(ctx: _Ctx, entry: dict, jid: str, where: str, room: Room
     return ""
 
 
-def _label(ctx: _Ctx, category: str, where: str, room: Room | None) -> int:
-    before = sum(ctx.lookup.unknown.values())
+def _label(ctx: _Ctx, category: str, where: str, room: Room | None, furniture: bool = False) -> int:
     label = ctx.lookup(category)
-    if sum(ctx.lookup.unknown.values()) != before:
+    if raw_id(category) is None:
+        key = " ".join(category.split()) or "<empty>"
         ctx.problem("unknown_category", where, f"category {category!r} not in the taxonomy: labelled others", room)
+        if room is not None:
+            room.unknown_categories[key] = room.unknown_categories.get(key, 0) + 1
+            if furniture:
+                room.unlabelled_furniture[key] = room.unlabelled_furniture.get(key, 0) + 1
     return label
+
+
+#: Built-in pieces (architecture meshes with a furniture label, e.g. ``Cabinet``) whose boxes
+#: come within this many metres of each other form one instance (see :func:`_group_builtins`).
+BUILTIN_GAP_M = 0.3
+
+
+def _builtin_part_key(uid: str) -> str:
+    """The part a built-in mesh belongs to: its uid without the last ``/`` component.
+
+    Real files split one part (a plinth segment) into one mesh per material, with uids
+    ``<part>/<subpart>/<n>`` that differ only in the last component.
+    """
+    return uid.rsplit("/", 1)[0] if uid.count("/") >= 2 else uid
+
+
+def _group_builtins(house: House, pieces: list[tuple[int, Mesh, str]]) -> None:
+    """Merge a room's built-in mesh pieces into one instance per unit.
+
+    3D-FRONT stores built-in kitchen cabinetry as loose ``Cabinet`` meshes (plinths, worktop
+    layers, door panels, top boards; no carcass, no field naming the unit they belong to: the
+    door panels' ``jid`` is the door style, shared by every panel, and the mesh ``uid`` groups
+    only the material parts of one piece). Pieces of one label are joined when their uids name
+    the same part (:func:`_builtin_part_key`) or when their axis-aligned boxes come within
+    :data:`BUILTIN_GAP_M` of each other; each joined group keeps the smallest instance id of
+    its pieces and the other ids are dropped from ``house.instances``. In the sample kitchens
+    this gives the floor-standing counter and the wall-hung cabinets: two units each.
+
+    Args:
+        house: the house (its ``instances`` are updated).
+        pieces: (instance id, mesh, mesh uid) of each built-in piece of one room.
+    """
+    if len(pieces) < 2:
+        return
+    parent = list(range(len(pieces)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    boxes = [m.bounds() for _, m, _ in pieces]
+    parts: dict[tuple[int, str], int] = {}
+    for i, (_, mesh, uid) in enumerate(pieces):
+        j = parts.setdefault((mesh.label, _builtin_part_key(uid)), i)
+        parent[find(i)] = find(j)
+        for j in range(i):
+            if pieces[j][1].label != mesh.label:
+                continue
+            gap = np.maximum(0.0, np.maximum(boxes[i][0] - boxes[j][1], boxes[j][0] - boxes[i][1]))
+            if (gap <= BUILTIN_GAP_M).all():
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pieces)):
+        groups.setdefault(find(i), []).append(i)
+    for members in groups.values():
+        keep = min(pieces[i][0] for i in members)
+        for i in members:
+            inst_id, mesh, _ = pieces[i]
+            if inst_id != keep:
+                mesh.instance = keep
+                house.instances.pop(inst_id, None)
 
 
 def _transform(ctx: _Ctx, child: dict, where: str, room: Room) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -373,7 +440,10 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
         ``loose_meshes``), meshes with vertices (V, 3) float64 metres Z-up, faces (F, 3) int64,
         uv (F, 3, 2) float32 or None, raw label ids, instance ids >= 1 unique in the house (one per
         room child, then one per mesh no room refers to; ids of children skipped while reading
-        OBJs are not reused), ``House.instances``, problems and counts (see :data:`PROBLEM_KINDS`).
+        OBJs are not reused; the pieces of one built-in unit such as a kitchen counter share the
+        id of their first piece, see :func:`_group_builtins`), ``House.instances``, problems and
+        counts (see :data:`PROBLEM_KINDS`), each room's ``unknown_categories`` and
+        ``unlabelled_furniture``.
 
     Raises:
         HouseLoadError: missing or unreadable file, invalid or truncated JSON, or a JSON without
@@ -450,6 +520,7 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
 
         children = rj.get("children") or []
         seen_children: set[str] = set()
+        builtin: list[tuple[int, Mesh, str]] = []
         for ci, child in enumerate(children if isinstance(children, list) else []):
             if not isinstance(child, dict):
                 ctx.problem("unknown_ref", rwhere, f"child [{ci}] is not a JSON object: skipped", room)
@@ -478,7 +549,7 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
                 if tr is None:
                     continue
                 category = _furniture_category(ctx, entry, jid, where, room)
-                label = _label(ctx, category, where, room)
+                label = _label(ctx, category, where, room, furniture=True)
                 inst_id, next_id = next_id, next_id + 1
                 house.instances[inst_id] = Instance(inst_id, label, category, ref, jid, rid)
                 if load_geometry:
@@ -510,20 +581,22 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
                 label = _label(ctx, am.type.lower(), f"{rwhere}: mesh {ref!r}", room)
                 inst_id, next_id = next_id, next_id + 1
                 house.instances[inst_id] = Instance(inst_id, label, am.type, ref, "", rid)
-                room.meshes.append(
-                    Mesh(
-                        f"{am.type or 'mesh'}/{ref}#{inst_id}",
-                        am.vertices,
-                        am.faces,
-                        label,
-                        inst_id,
-                        am.uv,
-                        am.material,
-                        rid,
-                    )
+                mesh = Mesh(
+                    f"{am.type or 'mesh'}/{ref}#{inst_id}",
+                    am.vertices,
+                    am.faces,
+                    label,
+                    inst_id,
+                    am.uv,
+                    am.material,
+                    rid,
                 )
+                room.meshes.append(mesh)
+                if label not in ARCHITECTURE_IDS:
+                    builtin.append((inst_id, mesh, ref))
             else:
                 ctx.problem("unknown_ref", where, "ref names no furniture or mesh uid: skipped", room)
+        _group_builtins(house, builtin)
 
         if not room.floor_meshes():
             ctx.problem("room_without_floor", rwhere, f"room ({rtype or 'no type'}) has no floor mesh: skipped")

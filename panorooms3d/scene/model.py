@@ -106,6 +106,10 @@ class Room:
         type: room type (``"Bedroom"``, ``"LivingRoom"``...).
         meshes: the meshes that belong to this room.
         problems: what the loader skipped or repaired for this room (human-readable lines).
+        unknown_categories: category strings and mesh types of this room's items that the
+            taxonomy does not know (labelled ``others``), as written, with their counts.
+        unlabelled_furniture: the furniture part of ``unknown_categories`` (items with a model
+            whose category is unknown or empty, ``"<empty>"``): what the paper's filter looks at.
     """
 
     house_uid: str
@@ -113,6 +117,8 @@ class Room:
     type: str
     meshes: list[Mesh] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    unknown_categories: dict[str, int] = field(default_factory=dict)
+    unlabelled_furniture: dict[str, int] = field(default_factory=dict)
 
     @property
     def uid(self) -> str:
@@ -139,7 +145,22 @@ class Room:
         return [m for m in self.meshes if m.label == FLOOR]
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(min, max) corners of the room's meshes, metres."""
+        """(min, max) corners of the room's shell (its architecture meshes), metres.
+
+        Furniture that reaches through the shell (a pendant lamp's stem above the ceiling, a
+        cabinet a few cm into a wall) does not stretch the room: these bounds are what fusion
+        grids cover. A room without architecture meshes falls back to all its meshes
+        (:meth:`mesh_bounds`).
+        """
+        from panorooms3d.taxonomy import ARCHITECTURE_IDS
+
+        shell = [m for m in self.meshes if m.label in ARCHITECTURE_IDS] or self.meshes
+        lo = np.min([m.bounds()[0] for m in shell], axis=0)
+        hi = np.max([m.bounds()[1] for m in shell], axis=0)
+        return lo, hi
+
+    def mesh_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min, max) corners of all the room's meshes, furniture included, metres."""
         lo = np.min([m.bounds()[0] for m in self.meshes], axis=0)
         hi = np.max([m.bounds()[1] for m in self.meshes], axis=0)
         return lo, hi
