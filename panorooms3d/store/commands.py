@@ -84,7 +84,7 @@ def info(dataset: Path, verify: bool, as_json: bool, class_set: str) -> None:
     except KeyError as exc:
         raise click.ClickException(str(exc.args[0])) from None
     hist = ds.class_histogram(class_set)
-    voxels = sum(int(np.prod(r["shape"])) for r in m["rooms"])
+    voxels = sum(int(np.prod(r["shape"])) for r in m["rooms"] if r.get("shape"))
     facts = {
         "dataset": str(dataset),
         "format_version": m["format_version"],
@@ -98,12 +98,27 @@ def info(dataset: Path, verify: bool, as_json: bool, class_set: str) -> None:
         "observed_voxels": sum(int(r.get("observed_voxels", 0)) for r in m["rooms"]),
         "class_histogram": {name: int(c) for name, c in zip(cs.class_names, hist)},
     }
+    if ds.panoramas_only:  # `panorooms3d panoramas`: rooms have a panorama and no volume
+        facts["content"] = "panoramas"
+        facts["pano_shapes"] = sorted({"x".join(map(str, r["pano_shape"])) for r in m["rooms"]})
+        hist = ds.pixel_histogram(class_set)
+        facts["class_histogram"] = {name: int(c) for name, c in zip(cs.class_names, hist)}
     problems: list[str] = []
     if verify:
         problems = ds.verify()
         facts["verify"] = {"ok": not problems, "problems": problems}
     if as_json:
         click.echo(json.dumps(facts, indent=1))
+    elif ds.panoramas_only:
+        click.echo(f"{dataset}: panorama-only dataset (no volumes; for the 2D teacher): {_summary(m)}")
+        click.echo(f"  panoramas: {facts['rooms_with_panorama']} rooms, {', '.join(facts['pano_shapes'])} pixels")
+        total = max(int(hist.sum()), 1)
+        click.echo(f"  class histogram ({class_set}, panorama pixels):")
+        for name, count in facts["class_histogram"].items():
+            if count:
+                click.echo(f"    {name:<22} {count:>12,}  {100 * count / total:6.2f} %")
+        if verify:
+            click.echo("  verify: OK" if not problems else f"  verify: {len(problems)} problem(s)")
     else:
         click.echo(f"{dataset}: {_summary(m)}")
         click.echo(f"  panoramas: {facts['rooms_with_panorama']} rooms; voxels: {voxels:,} "

@@ -319,17 +319,46 @@ def _write_room_into(group, key: str, volume: RoomVolume, pano: Panorama | None,
         a[...] = data
     g.attrs.update(_volume_attrs(volume))
     if pano is not None:
-        p = g.create_group("pano")
-        for name, dtype in PANO_ARRAYS.items():
-            data = np.ascontiguousarray(getattr(pano, name), dtype=dtype)
-            extra = data.shape[2:]
-            h, w = data.shape[:2]
-            chunks = (min(PANO_CHUNK[0], h), min(PANO_CHUNK[1], w), *extra)
-            shards = (-(-h // chunks[0]) * chunks[0], -(-w // chunks[1]) * chunks[1], *extra)
-            a = p.create_array(name, shape=data.shape, dtype=dtype, chunks=chunks, shards=shards,
-                               compressors=_compressors(), fill_value=0)
-            a[...] = data
-        p.attrs.update({"camera": [float(c) for c in pano.camera], "attrs": _jsonable(pano_attrs)})
+        _write_pano_into(g, pano, pano_attrs)
+
+
+def _write_pano_into(g, pano: Panorama, pano_attrs: dict) -> None:
+    """Write ``pano`` as the ``pano`` sub-group of room group ``g`` (chunked, checksummed)."""
+    p = g.create_group("pano")
+    for name, dtype in PANO_ARRAYS.items():
+        data = np.ascontiguousarray(getattr(pano, name), dtype=dtype)
+        extra = data.shape[2:]
+        h, w = data.shape[:2]
+        chunks = (min(PANO_CHUNK[0], h), min(PANO_CHUNK[1], w), *extra)
+        shards = (-(-h // chunks[0]) * chunks[0], -(-w // chunks[1]) * chunks[1], *extra)
+        a = p.create_array(name, shape=data.shape, dtype=dtype, chunks=chunks, shards=shards,
+                           compressors=_compressors(), fill_value=0)
+        a[...] = data
+    p.attrs.update({"camera": [float(c) for c in pano.camera], "attrs": _jsonable(pano_attrs)})
+
+
+def _write_panorama_room(root, dataset_dir: Path, uid: str) -> dict:
+    """Write a room of a panorama-only dataset (its ``pano`` group, no volume); returns its facts."""
+    pano = read_room_panorama(dataset_dir, uid)
+    if pano is None:
+        raise DatasetError(f"room {uid}: no staged panorama at {room_panorama_path(dataset_dir, uid)}")
+    pano_attrs = dict(zarr.open_group(str(room_panorama_path(dataset_dir, uid)), mode="r").attrs.get("attrs", {}))
+    g = root.create_group(room_key(uid))
+    g.attrs.update({"room_uid": uid, "panorama_only": True})
+    _write_pano_into(g, pano, pano_attrs)
+    counts = np.bincount(pano.label.ravel(), minlength=NUM_RAW)
+    return {"shape": None, "origin": None, "voxel_size": None, "truncation": None, "has_volume": False,
+            "has_panorama": True, "pano_shape": list(pano.label.shape),
+            "pano_camera": [float(c) for c in pano.camera],
+            "pixel_label_counts": {str(i): int(c) for i, c in enumerate(counts) if c}}
+
+
+def _write_panorama_shard(path: Path, dataset_dir: Path, uids: Sequence[str]) -> dict[str, dict]:
+    """:func:`_write_shard` of a panorama-only dataset: each room holds its ``pano`` group alone."""
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "rooms": list(uids),
+                       "content": "panoramas"})
+    return {uid: _write_panorama_room(root, dataset_dir, uid) for uid in uids}
 
 
 def _write_shard(path: Path, dataset_dir: Path, uids: Sequence[str]) -> dict[str, dict]:
@@ -453,8 +482,13 @@ def pack_dataset(
     seed: int = 0,
     class_set: str = "paper30",
     progress: Callable[[int, int], None] | None = None,
+    panoramas_only: bool = False,
 ) -> dict:
     """Pack every staged room (with a volume; panorama optional) into shards + manifest + splits.
+
+    With ``panoramas_only`` (the panorama-only build), every staged room that has a panorama is
+    packed with its ``pano`` group alone (no volume); the manifest says ``"content": "panoramas"``
+    and its rooms have ``has_volume: false`` and ``shape: null``.
 
     Rooms are sorted by uid and cut into shards of ``rooms_per_shard`` (shard i holds rooms
     [i * n, (i + 1) * n)): the same staged rooms always give the same assignment and the same shard
@@ -482,6 +516,12 @@ def pack_dataset(
     for folder in (dataset_dir, shards_dir, dataset_dir / "splits", dataset_dir / "staging"):
         clean_stale_temporaries(folder)
     uids, pano_only = staged_rooms(dataset_dir)
+    content = "panoramas" if panoramas_only else "volumes"
+    if panoramas_only:
+        uids = sorted(pano_only + [u for u in uids if room_panorama_path(dataset_dir, u).is_dir()])
+        pano_only = []
+        if not uids:
+            raise DatasetError(f"no staged panoramas under {dataset_dir / 'staging'} (run `panorooms3d panoramas`)")
     if not uids:
         raise DatasetError(f"no staged room volumes under {dataset_dir / 'staging'} (run fuse first)")
     split_of = make_splits(uids, splits, seed)
@@ -489,6 +529,8 @@ def pack_dataset(
         previous = read_manifest(dataset_dir)
     except DatasetError:
         previous = None
+    if previous is not None and previous.get("content", "volumes") != content:
+        previous = None  # packed the other way before: reuse nothing
     prev_shards = {s["file"]: s for s in (previous or {}).get("shards", [])}
     prev_rooms = {r["uid"]: r for r in (previous or {}).get("rooms", [])}
 
@@ -515,7 +557,7 @@ def pack_dataset(
             else:
                 tmp = temp_sibling(final)
                 pending.append((tmp, final))
-                facts = _write_shard(tmp, dataset_dir, members)
+                facts = (_write_panorama_shard if panoramas_only else _write_shard)(tmp, dataset_dir, members)
                 sha, size, room_sha = hash_shard(tmp)
                 for uid in members:
                     facts[uid]["shard"] = rel
@@ -560,6 +602,8 @@ def pack_dataset(
         "shards": shard_entries,
         "skipped_without_volume": pano_only,
     }
+    if panoramas_only:
+        manifest["content"] = content
     for name in SPLITS:
         members = [r["uid"] for r in rooms if r["split"] == name]
         _write_text_atomic(dataset_dir / "splits" / f"{name}.txt", "".join(f"{u}\n" for u in members))
@@ -626,9 +670,24 @@ class Dataset:
     def room_info(self, uid: str) -> RoomInfo:
         """The manifest's facts about room ``uid``."""
         r = self._entry(uid)
+        if not r.get("has_volume", True):  # a room of a panorama-only dataset
+            return RoomInfo(uid=uid, shard=r["shard"], shape=None, origin=None, voxel_size=float("nan"),  # type: ignore[arg-type]
+                            has_panorama=bool(r["has_panorama"]), split=r["split"], entry=r)
         return RoomInfo(uid=uid, shard=r["shard"], shape=tuple(r["shape"]), origin=np.asarray(r["origin"]),
                         voxel_size=float(r["voxel_size"]), has_panorama=bool(r["has_panorama"]),
                         split=r["split"], entry=r)
+
+    @property
+    def panoramas_only(self) -> bool:
+        """True for a panorama-only dataset (``panorooms3d panoramas``): rooms have panoramas, no volumes."""
+        return self.manifest.get("content") == "panoramas"
+
+    def _volume_entry(self, uid: str) -> dict:
+        r = self._entry(uid)
+        if not r.get("has_volume", True):
+            raise DatasetError(f"room {uid} of {self.root} has a panorama but no volume (a panorama-only "
+                               "dataset, made by `panorooms3d panoramas`); use a dataset made by `panorooms3d build`")
+        return r
 
     # -- zarr access
     def _group(self, uid: str):
@@ -664,6 +723,7 @@ class Dataset:
 
     def load_volume(self, uid: str) -> RoomVolume:
         """The room's full volume (arrays [x, y, z] in their stored dtypes)."""
+        self._volume_entry(uid)
         arrays = {name: self._read(uid, name) for name in VOLUME_ARRAYS}
         attrs = dict(self._group(uid).attrs)
         return RoomVolume(origin=np.asarray(attrs["origin"]), voxel_size=float(attrs["voxel_size"]),
@@ -700,7 +760,7 @@ class Dataset:
         size = np.asarray(size, np.int64).reshape(3)
         if np.any(size <= 0):
             raise ValueError(f"crop size must be positive, got {size.tolist()}")
-        shape = np.asarray(self._entry(uid)["shape"], np.int64)
+        shape = np.asarray(self._volume_entry(uid)["shape"], np.int64)
         lo = np.clip(start, 0, shape)
         hi = np.clip(start + size, 0, shape)
         names = list(arrays) if arrays is not None else list(VOLUME_ARRAYS)
@@ -727,6 +787,15 @@ class Dataset:
         hist = np.zeros(cs.num_classes, np.int64)
         for r in self._rooms.values():
             for raw, count in r.get("label_counts", {}).items():
+                hist[cs.raw_to_class[int(raw)]] += int(count)
+        return hist
+
+    def pixel_histogram(self, class_set: str = "paper30") -> np.ndarray:
+        """Panorama pixel counts per class (int64, (num_classes,)) from ``pixel_label_counts`` (panorama-only rooms)."""
+        cs = get_class_set(class_set)
+        hist = np.zeros(cs.num_classes, np.int64)
+        for r in self._rooms.values():
+            for raw, count in r.get("pixel_label_counts", {}).items():
                 hist[cs.raw_to_class[int(raw)]] += int(count)
         return hist
 
@@ -761,7 +830,7 @@ class Dataset:
             group = self._group(uid)
         except DatasetError as exc:
             return [str(exc)]
-        names = list(VOLUME_ARRAYS) + ([f"pano/{n}" for n in PANO_ARRAYS] if self._rooms[uid]["has_panorama"] else [])
+        names = list(VOLUME_ARRAYS) * bool(self._rooms[uid].get("has_volume", True)) + ([f"pano/{n}" for n in PANO_ARRAYS] if self._rooms[uid]["has_panorama"] else [])
         problems = []
         for name in names:
             try:
