@@ -148,29 +148,21 @@ def _room_floor(house: House, room_id: str) -> tuple[np.ndarray, np.ndarray, flo
     return room_extent(room)
 
 
-def sample_cameras(house: House, room_id: str, settings, rng: np.random.Generator,
-                   index: HouseIndex | None = None, max_candidates: int = 20000) -> tuple[np.ndarray, dict]:
-    """Sample ``settings.views`` hand-held camera poses in a room (rules in the module docstring).
+def candidate_poses(house: House, room_id: str, settings, rng: np.random.Generator, n: int,
+                    index: HouseIndex | None = None, max_candidates: int = 20000) -> tuple[np.ndarray, dict]:
+    """Up to ``n`` hand-held camera poses in a room (rules in the module docstring), never raising.
 
-    Args:
-        house: the house (all meshes count as obstacles).
-        room_id: the room's id in the house.
-        settings: a RenderSettings (views, hfov_deg, width, height, height_range, pitch_range_deg,
-            clearance, min_median_depth, max_instance_share).
-        rng: numpy random generator (seeded by the caller).
-        index: a prebuilt :class:`HouseIndex` (built when None).
-        max_candidates: give up after this many candidate positions.
+    The same sampler as :func:`sample_cameras` (same random stream: the first ``k`` poses for a
+    seed do not depend on ``n``); :mod:`panorooms3d.render.coverage` draws its candidate views here.
 
     Returns:
-        cam_to_world (N, 4, 4) float64 OpenCV poses with N = settings.views, and stats
-        ``{"candidates", "rejected_outside", "rejected_clearance", "rejected_view"}``.
-
-    Raises RuntimeError naming the room when fewer than ``settings.views`` valid poses exist
-    among ``max_candidates`` candidates.
+        cam_to_world (M, 4, 4) float64 OpenCV poses with M <= n (fewer when ``max_candidates``
+        positions did not give ``n`` valid views), and stats ``{"candidates", "rejected_outside",
+        "rejected_clearance", "rejected_view"}``.
     """
     index = index or house_index(house)
     lo, hi, floor_z, _ = _room_floor(house, room_id)
-    n = int(settings.views)
+    n = int(n)
     pw, ph = PROBE_SIZE
     probe_hfov = settings.hfov_deg
     Kp = intrinsics(pw, ph, probe_hfov)
@@ -208,13 +200,39 @@ def sample_cameras(house: House, room_id: str, settings, rng: np.random.Generato
             out.append(c2w)
             if len(out) == n:
                 break
-    if len(out) < n:
+    return (np.stack(out) if out else np.zeros((0, 4, 4))), stats
+
+
+def sample_cameras(house: House, room_id: str, settings, rng: np.random.Generator,
+                   index: HouseIndex | None = None, max_candidates: int = 20000) -> tuple[np.ndarray, dict]:
+    """Sample ``settings.views`` hand-held camera poses in a room (rules in the module docstring).
+
+    Args:
+        house: the house (all meshes count as obstacles).
+        room_id: the room's id in the house.
+        settings: a RenderSettings (views, hfov_deg, width, height, height_range, pitch_range_deg,
+            clearance, min_median_depth, max_instance_share).
+        rng: numpy random generator (seeded by the caller).
+        index: a prebuilt :class:`HouseIndex` (built when None).
+        max_candidates: give up after this many candidate positions.
+
+    Returns:
+        cam_to_world (N, 4, 4) float64 OpenCV poses with N = settings.views, and stats
+        ``{"candidates", "rejected_outside", "rejected_clearance", "rejected_view"}``.
+
+    Raises RuntimeError naming the room when fewer than ``settings.views`` valid poses exist
+    among ``max_candidates`` candidates.
+    """
+    n = int(settings.views)
+    poses, stats = candidate_poses(house, room_id, settings, rng, n, index=index, max_candidates=max_candidates)
+    if len(poses) < n:
+        h0, h1 = settings.height_range
         raise RuntimeError(
-            f"room {house.uid}/{room_id}: found only {len(out)} of {n} valid camera poses in {stats['candidates']} "
+            f"room {house.uid}/{room_id}: found only {len(poses)} of {n} valid camera poses in {stats['candidates']} "
             f"candidates ({stats}); the room may be too small or cluttered for a {settings.clearance} m clearance "
             f"at {h0}-{h1} m height"
         )
-    return np.stack(out), stats
+    return poses, stats
 
 
 def panorama_camera(house: House, room_id: str, clearance: float = 0.3, index: HouseIndex | None = None,

@@ -187,8 +187,9 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
 
     Returns:
         info: ``room_uid``, ``frames`` (perspective views), ``skybox_faces``, ``coverage`` (share of
-        the room's surface seen, 0-1), ``seconds`` (total), ``seconds_per_frame`` (perspective
-        render only), ``build_seconds``, ``skybox_seconds``, ``pano_camera`` (3,) metres, ``moved``
+        the room's surface seen, 0-1), ``view_selection``, ``interior_coverage`` (coverage-driven
+        views: predicted share of the interior-visible surface seen, else None), ``seconds``
+        (total), ``seconds_per_frame`` (perspective render only), ``build_seconds``, ``skybox_seconds``, ``pano_camera`` (3,) metres, ``moved``
         (panorama camera moved off the centre), ``device``, ``problems``.
 
     Raises RuntimeError/TimeoutError when Blender fails or hangs (the store is then not written),
@@ -200,7 +201,14 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
     rng = np.random.default_rng(room_seed(settings.seed, room.uid))
     index = house_index(house)
     K = intrinsics(settings.width, settings.height, settings.hfov_deg)
-    c2w, cam_stats = sample_cameras(house, room_id, settings, rng, index=index)
+    selection: dict = {}
+    if settings.view_selection == "coverage":  # as few views as reach the coverage target
+        from panorooms3d.render.coverage import select_views
+
+        c2w, selection = select_views(house, room_id, settings, rng, index=index)
+        cam_stats = selection["camera_sampling"]
+    else:
+        c2w, cam_stats = sample_cameras(house, room_id, settings, rng, index=index)
     pano, pano_info = panorama_camera(house, room_id, settings.clearance, index=index)
     S = settings.skybox_size
     K_sky = intrinsics(S, S, 90.0)
@@ -257,6 +265,7 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
         "settings": settings.to_dict(),
         "coverage": round(cov, 4),
         "camera_sampling": cam_stats,
+        "view_selection": {"method": settings.view_selection, **selection},
         "pano_camera_info": pano_info,
         "texture_overrides": {k: v[0] for k, v in textures.items()},
         "versions": {"blender": winfo.get("blender", ""), "panorooms3d": getattr(panorooms3d, "__version__", "")},
@@ -275,6 +284,8 @@ def render_room(house: House, room_id: str, out_path: Path, settings: RenderSett
         "frames": int(len(c2w)),
         "skybox_faces": len(SKYBOX_FACES),
         "coverage": round(cov, 4),
+        "view_selection": settings.view_selection,
+        "interior_coverage": selection.get("coverage"),
         "seconds": time.perf_counter() - t0,
         "seconds_per_frame": float(view_seconds.mean()) if len(view_seconds) else 0.0,
         "build_seconds": float(winfo.get("build_seconds", 0.0)),

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+#: How the hand-held views of a room are chosen (``RenderSettings.view_selection``).
+VIEW_SELECTIONS = ("random", "coverage")
+
 
 @dataclass
 class RenderSettings:
@@ -17,7 +20,20 @@ class RenderSettings:
             hand-held views see 28% of the surface, 24 views 74% and 48 views 80% (the stored
             ``coverage``; what stays unseen is mostly the ceiling, which views pitched 0-30 deg down
             rarely see), so 48 is where more views stop paying; the paper used ~424 per room on a
-            GPU farm. Raise it for large or cluttered rooms (coverage tells you).
+            GPU farm. Raise it for large or cluttered rooms (coverage tells you). Used when
+            ``view_selection`` is ``"random"``.
+        view_selection: ``"random"`` (``views`` random hand-held views) or ``"coverage"`` (as few
+            hand-held views as reach ``coverage_target`` of the room's interior-visible surface,
+            picked greedily among ``candidates`` candidate poses, at most ``max_views``; see
+            :mod:`panorooms3d.render.coverage`).
+        coverage_target: share (0-1) of the interior-visible surface the coverage-driven views must
+            see (default 0.99).
+        max_views: frame cap of the coverage-driven selection (default 64).
+        candidates: candidate poses the coverage-driven selection chooses from (default 400).
+        candidate_pitch_range_deg: pitch range of those candidates, degrees (positive = down):
+            default -40..30, the hand-held range widened upwards, because views pitched only
+            downwards cannot see the middle of the ceiling (a 4 x 3 x 2.8 m box room: at most 87% of
+            its surface from 0-30 deg down). Every other hand-held rule holds.
         samples: Cycles samples per pixel (default 4, with denoising).
         denoise: OpenImageDenoise on the RGB (CPU).
         skybox_size: side of the six square 90 deg skybox faces in pixels (default 512 = the
@@ -43,6 +59,11 @@ class RenderSettings:
     height: int = 480
     hfov_deg: float = 70.0
     views: int = 48
+    view_selection: str = "random"
+    coverage_target: float = 0.99
+    max_views: int = 64
+    candidates: int = 400
+    candidate_pitch_range_deg: tuple[float, float] = (-40.0, 30.0)
     samples: int = 4
     denoise: bool = True
     skybox_size: int = 512
@@ -60,8 +81,10 @@ class RenderSettings:
 
     def __post_init__(self) -> None:
         self.device = str(self.device).upper()
+        self.view_selection = str(self.view_selection).lower()
         self.height_range = tuple(float(x) for x in self.height_range)  # type: ignore[assignment]
         self.pitch_range_deg = tuple(float(x) for x in self.pitch_range_deg)  # type: ignore[assignment]
+        self.candidate_pitch_range_deg = tuple(float(x) for x in self.candidate_pitch_range_deg)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
@@ -73,6 +96,14 @@ class RenderSettings:
             problems.append(f"hfov_deg {self.hfov_deg} is outside 20-120 degrees")
         if self.views < 1:
             problems.append(f"views must be >= 1, got {self.views}")
+        if self.view_selection not in VIEW_SELECTIONS:
+            problems.append(f"view_selection must be one of {', '.join(VIEW_SELECTIONS)}, got {self.view_selection!r}")
+        if not 0.0 < self.coverage_target <= 1.0:
+            problems.append(f"coverage_target must be in (0, 1], got {self.coverage_target}")
+        if self.max_views < 1:
+            problems.append(f"max_views must be >= 1, got {self.max_views}")
+        if self.candidates < 1:
+            problems.append(f"candidates must be >= 1, got {self.candidates}")
         if self.samples < 1:
             problems.append(f"samples must be >= 1, got {self.samples}")
         if self.skybox_size < 8:
@@ -85,6 +116,8 @@ class RenderSettings:
             problems.append(f"height_range {self.height_range} must be increasing and positive")
         if not -89 <= self.pitch_range_deg[0] <= self.pitch_range_deg[1] <= 89:
             problems.append(f"pitch_range_deg {self.pitch_range_deg} must be increasing within -89..89")
+        if not -89 <= self.candidate_pitch_range_deg[0] <= self.candidate_pitch_range_deg[1] <= 89:
+            problems.append(f"candidate_pitch_range_deg {self.candidate_pitch_range_deg} must be increasing within -89..89")
         if self.clearance < 0:
             problems.append(f"clearance must be >= 0 m, got {self.clearance}")
         if problems:
