@@ -5,7 +5,8 @@
 - :func:`distillation_loss`: ``tau^2 * KL(teacher || student)`` between temperature-softened
   class distributions of the 2D teacher and of the student's prediction projected into the
   panorama (:func:`panorooms3d.panorama.projection.render_equirect`), averaged over the pixels
-  whose ray hits a surface.
+  whose ray hits a surface (``normalisation="project"``) or, as the official code does, summed
+  over all pixels and divided by the number of map elements ``B*K*H*W`` (``"official"``).
 - :func:`distillation_objective`: their sum, with the parts.
 
 Reductions are spelled out in each docstring and docs/projection.md.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distillation_loss", "voxel_cross_entropy", "distillation_objective"]
+__all__ = ["distillation_loss", "voxel_cross_entropy", "distillation_objective", "KD_NORMALISATIONS"]
 
 #: The paper's distillation temperature.
 DEFAULT_TAU = 20.0
@@ -27,8 +28,18 @@ def distillation_loss(
     teacher_logits: torch.Tensor,
     mask: torch.Tensor | None = None,
     tau: float = DEFAULT_TAU,
+    normalisation: str = "project",
 ) -> torch.Tensor:
-    """Pixel-wise knowledge distillation: ``tau^2 * mean_{masked pixels} KL(p_teacher || p_student)``.
+    """Pixel-wise knowledge distillation: ``tau^2 * KL(p_teacher || p_student)`` summed, then normalised.
+
+    ``normalisation`` (:data:`KD_NORMALISATIONS`) chooses the denominator of the summed KL:
+
+    - ``"project"`` (default): the number of masked pixels (a mean over pixels of the KL summed
+      over classes), as below;
+    - ``"official"``: the number of elements of the student map, ``B * K * H * W`` -- the official
+      ``F.kl_div(log_softmax(s / T), log_softmax(t / T), reduction="sum", log_target=True) * T**2
+      / s.numel()`` (distill.py), which with ``mask=None`` sums over every pixel and divides by the
+      K classes as well: K times weaker than ``"project"`` on the same maps and mask.
 
     With ``p = softmax(z / tau)`` over the class axis and, per pixel,
     ``KL = sum_k p_t[k] * (log p_t[k] - log p_s[k])``, the loss is
@@ -45,6 +56,7 @@ def distillation_loss(
         mask: [H, W] or [B, H, W] bool (broadcast over the batch if [H, W]): pixels that count,
             normally ``ProjectionResult.hit``. ``None`` = every pixel.
         tau: temperature (> 0); the paper uses 20.
+        normalisation: ``"project"`` or ``"official"`` (see above).
 
     Returns:
         Scalar tensor (dtype of ``student_logits``).
@@ -59,6 +71,8 @@ def distillation_loss(
         raise ValueError(f"logits must be [K, H, W] or [B, K, H, W], got {tuple(student_logits.shape)}")
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
+    if normalisation not in KD_NORMALISATIONS:
+        raise ValueError(f"unknown KD normalisation {normalisation!r}; use one of {KD_NORMALISATIONS}")
     b, k, h, w = student_logits.shape
     if mask is None:
         mask = torch.ones((b, h, w), dtype=torch.bool, device=student_logits.device)
@@ -71,7 +85,20 @@ def distillation_loss(
     log_ps = F.log_softmax(s / tau, dim=1)
     log_pt = F.log_softmax(t / tau, dim=1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # [P]
-    return (tau * tau) * kl.mean()
+    denominator = KD_NORMALISATIONS[normalisation](b, k, h, w, kl.shape[0])
+    return (tau * tau) * kl.sum() / denominator
+
+
+def _per_masked_pixel(b: int, k: int, h: int, w: int, masked: int) -> int:
+    return masked
+
+
+def _per_map_element(b: int, k: int, h: int, w: int, masked: int) -> int:
+    return b * k * h * w
+
+
+#: KD normalisations: name -> denominator of the summed KL, a function of (B, K, H, W, masked pixels).
+KD_NORMALISATIONS = {"project": _per_masked_pixel, "official": _per_map_element}
 
 
 def voxel_cross_entropy(
@@ -124,18 +151,20 @@ def distillation_objective(
     ignore_index: int | None = None,
     dist_weight: float = 1.0,
     ce_weight: float = 1.0,
+    normalisation: str = "project",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The paper's distillation objective ``L = L_CE + L_dist`` (weights 1 by default).
 
     ``L_CE`` = :func:`voxel_cross_entropy` (``voxel_logits`` [B, K, X, Y, Z], ``voxel_target``
     [B, X, Y, Z]); ``L_dist`` = :func:`distillation_loss` (``student_pano_logits``, the projected
-    student prediction, and ``teacher_pano_logits``, [K, H, W] or [B, K, H, W], over ``mask``).
+    student prediction, and ``teacher_pano_logits``, [K, H, W] or [B, K, H, W], over ``mask``, with
+    ``normalisation``).
 
     Returns:
         ``(total, parts)``: ``total = ce_weight * L_CE + dist_weight * L_dist`` (scalar, with grad) and
         ``parts = {"ce": L_CE, "dist": L_dist, "total": total}`` (detached scalars).
     """
     ce = voxel_cross_entropy(voxel_logits, voxel_target, ignore_index=ignore_index)
-    dist = distillation_loss(student_pano_logits, teacher_pano_logits, mask, tau=tau)
+    dist = distillation_loss(student_pano_logits, teacher_pano_logits, mask, tau=tau, normalisation=normalisation)
     total = ce_weight * ce + dist_weight * dist
     return total, {"ce": ce.detach(), "dist": dist.detach(), "total": total.detach()}

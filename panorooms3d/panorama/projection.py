@@ -22,8 +22,11 @@ Three variants:
   bracketing samples; ``values`` is interpolated trilinearly there (with grad).
 - :func:`render_equirect_faces`: the paper's way: six 90 degree square faces rendered with the same
   march (:func:`render_skybox`), stitched to equirect (:func:`stitch_equirect`).
-- :func:`render_equirect_emission`: the official code's variant: emission-absorption compositing
-  with density ``(1 - tsdf) / 2`` at 100 samples over 0.1-7 m.
+- :func:`render_equirect_emission`: emission-absorption compositing with density ``(1 - tsdf) / 2``
+  at 100 samples of *range* over 0.1-7 m, one ray per equirect pixel (a simplification of the
+  official code's renderer);
+- :func:`render_equirect_official`: the official code's ``render()`` exactly: six pytorch3d faces,
+  100 samples of *planar depth* 0.1-7 m, emission-absorption, the official ``cube2equi`` stitch.
 
 The march skips empty space exactly: a grid of 2^3-voxel blocks stores the chessboard distance to
 the nearest block holding a voxel within one voxel of a ``tsdf <= 0`` voxel; from a block at
@@ -51,6 +54,9 @@ __all__ = [
     "stitch_equirect",
     "render_equirect_faces",
     "render_equirect_emission",
+    "render_equirect_official",
+    "official_equirect_grid",
+    "official_cube2equi",
     "trilinear_sample",
 ]
 
@@ -712,3 +718,213 @@ def render_equirect_emission(
     )
     faces = {f: ProjectionResult(res.values[:, i], res.hit[i], res.depth[i]) for i, f in enumerate(SKYBOX_FACES)}
     return stitch_equirect(faces, height, width, mode)
+
+
+# ----------------------------------------------------------------------------------------------
+# public: the official code's render() exactly (six pytorch3d faces + cube2equi)
+
+#: The official render()'s six cameras, in its face order F, R, B, L, U, D, as the axes of the
+#: volume's *array indices* (a0, a1, a2) = [x, y, z]: (forward, camera +X, camera +Y). pytorch3d's
+#: ``look_at_rotation(campos=0, at, up=(1, 1e-8, 0))`` (with its branch for ``at`` parallel to
+#: ``up``) gives these in pytorch3d world coordinates (x, y, z), and ``Volumes`` maps world
+#: (x, y, z) to array axes (a2, a1, a0); camera +X is the image's left, +Y its top. docs/formats.md.
+OFFICIAL_FACE_AXES = (
+    ((1, 0, 0), (0, -1, 0), (0, 0, 1)),   # F: at world (0, 0, 1)  = +a0
+    ((0, 1, 0), (1, 0, 0), (0, 0, 1)),    # R: at world (0, 1, 0)  = +a1
+    ((-1, 0, 0), (0, 1, 0), (0, 0, 1)),   # B: at world (0, 0, -1) = -a0
+    ((0, -1, 0), (-1, 0, 0), (0, 0, 1)),  # L: at world (0, -1, 0) = -a1
+    ((0, 0, 1), (-1, 0, 0), (0, 1, 0)),   # U: at world (1, 0, 0)  = +a2 (the look_at branch)
+    ((0, 0, -1), (1, 0, 0), (0, 1, 0)),   # D: at world (-1, 0, 0) = -a2 (the look_at branch)
+)
+#: grid_sample padding modes accepted for the official stitch (the official: reflection).
+STITCH_PADDINGS = ("reflection", "border", "zeros")
+#: Output orientations of :func:`render_equirect_official`.
+ORIENTATIONS = ("project", "official")
+
+
+def official_equirect_grid(height: int, width: int, face_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official ``cube2equi`` sampling grid: (face id [H, W] long, pixel coords [H, W, 2] float32).
+
+    Column u has longitude ``theta_u = linspace(-pi, pi, W)[u]`` and row v latitude
+    ``phi_v = linspace(pi, -pi, H)[v] / 2`` (endpoints included, not pixel centres). The face of
+    each pixel is py360convert's ``equirect_facetype`` (0 F, 1 R, 2 B, 3 L, 4 U, 5 D); within the
+    face, ``x = 0.5 tan(theta - i pi/2)``, ``y = -0.5 tan(phi) / cos(theta - i pi/2)`` (i < 4),
+    ``x = c sin theta``, ``y = +-c cos theta`` with ``c = 0.5 tan(pi/2 - |phi|)`` (U, D), mapped to the
+    pixel coordinate ``clamp(clamp(x + 0.5, 0, 1) * F, 0, F - 1)`` (the official half-pixel
+    convention) and offset by ``F * face`` in the horizontal strip F R B L U D. Coordinates are in
+    ``grid_sample(align_corners=True)`` pixel units (x along the strip, y down the face).
+    """
+    h, w, fs = int(height), int(width), int(face_size)
+    theta = torch.linspace(-math.pi, math.pi, w, dtype=torch.float32)
+    phi = torch.linspace(math.pi, -math.pi, h, dtype=torch.float32) / 2
+    phi, theta = torch.meshgrid(phi, theta, indexing="ij")
+    # face of each pixel: four side faces in quarters (F centred), rolled by 3/8 of the width
+    side = torch.arange(4).repeat_interleave(w // 4)
+    if side.numel() < w:  # widths not divisible by 4: pad as the official .view would fail to
+        raise ValueError(f"width must be a multiple of 4 (the official facetype), got {w}")
+    face = torch.roll(side[None, :].expand(h, w), shifts=3 * w // 8, dims=1).clone()
+    lon = torch.linspace(-math.pi, math.pi, w // 4, dtype=torch.float32) / 4
+    rows = (h // 2 - torch.round(torch.atan(torch.cos(lon)) * h / math.pi)).long()
+    top = torch.arange(h)[:, None] < rows[None, :]  # [H, W/4]
+    top = torch.roll(torch.cat([top] * 4, 1), 3 * w // 8, 1)
+    face[top] = 4
+    face[torch.flip(top, dims=(0,))] = 5
+    x = torch.zeros((h, w), dtype=torch.float32)
+    y = torch.zeros((h, w), dtype=torch.float32)
+    for i in range(6):
+        m = face == i
+        if i < 4:
+            t = theta[m] - math.pi * i / 2
+            x[m] = 0.5 * torch.tan(t)
+            y[m] = -0.5 * torch.tan(phi[m]) / torch.cos(t)
+        else:
+            c = 0.5 * torch.tan(math.pi / 2 - (phi[m] if i == 4 else torch.abs(phi[m])))
+            x[m] = c * torch.sin(theta[m])
+            y[m] = (c if i == 4 else -c) * torch.cos(theta[m])
+    x = torch.clamp(torch.clamp(x + 0.5, 0, 1) * fs, 0, fs - 1) + fs * face.to(torch.float32)
+    y = torch.clamp(torch.clamp(y + 0.5, 0, 1) * fs, 0, fs - 1)
+    return face, torch.stack([x, y], -1)
+
+
+def official_cube2equi(strip: torch.Tensor, height: int, width: int, padding: str = "reflection") -> torch.Tensor:
+    """The official ``cube2equi``: a face strip [C, F, 6F] (F R B L U D) -> equirect [C, H, W].
+
+    Bilinear ``grid_sample`` with ``align_corners=True`` and ``padding`` (the official: reflection)
+    at :func:`official_equirect_grid`; differentiable in ``strip``.
+    """
+    if padding not in STITCH_PADDINGS:
+        raise ValueError(f"unknown stitch padding {padding!r}; use one of {STITCH_PADDINGS}")
+    c, fs, sw = strip.shape
+    _, pix = official_equirect_grid(height, width, fs)
+    norm = torch.empty_like(pix)
+    norm[..., 0] = torch.clamp(2 * pix[..., 0] / (sw - 1) - 1, -1, 1)
+    norm[..., 1] = torch.clamp(2 * pix[..., 1] / (fs - 1) - 1, -1, 1)
+    out = F.grid_sample(strip[None], norm[None].to(device=strip.device, dtype=strip.dtype), mode="bilinear",
+                        align_corners=True, padding_mode=padding)
+    return out[0]
+
+
+def _official_face(density, values_pad, cam_index, axes, voxel_size, face_size, depths, chunk_rays, min_weight):
+    """One official face: rows [F*F, K] (EA features) and opacity [F*F] (no grad)."""
+    dev = values_pad.device
+    fs = face_size
+    ndc = torch.linspace(1.0 - 1.0 / fs, -1.0 + 1.0 / fs, fs, dtype=torch.float32, device=dev)
+    fwd, cx, cy = (torch.tensor(a, dtype=torch.float32, device=dev) for a in axes)
+    # pixel (row i, column j): NDC x = ndc[j] (+X = left), y = ndc[i] (+Y = up); direction with unit planar depth
+    dirs = (ndc[None, :, None] * cx + ndc[:, None, None] * cy + fwd).reshape(-1, 3) / float(voxel_size)
+    n = dirs.shape[0]
+    k = values_pad.shape[0]
+    shape = torch.tensor(density.shape[2:], dtype=torch.float32, device=dev)
+    # grid_sample coordinates (z, y, x order of the [1, 1, X, Y, Z] density) with align_corners=True
+    scale = 2.0 / (shape - 1).clamp(min=1)
+    opacity = torch.zeros(n, device=dev)
+    keep_ray, keep_pts, keep_w = [], [], []
+    with torch.no_grad():
+        for s in range(0, n, max(1, int(chunk_rays))):
+            d = dirs[s : s + chunk_rays]
+            idx = cam_index[None, None, :] + depths[None, :, None] * d[:, None, :]  # [R, S, 3] array indices
+            coords = (idx * scale - 1).flip(-1)
+            sigma = F.grid_sample(density, coords[None, None], mode="bilinear", padding_mode="zeros",
+                                  align_corners=True)[0, 0, 0]  # [R, S]
+            trans = torch.cumprod(torch.cat([torch.ones_like(sigma[:, :1]), (1.0 + 1e-10) - sigma[:, :-1]], 1), 1)
+            w = sigma * trans
+            opacity[s : s + chunk_rays] = 1.0 - torch.prod(1.0 - sigma, 1)
+            r, j = (w.abs() > min_weight).nonzero(as_tuple=True)
+            keep_ray.append(r + s)
+            keep_pts.append(idx[r, j] + 1.0)  # +1: values_pad has one zero voxel on each side
+            keep_w.append(w[r, j])
+    ray = torch.cat(keep_ray)
+    rows = _trilinear_rows(values_pad, torch.cat(keep_pts), ray, torch.cat(keep_w), n)  # [N, K]
+    return rows.reshape(fs, fs, k), opacity.reshape(fs, fs)
+
+
+def render_equirect_official(
+    tsdf: torch.Tensor,
+    values: torch.Tensor,
+    *,
+    origin,
+    voxel_size: float,
+    camera,
+    height: int = 512,
+    width: int = 1024,
+    face_size: int = 256,
+    n_samples: int = 100,
+    near: float = 0.1,
+    far: float = 7.0,
+    padding: str = "reflection",
+    orientation: str = "project",
+    min_weight: float = 0.0,
+    chunk_rays: int = 4096,
+) -> ProjectionResult:
+    """The official distillation's ``render()`` (distill.py) of ``values``, in this project's orientation.
+
+    Exactly what the official code computes with pytorch3d, re-implemented on the volume's array
+    indices (docs/projection.md derives each step):
+
+    1. density ``sigma = (-3 tsdf + 3) / 6`` (= (1 - tsdf) / 2, *not* clamped: an official sdf
+       below -1 gives sigma > 1), features = ``values``; both sampled trilinearly with **zero
+       padding** outside the box of voxel centres (pytorch3d ``VolumeSampler``: ``grid_sample``,
+       ``align_corners=True``, padding zeros);
+    2. six 90 degree faces of ``face_size``^2 pixels (:data:`OFFICIAL_FACE_AXES`) from ``camera``;
+       pixel (i, j) has NDC ``x = linspace(1 - 1/F, -1 + 1/F, F)[j]`` (left), ``y`` likewise for
+       row i (up); ``n_samples`` points at **planar depths** ``linspace(near, far, n_samples)``
+       along the face's axis (corner rays reach sqrt(3) x ``far``);
+    3. emission-absorption (pytorch3d ``EmissionAbsorptionRaymarcher``):
+       ``w_i = sigma_i prod_{j<i} (1 + 1e-10 - sigma_j)``, feature ``sum_i w_i values_i``;
+    4. the U face transposed and flipped, the D face turned (``rot90(k=3)``), the faces laid out
+       F R B L U D and stitched by :func:`official_cube2equi` (bilinear, ``padding``).
+
+    The official panorama has its centre column along +a0 (array axis 0 = world +x here), a
+    quarter to the right along **+a1** and its top along +a2. This project's convention has a
+    quarter to the right along **-y**: ``orientation="project"`` (default) returns the official
+    panorama with its columns reversed (column u -> W-1-u), which is this project's convention on
+    the same ``linspace`` longitudes, and is what ``import-official`` stores
+    (:mod:`panorooms3d.store.official`); ``"official"`` returns it as the official code has it.
+
+    Args:
+        tsdf: [X, Y, Z] tsdf (official: sdf128 as stored, unclipped).
+        values: [K, X, Y, Z] float (the student's logits; may require grad).
+        origin, voxel_size: the grid (voxel (i, j, k) centred at origin + (ijk + 0.5) voxel_size).
+        camera: (3,) world position (the official: the centre of the volume, origin + shape * vs / 2).
+        height, width: panorama size (width a multiple of 4).
+        face_size, n_samples, near, far: the official 256, 100, 0.1, 7.0.
+        padding: grid_sample padding of the stitch (the official: reflection).
+        orientation: ``"project"`` or ``"official"`` (above).
+        min_weight: samples with ``|w_i| <= min_weight`` are skipped in the feature sum (0 = only
+            exact zeros, which changes nothing).
+        chunk_rays: rays sampled together.
+
+    Returns:
+        :class:`ProjectionResult`: values [K, H, W]; hit [H, W] = stitched opacity
+        ``1 - prod(1 - sigma)`` >= 0.5; depth [H, W] zeros (the official render has no depth).
+    """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"unknown orientation {orientation!r}; use one of {ORIENTATIONS}")
+    tsdf = _check(tsdf, values)
+    dev = values.device
+    vs = float(voxel_size)
+    density = (((-3.0) * tsdf.detach().to(torch.float32)) + 3.0) / 6.0
+    density = density.to(dev)[None, None]  # [1, 1, X, Y, Z]
+    values_pad = F.pad(values, (1, 1, 1, 1, 1, 1))  # zero padding: reads outside the grid give 0
+    cam = _as_tensor3(camera, dev).to(torch.float64)
+    origin_t = torch.as_tensor(np.asarray(origin, np.float64).reshape(3), device=dev)
+    cam_index = ((cam - origin_t) / vs - 0.5).to(torch.float32)
+    depths = torch.linspace(float(near), float(far), int(n_samples), dtype=torch.float32, device=dev)
+    faces, opac = [], []
+    for axes in OFFICIAL_FACE_AXES:
+        rows, o = _official_face(density, values_pad, cam_index, axes, vs, int(face_size), depths, chunk_rays,
+                                 float(min_weight))
+        faces.append(rows)
+        opac.append(o)
+    # official: face U = transpose(0, 1).flip(1); face D = rot90(k=3); both are out[i, j] = in[F-1-j, i]
+    for i in (4, 5):
+        faces[i] = torch.rot90(faces[i], k=3, dims=(0, 1))
+        opac[i] = torch.rot90(opac[i], k=3, dims=(0, 1))
+    strip = torch.cat(faces, 1).permute(2, 0, 1)  # [K, F, 6F]
+    strip_o = torch.cat(opac, 1)[None]
+    out = official_cube2equi(strip, height, width, padding)
+    opacity = official_cube2equi(strip_o, height, width, padding)[0]
+    if orientation == "project":
+        out, opacity = out.flip(-1), opacity.flip(-1)
+    hit = opacity >= 0.5
+    return ProjectionResult(out, hit, torch.zeros((height, width), dtype=torch.float32, device=dev))
