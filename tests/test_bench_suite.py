@@ -78,7 +78,9 @@ def test_suite_writes_tables_in_the_paper_order(finished: dict) -> None:
         rows = list(csv.reader(f))
     assert rows[0][:10] == ["model", "aAcc", "mIoU", "mAcc", "Dice", "Fscore", "Precision", "Recall", "params_M",
                             "paper_params_M"]
-    assert rows[0][10:] == ["mIoU_pooled", "mIoU_void_excluded"]
+    assert rows[0][10:14] == ["mIoU_pooled", "mIoU_void_excluded", "n_seeds", "n_rooms"]
+    assert rows[1][12:14] == ["1", "1"]  # one seed, one test room: no interval (empty _lo/_hi)
+    assert rows[0][14:16] == ["aAcc_lo", "aAcc_hi"] and rows[1][14:] == [""] * 18
     assert [r[0] for r in rows[1:]] == ["3DSeg-T", "3DSeg-T Dist"]
     metrics = json.loads((out / "runs" / "t" / "metrics.json").read_text())
     assert set(metrics["metrics"]) == {"aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall"}
@@ -178,8 +180,8 @@ def test_markdown_and_csv_from_hand_made_rows() -> None:
                         "paper_params": 0.38, "paper": {"mIoU": 56.69}},
                        {"label": "B (not run)", "paper": {}}])
     text = csv_table(rows).splitlines()
-    assert text[1] == "A,90.0000,50.0000,60.0000,55.0000,70.0000,65.0000,60.0000,0.3750,0.3800,48.0000,47.5000"
-    assert text[2] == "B (not run)" + "," * 11
+    assert text[1] == "A,90.0000,50.0000,60.0000,55.0000,70.0000,65.0000,60.0000,0.3750,0.3800,48.0000,47.5000" + "," * 20
+    assert text[2] == "B (not run)" + "," * 31
     md = markdown_table(rows, title="t")
     assert "| A | 90.00 | 50.00 | 60.00 | 55.00 | 70.00 | 65.00 | 60.00 | 0.38 | 0.38 |" in md
     assert "| A | 48.00 | 47.50 |" in md

@@ -5,6 +5,12 @@ Precision, Recall, params) with our parameter count (``count_parameters``, milli
 paper's; the pooled and void-excluded mIoU follow in a separately labelled table (they are not
 the paper's protocol), and the paper's own numbers for the same rows in a third table.
 
+Each number is the mean over the run's seeds with its 95% interval (a two-level bootstrap over test
+rooms and seeds, :mod:`panorooms3d.bench.stats`): Markdown shows ``56.7 [54.1, 59.0]``, CSV has
+``<column>_lo`` and ``<column>_hi`` after the original columns, with the number of seeds and test
+rooms of each row. A suite's claims (``[[claim]]``) get a table of their own: the difference with its
+interval and the verdict (reproduced, contradicted, unresolved).
+
 Plots (matplotlib, Agg): per-class IoU bars, the row-normalised confusion matrix, and sample
 predictions (a horizontal slice of input colour / ground truth / prediction, and the prediction
 projected into the room's panorama beside the ground-truth panorama).
@@ -19,14 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
+from panorooms3d.bench import stats
 from panorooms3d.bench.metrics import METRICS
 from panorooms3d.run.atomic import atomic_path
 
 #: The paper's column names for :data:`METRICS` (Table 1 header).
 COLUMNS = ("aAcc", "mIoU", "mAcc", "Dice", "Fscore", "Precision", "Recall")
-TABLE_HEADER = ("model", *COLUMNS, "params (M)", "paper params (M)")
-CSV_HEADER = ("model", *COLUMNS, "params_M", "paper_params_M", "mIoU_pooled", "mIoU_void_excluded")
+TABLE_HEADER = ("model", *COLUMNS, "params (M)", "paper params (M)", "seeds", "test rooms")
+#: columns with an interval: the seven metrics, then the two other aggregations of mIoU
+CI_COLUMNS = (*COLUMNS, "mIoU_pooled", "mIoU_void_excluded")
+CSV_HEADER = ("model", *COLUMNS, "params_M", "paper_params_M", "mIoU_pooled", "mIoU_void_excluded", "n_seeds",
+              "n_rooms", *(f"{c}_{end}" for c in CI_COLUMNS for end in ("lo", "hi")))
 PAPER_HEADER = ("model", *COLUMNS, "params (M)")
+CLAIMS_HEADER = ("claim", "source", "metric", "difference", "verdict", "seeds")
+CLAIMS_CSV_HEADER = ("better", "worse", "relation", "margin", "metric", "aggregation", "source", "text", "difference",
+                     "difference_lo", "difference_hi", "verdict", "n_rooms", "n_seeds_better", "n_seeds_worse",
+                     "paired_seeds")
+_AGG_NAMES = {"paper": "", "pooled": " (pooled)", "void_excluded": " (void excluded)"}
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -35,13 +50,150 @@ def _fmt(v, digits: int = 2) -> str:
     return f"{float(v):.{digits}f}"
 
 
+def _fmt_ci(v, lo, hi) -> str:
+    """``56.7 [54.1, 59.0]``, or the value alone (2 decimals) when there is no interval."""
+    if v is None or lo is None or hi is None or not all(math.isfinite(float(x)) for x in (v, lo, hi)):
+        return _fmt(v)
+    return f"{float(v):.1f} [{float(lo):.1f}, {float(hi):.1f}]"
+
+
+def _finite(v) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+# -- reading a suite's results ---------------------------------------------------------------------------------
+
+
+def metrics_files(run_dir: Path) -> list[tuple[str, Path]]:
+    """The evaluation files of one run of a suite, as (seed label, path), seeds in numeric order.
+
+    ``<run_dir>/seed<k>/metrics.json`` (several seeds: label ``k``) when any exists, else
+    ``<run_dir>/metrics.json`` (one seed: label ``single``), else nothing.
+    """
+    run_dir = Path(run_dir)
+    seeded = []
+    for p in run_dir.glob("seed*/metrics.json"):
+        k = p.parent.name[len("seed"):]
+        if k.lstrip("-").isdigit():
+            seeded.append((int(k), p))
+    if seeded:
+        return [(str(k), p) for k, p in sorted(seeded)]
+    single = run_dir / "metrics.json"
+    return [("single", single)] if single.is_file() else []
+
+
+def summarise_run(results: list[dict], seeds: list[str] | None = None, *, n_boot: int = stats.N_BOOT) -> dict:
+    """One table row's numbers from a run's evaluations (one ``metrics.json`` dict per seed).
+
+    Returns a dict for :func:`table_rows`: ``metrics``, ``pooled``, ``void_excluded`` (the suite's
+    numbers, averaged over seeds), ``params``, ``paper_params``, ``n_seeds``, ``n_rooms``,
+    ``intervals`` {aggregation: {metric key: (lo, hi)}} and ``records`` (a
+    :class:`~panorooms3d.bench.stats.RunRecords`, None when the files hold no usable per-room records,
+    e.g. seeds evaluated on different rooms).
+    """
+    def mean_of(section: str) -> dict:
+        out = {}
+        for key in METRICS:
+            vals = [_finite((r.get(section) or {}).get(key)) for r in results]
+            out[key] = None if any(v is None for v in vals) else float(np.mean(vals))
+        return out
+
+    first_run = results[0].get("run") or {}
+    entry = {"metrics": mean_of("metrics"), "pooled": mean_of("pooled"), "void_excluded": mean_of("void_excluded"),
+             "params": first_run.get("params"), "paper_params": first_run.get("paper_params"),
+             "n_seeds": len(results), "n_rooms": len(results[0].get("rooms") or []) or None, "intervals": {},
+             "records": None}
+    try:
+        rec = stats.RunRecords.from_metrics(results, seeds)
+    except (ValueError, KeyError, TypeError):
+        return entry
+    entry["records"] = rec
+    wanted = [("paper", k) for k in METRICS] + [("pooled", "mIoU"), ("void_excluded", "mIoU")]
+    for agg, key in wanted:
+        if rec.has(key, agg):
+            iv = stats.bootstrap(rec, key, agg, n_boot=n_boot)
+            if iv.defined:
+                entry["intervals"].setdefault(agg, {})[key] = (iv.lo, iv.hi)
+    return entry
+
+
+def claim_rows(claims: list, records: dict, labels: dict, *, n_boot: int = stats.N_BOOT) -> list[dict]:
+    """One row per claim: the paired difference (better - worse) with its interval and the verdict.
+
+    Args:
+        claims: :class:`~panorooms3d.bench.stats.Claim` objects. records: run name -> RunRecords (or None /
+            absent when the run has no results). labels: run name -> table label.
+
+    A claim whose runs lack results (or comparable per-room records) gets verdict ``–`` and a ``note``.
+    """
+    rows = []
+    for c in claims:
+        row = {"claim": c, "better_label": labels.get(c.better, c.better), "worse_label": labels.get(c.worse, c.worse),
+               "mean": None, "lo": None, "hi": None, "verdict": "–", "note": "", "n_rooms": None,
+               "n_seeds": (None, None), "paired_seeds": None}
+        a, b = records.get(c.better), records.get(c.worse)
+        missing = [labels.get(n, n) for n, r in ((c.better, a), (c.worse, b)) if r is None]
+        if missing:
+            row["note"] = f"no results for {', '.join(missing)}"
+        else:
+            try:
+                cmp = stats.compare(a, b, c.metric, c.aggregation, relation=c.relation, margin=c.margin, n_boot=n_boot)
+            except ValueError as e:
+                row["note"] = str(e)
+            else:
+                row.update(mean=cmp.mean, lo=_finite(cmp.lo), hi=_finite(cmp.hi), verdict=cmp.verdict,
+                           n_rooms=cmp.n_rooms, n_seeds=cmp.n_seeds, paired_seeds=cmp.paired_seeds)
+        rows.append(row)
+    return rows
+
+
+def _claim_name(row: dict) -> str:
+    c = row["claim"]
+    rel = "≥" if c.relation == ">=" else ">"
+    margin = f" (margin {c.margin:g})" if c.margin else ""
+    name = f"{row['better_label']} {rel} {row['worse_label']}{margin}"
+    return f"{name}: {c.text}" if c.text else name
+
+
+def claims_markdown(rows: list[dict]) -> str:
+    """The claims table (Markdown) with a line on how to read it."""
+    lines = []
+    for r in rows:
+        c = r["claim"]
+        diff = "–" if r["mean"] is None else (f"{r['mean']:+.1f}" if r["lo"] is None else
+                                             f"{r['mean']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]")
+        paired = " paired" if r["paired_seeds"] and max(r["n_seeds"]) > 1 else ""
+        seeds = "–" if r["n_rooms"] is None else f"{r['n_seeds'][0]} vs {r['n_seeds'][1]}{paired}, {r['n_rooms']} rooms"
+        verdict = r["verdict"] + (f" ({r['note']})" if r["note"] else "")
+        lines.append([_claim_name(r), c.source or "–", c.metric + _AGG_NAMES[c.aggregation], diff, verdict, seeds])
+    return _md_table(CLAIMS_HEADER, lines)
+
+
+def claims_csv(rows: list[dict]) -> str:
+    """The claims as CSV (CLAIMS_CSV_HEADER; empty where missing)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CLAIMS_CSV_HEADER)
+    num = lambda v: "" if v is None else f"{float(v):.4f}"  # noqa: E731
+    for r in rows:
+        c = r["claim"]
+        w.writerow([c.better, c.worse, c.relation, f"{c.margin:g}", c.metric, c.aggregation, c.source, c.text,
+                    num(r["mean"]), num(r["lo"]), num(r["hi"]), r["verdict"], r["n_rooms"] or "",
+                    "" if r["n_seeds"][0] is None else r["n_seeds"][0],
+                    "" if r["n_seeds"][1] is None else r["n_seeds"][1],
+                    "" if r["paired_seeds"] is None else str(r["paired_seeds"]).lower()])
+    return buf.getvalue()
+
+
 def table_rows(results: list[dict]) -> list[dict]:
     """Rows of the suite table from per-run results.
 
     Args:
         results: one dict per run: ``label``, ``metrics`` (the seven METRICS or None when not run),
             ``pooled`` and ``void_excluded`` (dicts with ``mIoU``), ``params`` (count), ``paper_params`` (M),
-            ``paper`` (the paper's numbers keyed by COLUMNS names or METRICS names, or None).
+            ``paper`` (the paper's numbers keyed by COLUMNS names or METRICS names, or None); optionally
+            ``n_seeds``, ``n_rooms`` and ``intervals`` ({"paper"|"pooled"|"void_excluded": {metric: (lo, hi)}},
+            as :func:`summarise_run` gives them).
 
     Returns:
         dicts keyed by CSV_HEADER (numbers, None where missing) plus ``paper`` (dict keyed by COLUMNS).
@@ -49,13 +201,19 @@ def table_rows(results: list[dict]) -> list[dict]:
     rows = []
     for r in results:
         m = r.get("metrics") or {}
+        iv = r.get("intervals") or {}
         row = {"model": r["label"]}
         for col, key in zip(COLUMNS, METRICS):
             row[col] = m.get(key)
+            row[f"{col}_lo"], row[f"{col}_hi"] = (iv.get("paper") or {}).get(key, (None, None))
         row["params_M"] = None if r.get("params") is None else r["params"] / 1e6
         row["paper_params_M"] = r.get("paper_params")
         row["mIoU_pooled"] = (r.get("pooled") or {}).get("mIoU")
         row["mIoU_void_excluded"] = (r.get("void_excluded") or {}).get("mIoU")
+        for col, agg in (("mIoU_pooled", "pooled"), ("mIoU_void_excluded", "void_excluded")):
+            row[f"{col}_lo"], row[f"{col}_hi"] = (iv.get(agg) or {}).get("mIoU", (None, None))
+        row["n_seeds"] = r.get("n_seeds")
+        row["n_rooms"] = r.get("n_rooms")
         paper = r.get("paper") or {}
         row["paper"] = {col: paper.get(col, paper.get(key)) for col, key in zip(COLUMNS, METRICS)}
         row["paper"]["params"] = paper.get("params", r.get("paper_params"))
@@ -69,18 +227,36 @@ def _md_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def markdown_table(rows: list[dict], *, title: str = "", note: str = "", reference: str = "") -> str:
-    """The suite's Markdown report: our table, the other aggregations, the paper's numbers."""
-    ours = _md_table(TABLE_HEADER, [[r["model"], *(_fmt(r[c]) for c in COLUMNS), _fmt(r["params_M"]),
-                                     _fmt(r["paper_params_M"])] for r in rows])
+def _count(v) -> str:
+    return "–" if v is None else str(int(v))
+
+
+def markdown_table(rows: list[dict], *, title: str = "", note: str = "", reference: str = "",
+                   claims: list[dict] | None = None) -> str:
+    """The suite's Markdown report: our table, the other aggregations, the claims, the paper's numbers."""
+    def ci(r, col):
+        return _fmt_ci(r[col], r.get(f"{col}_lo"), r.get(f"{col}_hi"))
+
+    ours = _md_table(TABLE_HEADER, [[r["model"], *(ci(r, c) for c in COLUMNS), _fmt(r["params_M"]),
+                                     _fmt(r["paper_params_M"]), _count(r.get("n_seeds")), _count(r.get("n_rooms"))]
+                                    for r in rows])
     other = _md_table(("model", "mIoU pooled over all voxels", "mIoU void excluded (volume-weighted)"),
-                      [[r["model"], _fmt(r["mIoU_pooled"]), _fmt(r["mIoU_void_excluded"])] for r in rows])
+                      [[r["model"], ci(r, "mIoU_pooled"), ci(r, "mIoU_void_excluded")] for r in rows])
     parts = [f"# {title}" if title else "# Results", ""]
     if note:
         parts += [note, ""]
     parts += ["Ours (%, per room then volume-weighted over rooms: the paper's protocol; params counted, "
-              "millions, beside the paper's count):", "", ours, "",
+              "millions, beside the paper's count). Each value is the mean over the row's seeds with its 95% "
+              "interval in brackets (bootstrap over test rooms and seeds; over rooms only for one seed; none for "
+              "one room and one seed):", "", ours, "",
               "Other aggregations of the same predictions (NOT the paper's protocol, for reference):", "", other]
+    if claims:
+        parts += ["", "Claims, tested on these runs: difference (first row minus second) of the "
+                  "paired statistic on the same resampled test rooms (and seeds, when both runs have the same "
+                  "ones), with its 95% interval. reproduced: the interval lies on the claimed side of 0 (of "
+                  "-margin for ≥ with a margin); contradicted: entirely on the other side; unresolved: it "
+                  "contains 0 (for ≥ without a margin: no measurable difference, which is consistent with the "
+                  "claim but does not show it).", "", claims_markdown(claims)]
     if any(any(v is not None for v in r["paper"].values()) for r in rows):
         paper = _md_table(PAPER_HEADER, [[r["model"], *(_fmt(r["paper"][c]) for c in COLUMNS),
                                           _fmt(r["paper"]["params"])] for r in rows])
@@ -90,12 +266,14 @@ def markdown_table(rows: list[dict], *, title: str = "", note: str = "", referen
 
 
 def csv_table(rows: list[dict]) -> str:
-    """Our numbers as CSV (CSV_HEADER columns; empty where missing)."""
+    """Our numbers as CSV (CSV_HEADER columns: the original ones first, then seeds, rooms and the intervals'
+    ``_lo``/``_hi``; empty where missing)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_HEADER)
     for r in rows:
-        w.writerow([r["model"], *("" if r[c] is None else f"{float(r[c]):.4f}" for c in CSV_HEADER[1:])])
+        w.writerow([r["model"], *("" if r.get(c) is None else (str(int(r[c])) if c in ("n_seeds", "n_rooms")
+                                                               else f"{float(r[c]):.4f}") for c in CSV_HEADER[1:])])
     return buf.getvalue()
 
 
