@@ -99,6 +99,7 @@ class Suite:
     distill: dict
     eval: dict
     runs: list[RunSpec]
+    claims: list = field(default_factory=list)  # stats.Claim: [[claim]] entries, checked against the runs
 
 
 def _fields(cls) -> set[str]:
@@ -124,7 +125,7 @@ def load_suite(path: str | Path) -> Suite:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SuiteError(f"{path}: not valid TOML: {e}") from e
-    _check_keys(path, "the top level", data, {"name", "description", "reference", "run", *SECTIONS})
+    _check_keys(path, "the top level", data, {"name", "description", "reference", "run", "claim", *SECTIONS})
     sections = {s: data.get(s, {}) for s in SECTIONS}
     for s, v in sections.items():
         if not isinstance(v, dict):
@@ -165,7 +166,16 @@ def load_suite(path: str | Path) -> Suite:
                             skip=bool(r.get("skip", True)), train=train, distill_settings=dset,
                             model_overrides=overrides, paper=dict(r.get("paper", {}))))
     return Suite(path=path, name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                 reference=str(data.get("reference", "")), runs=runs, **sections)
+                 reference=str(data.get("reference", "")), runs=runs, claims=_claims(path, data, runs), **sections)
+
+
+def _claims(path: Path, data: dict, runs: list[RunSpec]) -> list:
+    from panorooms3d.bench.stats import parse_claims
+
+    try:
+        return parse_claims(data.get("claim", []), [r.name for r in runs])
+    except ValueError as e:
+        raise SuiteError(f"{path}: {e}") from e
 
 
 def _hash(obj) -> str:
@@ -236,6 +246,7 @@ class SuiteResult:
     paper_csv: Path
     markdown: str
     runs: list[str]
+    claims_csv: Path | None = None  # <out>/claims.csv when the suite has claims
 
 
 def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only: list[str] | None = None,
@@ -398,22 +409,26 @@ def _plots(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: P
 
 
 def write_tables(suite: Suite | str | Path, out: str | Path) -> SuiteResult:
-    """Write ``table.md``, ``table.csv`` and ``paper.csv`` from the runs' ``metrics.json`` files under ``out``."""
+    """Write ``table.md``, ``table.csv``, ``paper.csv`` (and ``claims.csv`` when the suite has claims) under ``out``.
+
+    Reads each run's evaluations: ``<out>/runs/<name>/seed<k>/metrics.json`` (several seeds) or
+    ``<out>/runs/<name>/metrics.json`` (one seed). Values are means over seeds with 95% intervals
+    (:mod:`panorooms3d.bench.stats`); runs without results are rows of –.
+    """
     from panorooms3d.bench import report
     from panorooms3d.nn.registry import get_spec
 
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     out = Path(out)
-    results = []
+    results, records = [], {}
     for run in suite.runs:
-        path = out / "runs" / run.name / "metrics.json"
+        files = report.metrics_files(out / "runs" / run.name)
         entry = {"label": run.label, "paper": run.paper, "paper_params": run.paper.get("params")}
-        if path.exists():
-            m = json.loads(path.read_text())
-            entry.update(metrics=m["metrics"], pooled=m["pooled"], void_excluded=m["void_excluded"],
-                         params=m["run"]["params"])
-            entry["paper_params"] = m["run"].get("paper_params") or entry["paper_params"]
+        if files:
+            summary = report.summarise_run([json.loads(p.read_text()) for _, p in files], [s for s, _ in files])
+            records[run.name] = summary.pop("records")
+            entry.update(summary, paper_params=summary["paper_params"] or entry["paper_params"])
         else:
             try:
                 entry["paper_params"] = get_spec(run.model).paper_params or entry["paper_params"]
@@ -421,13 +436,19 @@ def write_tables(suite: Suite | str | Path, out: str | Path) -> SuiteResult:
                 pass
         results.append(entry)
     rows = report.table_rows(results)
+    claims = report.claim_rows(suite.claims, records, {r.name: r.label for r in suite.runs})
     split = suite.eval.get("split", "test")
     note = (f"{suite.description}\n\nDataset: the one given to `benchmark run`; split `{split}`. Metrics in percent "
             "(mmsegmentation definitions, 30 classes with void). Runs without results are shown as –.")
-    md = report.markdown_table(rows, title=f"{suite.name}: results", note=note.strip(), reference=suite.reference)
+    md = report.markdown_table(rows, title=f"{suite.name}: results", note=note.strip(), reference=suite.reference,
+                               claims=claims)
     paths = (out / "table.md", out / "table.csv", out / "paper.csv")
     report.write_text(paths[0], md)
     report.write_text(paths[1], report.csv_table(rows))
     report.write_text(paths[2], report.paper_csv(rows))
+    claims_csv = None
+    if claims:
+        claims_csv = out / "claims.csv"
+        report.write_text(claims_csv, report.claims_csv(claims))
     return SuiteResult(out=out, table_md=paths[0], table_csv=paths[1], paper_csv=paths[2], markdown=md,
-                       runs=[r.name for r in suite.runs])
+                       runs=[r.name for r in suite.runs], claims_csv=claims_csv)
