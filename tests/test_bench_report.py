@@ -1,0 +1,173 @@
+"""Suite tables with intervals and claims (bench/report.py, suite.write_tables) on real evaluation records.
+
+The records come from evaluate() itself (a real dataset of box rooms, a real network) or are made as
+evaluate() makes them (room_metrics of predictions of known skill), so the tables are checked against
+the suite's own aggregations and against effects built in by construction.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bench_rooms import make_dataset
+
+from panorooms3d.bench import stats
+from panorooms3d.bench.evaluate import evaluate
+from panorooms3d.bench.metrics import METRICS, aggregate, room_metrics
+from panorooms3d.bench.report import metrics_files
+from panorooms3d.bench.suite import SuiteError, load_suite, write_tables
+
+K = 30
+
+
+def test_evaluate_records_reproduce_its_aggregates(tmp_path: Path) -> None:
+    """stats recomputes metrics, pooled and void_excluded of a real evaluation from its per-room records."""
+    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": [], "val": [], "test": [
+        "box0/Room-0", "box1/Room-1", "box2/Room-2"]})
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(4, K, 1)
+    result = json.loads(json.dumps(evaluate(model, data, progress=False)))  # as written to metrics.json
+    rec = stats.RunRecords.from_metrics([result])
+    assert rec.n_rooms == 3 and rec.counts is not None and rec.counts.shape == (1, 3, 3, K)
+    for agg, section in (("paper", "metrics"), ("pooled", "pooled"), ("void_excluded", "void_excluded")):
+        for key in METRICS:
+            want = result[section][key]
+            got = stats.bootstrap(rec, key, agg, n_boot=20).mean
+            assert (want is None and np.isnan(got)) or got == pytest.approx(want, abs=1e-9), (agg, key)
+
+
+def _metrics_json(rng: np.random.Generator, skill: float, label: str) -> dict:
+    """A metrics.json as evaluate() writes it, for 8 rooms predicted with accuracy ~skill."""
+    rooms, per_room, no_void, weights = [], [], [], []
+    for i in range(8):
+        room_rng = np.random.default_rng(100 + i)  # the same rooms for every run and seed
+        gt = room_rng.integers(0, 6, size=2000)
+        pred = np.where(rng.random(gt.size) < skill, gt, rng.integers(0, 6, size=gt.size))
+        m, mv, w = room_metrics(pred, gt, K), room_metrics(pred, gt, K, exclude_void=True), 1 + i % 2
+        per_room.append(m)
+        no_void.append(mv)
+        weights.append(w)
+        rooms.append({"uid": f"house{i}/Room", "weight": w, "voxels": m["voxels"], **{k: m[k] for k in METRICS},
+                      "void_excluded": {k: mv[k] for k in METRICS}, "counts": {c: m[c].tolist() for c in "IPL"}})
+    from panorooms3d.bench.metrics import pooled_metrics
+
+    pooled = pooled_metrics(per_room)
+    out = {"metrics": aggregate(per_room, weights), "pooled": {k: pooled[k] for k in METRICS},
+           "void_excluded": aggregate(no_void, weights), "rooms": rooms,
+           "run": {"name": label, "params": 375_000, "paper_params": 0.38}}
+    return json.loads(json.dumps(out, default=lambda v: None))
+
+
+SUITE = """
+name = "claims"
+description = "claims test"
+
+[[run]]
+name = "good"
+model = "3dseg-t"
+label = "Good"
+
+[[run]]
+name = "poor"
+model = "3dseg-t"
+label = "Poor"
+
+[[run]]
+name = "same"
+model = "3dseg-t"
+label = "Same"
+
+[[run]]
+name = "missing"
+model = "3dseg-t"
+label = "Not run"
+
+[[claim]]
+better = "good"
+worse = "poor"
+source = "Table 3"
+text = "skill helps"
+
+[[claim]]
+better = "poor"
+worse = "good"
+metric = "Dice"
+aggregation = "void_excluded"
+source = "made up"
+
+[[claim]]
+better = "same"
+worse = "good"
+relation = ">="
+
+[[claim]]
+better = "good"
+worse = "missing"
+aggregation = "pooled"
+"""
+
+
+def test_tables_with_seeds_intervals_and_claims(tmp_path: Path) -> None:
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE)
+    out = tmp_path / "out"
+    rng = np.random.default_rng(0)
+    written = {}
+    for k in (0, 1, 2):  # three seeds in the several-seed layout
+        written[("good", k)] = _metrics_json(rng, 0.9, "good")
+        written[("same", k)] = written[("good", k)]  # the same predictions as "good", seed by seed
+    written[("poor", None)] = _metrics_json(rng, 0.4, "poor")  # one seed: runs/poor/metrics.json
+    for (name, k), m in written.items():
+        p = out / "runs" / name / ("metrics.json" if k is None else f"seed{k}/metrics.json")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(m))
+    assert [s for s, _ in metrics_files(out / "runs" / "good")] == ["0", "1", "2"]
+    assert [s for s, _ in metrics_files(out / "runs" / "poor")] == ["single"]
+    assert metrics_files(out / "runs" / "missing") == []
+
+    res = write_tables(suite, out)
+    with open(res.table_csv) as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    good = rows["Good"]
+    want = np.mean([written[("good", k)]["metrics"]["mIoU"] for k in range(3)])
+    assert float(good["mIoU"]) == pytest.approx(want, abs=1e-3), "the mean over seeds"
+    assert (good["n_seeds"], good["n_rooms"], rows["Poor"]["n_seeds"]) == ("3", "8", "1")
+    for col in ("aAcc", "mIoU", "Dice", "mIoU_pooled", "mIoU_void_excluded"):
+        assert float(good[f"{col}_lo"]) <= float(good[f"{col}_hi"]), col
+    assert float(good["mIoU_lo"]) <= float(good["mIoU"]) <= float(good["mIoU_hi"])
+    assert rows["Not run"]["mIoU"] == rows["Not run"]["mIoU_lo"] == rows["Not run"]["n_seeds"] == ""
+
+    md = res.markdown
+    lo, hi = float(good["mIoU_lo"]), float(good["mIoU_hi"])
+    assert f"| Good | {float(good['aAcc']):.1f} [" in md and f"{float(good['mIoU']):.1f} [{lo:.1f}, {hi:.1f}]" in md
+    assert "| Not run | – | – |" in md
+    assert "| seeds | test rooms |" in md and "| 0.38 | 0.38 | 3 | 8 |" in md
+
+    with open(res.claims_csv) as f:
+        claims = list(csv.DictReader(f))
+    assert [c["verdict"] for c in claims] == ["reproduced", "contradicted", "unresolved", "–"]
+    assert float(claims[0]["difference_lo"]) > 0 and claims[0]["paired_seeds"] == "false"
+    assert float(claims[2]["difference"]) == float(claims[2]["difference_lo"]) == float(claims[2]["difference_hi"]) == 0
+    assert claims[2]["paired_seeds"] == "true", "same seeds: paired, so identical predictions differ by exactly 0"
+    assert "| Good > Poor: skill helps | Table 3 | mIoU | +" in md
+    assert "| Same ≥ Good | – | mIoU | +0.0 [+0.0, +0.0] | unresolved | 3 vs 3 paired, 8 rooms |" in md
+    assert "no results for Not run" in md and "Dice (void excluded)" in md
+
+
+def test_claims_in_suite_files_are_checked(tmp_path: Path) -> None:
+    good = tmp_path / "ok.toml"
+    good.write_text(SUITE)
+    suite = load_suite(good)
+    assert [(c.better, c.worse, c.relation) for c in suite.claims][:2] == [("good", "poor", ">"), ("poor", "good", ">")]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SUITE.replace('worse = "poor"', 'worse = "nosuch"'))
+    with pytest.raises(SuiteError, match=r"bad\.toml.*'nosuch' is not a run"):
+        load_suite(bad)
+    bad.write_text(SUITE.replace('relation = ">="', 'relation = "<"'))
+    with pytest.raises(SuiteError, match="unknown relation"):
+        load_suite(bad)
