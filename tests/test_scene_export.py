@@ -109,7 +109,7 @@ def test_scenes_command_table_and_json(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["summary"] == {"houses": 1, "bad_houses": 0, "rooms": 1, "problems": {},
-                               "rooms_with_unlabelled_furniture": 0}
+                               "rooms_with_unlabelled_furniture": 0, "missing_textures": 1}
     (room,) = data["houses"][0]["rooms"]
     assert room["uid"] == "house1/Bedroom-1" and room["floor_area_m2"] == 12.0 and room["height_m"] == 2.8
     assert room["size_m"] == [4.0, 3.0] and room["furniture"] == 1

@@ -87,6 +87,7 @@ def _scan(
             "counts": dict(item.counts),
             "problems": list(item.problems),
             "unknown_categories": dict(item.unknown_categories),
+            "missing_textures": dict(item.missing_textures),
         }
         for room in item.rooms:
             s = summarise_room(item, room)
@@ -129,19 +130,30 @@ def _scan(
 def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, full: bool, verbose: bool) -> None:
     """List the houses and rooms of a 3D-FRONT folder, with the problems the loader found.
 
-    Parses the house files only (furniture OBJs are not read unless ``--full``). A bad house file
+    Parses the house files only (furniture OBJs are not read unless --full). A bad house file
     is listed with its error and the run goes on. The problems column counts, per room, what the
-    loader skipped or repaired (see docs/scenes.md); ``--verbose`` prints each one. The last
-    column names each category string the taxonomy does not know (labelled others), with its
-    count; ``--json`` carries them per room (``unknown_categories``, ``unlabelled_furniture``).
+    loader skipped or repaired (see docs/scenes.md); --verbose (or `panorooms3d -v scenes`) prints
+    each one. The last column names each category string the taxonomy does not know (labelled
+    others), with its count; --json carries them per room (unknown_categories,
+    unlabelled_furniture). A --house that is not in FRONT_ROOT is an error.
 
     Example: panorooms3d scenes --front data/front
     """
+    from panorooms3d.cli import verbose_requested
+    from panorooms3d.scene.front import HOUSES_DIR
+
+    missing = [h for h in houses if not (Path(front_root) / HOUSES_DIR / f"{h}.json").is_file()]
+    if missing and Path(front_root).is_dir():
+        known = sorted(p.stem for p in (Path(front_root) / HOUSES_DIR).glob("*.json"))
+        shown = ", ".join(known[:10]) + (f" ... ({len(known)} in all)" if len(known) > 10 else "")
+        raise click.ClickException(f"--house {', '.join(missing)}: no such house in {Path(front_root) / HOUSES_DIR}"
+                                   f" (houses: {shown or 'none'}); run `panorooms3d scenes --front {front_root}` "
+                                   "to list them")
     report: list[dict] = []
     rows: list[list[str]] = []
     totals: Counter = Counter()
     try:
-        with _scene_warnings(verbose):
+        with _scene_warnings(verbose or verbose_requested()):
             _scan(front_root, houses, report, rows, totals, full)
     except FrontError as exc:
         raise click.ClickException(str(exc)) from None
@@ -149,18 +161,22 @@ def scenes_command(front_root: Path, houses: tuple[str, ...], as_json: bool, ful
     n_bad = sum(1 for h in report if "error" in h)
     n_rooms = sum(len(h.get("rooms", [])) for h in report)
     n_unlabelled = sum(1 for h in report for r in h.get("rooms", []) if r["unlabelled_furniture"])
+    n_textures = len({t for h in report for t in h.get("missing_textures", {})})
     if as_json:
         summary = {"houses": n_houses, "bad_houses": n_bad, "rooms": n_rooms, "problems": dict(totals),
-                   "rooms_with_unlabelled_furniture": n_unlabelled}
+                   "rooms_with_unlabelled_furniture": n_unlabelled, "missing_textures": n_textures}
         click.echo(json.dumps({"summary": summary, "houses": report}, indent=2))
         return
     header = ["house", "room", "type", "floor m2", "height m", "size m (x by y)", "furniture", "problems",
               "unknown categories"]
-    click.echo(_table(rows, header, right={3, 4, 6}))
-    click.echo(f"\n{n_houses} houses ({n_bad} unreadable), {n_rooms} rooms; problems: {_kinds(dict(totals))}")
+    click.echo(_table(rows, header, right={3, 4, 6}) + "\n")
+    if n_textures:
+        click.echo(f"{n_textures} texture file(s) named by the houses are missing: those items render in plain "
+                   "colours (--json lists them)")
     if n_unlabelled:
         click.echo(f"{n_unlabelled} room(s) hold furniture of unknown categories (labelled others); "
                    "`build --skip-unlabelled-furniture` leaves them out, as the paper did")
+    click.echo(f"{n_houses} houses ({n_bad} unreadable), {n_rooms} rooms; problems: {_kinds(dict(totals))}")
 
 
 @click.command("export")

@@ -219,6 +219,11 @@ class _Ctx:
         if room is not None:
             room.problems.append(line)
 
+    def missing_texture(self, path: Path) -> None:
+        """Note a texture file that is not on disk (its item gets a plain colour instead)."""
+        key = _shown(path, self.front_root)
+        self.house.missing_textures[key] = self.house.missing_textures.get(key, 0) + 1
+
 
 @dataclass
 class _ArchMesh:
@@ -243,6 +248,8 @@ def _material(ctx: _Ctx, materials: dict, uid: str) -> tuple[Material, bool]:
     tex = ctx.front_root / TEXTURES_DIR / jid / "texture.png" if jid else None
     if tex is not None and tex.is_file():
         return Material(texture=tex, colour=colour), True
+    if tex is not None:
+        ctx.missing_texture(tex)
     return Material(colour=colour), False
 
 
@@ -548,6 +555,8 @@ def load_house(house_json: Path, front_root: Path | None = None, *, load_geometr
                 tr = _transform(ctx, child, where, room)
                 if tr is None:
                     continue
+                if not (obj.parent / "texture.png").is_file():
+                    ctx.missing_texture(obj.parent / "texture.png")
                 category = _furniture_category(ctx, entry, jid, where, room)
                 label = _label(ctx, category, where, room, furniture=True)
                 inst_id, next_id = next_id, next_id + 1
@@ -781,3 +790,37 @@ def select_rooms(front_root: Path, selected: Iterable[str] = ()) -> tuple[list[t
         path = Path(house.source) if house.source else root / HOUSES_DIR / f"{house.uid}.json"
         rooms.extend((r.uid, path) for r in house.rooms)
     return rooms, problems
+
+
+def unlabelled_furniture(front_root: Path, room_uids: Iterable[str]) -> dict[str, dict[str, int]]:
+    """The furniture category strings the taxonomy does not know, per room (the paper's filter).
+
+    The paper left out every room holding furniture without a label; a room is such a room when
+    one of its furniture items that has a model (``valid`` not false, model folder present) has
+    an empty or unknown category (``Room.unlabelled_furniture``). Houses are parsed once each,
+    without reading OBJs.
+
+    Args:
+        front_root: FRONT_ROOT.
+        room_uids: ``HOUSE_UID/ROOM_INSTANCEID`` names.
+
+    Returns:
+        {room uid: {category string as written: count}}; an empty dict for a fully labelled room.
+
+    Raises:
+        RoomNotFoundError / HouseLoadError / FrontLayoutError as :func:`room_by_uid`.
+    """
+    root = _check_root(front_root)
+    by_house: dict[str, list[str]] = {}
+    for uid in room_uids:
+        house_uid, _, room_id = str(uid).partition("/")
+        by_house.setdefault(house_uid, []).append(room_id)
+    out: dict[str, dict[str, int]] = {}
+    for house_uid, room_ids in by_house.items():
+        house, _ = room_by_uid(root, f"{house_uid}/{room_ids[0]}", load_geometry=False)
+        rooms = {r.room_id: r for r in house.rooms}
+        for room_id in room_ids:
+            if room_id not in rooms:
+                room_by_uid(root, f"{house_uid}/{room_id}", load_geometry=False)  # raises, naming the rooms
+            out[f"{house_uid}/{room_id}"] = dict(rooms[room_id].unlabelled_furniture)
+    return out

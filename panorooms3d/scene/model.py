@@ -191,6 +191,10 @@ class House:
         problems: house-level problems (skipped items, repaired data), one line each.
         counts: problem counters (e.g. ``{"missing_model": 2, "unknown_category": 1}``).
         unknown_categories: unknown category strings and how often they occurred.
+        missing_textures: texture files the house names that are not on disk (paths relative to
+            FRONT_ROOT -> items using them); those items get a plain colour (the material's
+            ``color``, or light grey for a 3D-FUTURE model). Not a problem kind: a 3D-FRONT copy
+            without textures (like the Trescope samples) is usable.
         source: path of the house file.
     """
 
@@ -201,6 +205,7 @@ class House:
     problems: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     unknown_categories: dict[str, int] = field(default_factory=dict)
+    missing_textures: dict[str, int] = field(default_factory=dict)
     source: Path | None = None
 
     def room(self, room_id: str) -> Room:
