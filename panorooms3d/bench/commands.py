@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from panorooms3d.run.lock import locked_output
+
 PAPER_COLUMNS = (("aAcc", "aAcc"), ("mIoU", "mIoU"), ("mAcc", "mAcc"), ("mDice", "Dice"), ("mFscore", "Fscore"),
                  ("mPrecision", "Precision"), ("mRecall", "Recall"))
 
@@ -40,8 +42,36 @@ def _check_data(data: Path) -> Path:
 
 def _check_file(path: Path, what: str) -> Path:
     if not Path(path).is_file():
-        raise click.ClickException(f"{what} not found: {path}")
+        raise click.ClickException(f"{what} not found: {path}" + (" (it is a folder)" if Path(path).is_dir() else ""))
     return Path(path)
+
+
+class DeviceType(click.ParamType):
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; CUDA is refused up front when this torch cannot use it."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        import re
+
+        text = str(value).strip().lower()
+        m = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", text)
+        if not m:
+            self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:N", param, ctx)
+        if text.startswith("cuda"):
+            import torch
+
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            index = int(m.group(1) or 0)
+            if index >= n:
+                why = ("this PyTorch is built without CUDA" if not torch.backends.cuda.is_built()
+                       else f"PyTorch sees {n} CUDA device(s)")
+                self.fail(f"{value}: {why}; use --device cpu or auto", param, ctx)
+        return text
+
+
+DEVICE = DeviceType()
+SPLITS = click.Choice(["train", "val", "test"])
 
 
 def _print_metrics(result: dict) -> None:
@@ -60,25 +90,43 @@ def benchmark() -> None:
     """Train, distil and score 3D segmentation models; run the paper's tables as suites."""
 
 
+def _suite_device(suite: Path) -> None:
+    """Refuse a suite whose [settings] device is CUDA when this torch cannot use it (before any folder is made)."""
+    import tomllib
+
+    try:
+        device = tomllib.loads(Path(suite).read_text()).get("settings", {}).get("device")
+    except (OSError, ValueError):
+        return
+    if isinstance(device, str):
+        try:
+            DEVICE.convert(device, None, None)
+        except click.BadParameter as exc:
+            raise click.ClickException(f"{suite}: [settings] device = {device!r}: {exc.message}; "
+                                       "pass --device cpu to override it") from None
+
+
 @benchmark.command("train")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder (manifest.json).")
 @click.option("--model", default="3dseg-t", show_default=True, help="Registered model (`panorooms3d models`).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
-@click.option("--iterations", type=int, default=20000, show_default=True)
-@click.option("--batch-size", type=int, default=2, show_default=True)
-@click.option("--block", type=int, default=128, show_default=True, help="Block edge in voxels (paper: 128).")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (paper: 1e-3).")
+@click.option("--iterations", type=click.IntRange(1), default=20000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--block", type=click.IntRange(8), default=128, show_default=True, help="Block edge in voxels (paper: 128).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate (paper: 1e-3).")
 @click.option("--schedule", type=click.Choice(["constant", "poly"]), default="constant", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="DataLoader workers.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="DataLoader workers.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-skip", is_flag=True, help="Drop the 3D Segmenter's skip connection (Table 4).")
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Initialise from a run checkpoint.")
-@click.option("--checkpoint-every", type=int, default=200, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Resume from <out>/checkpoints/last.pt when present.")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
+@locked_output("out", "run", "benchmark train")
 def train_command(data, model, out, iterations, batch_size, block, lr, schedule, seed, workers, device, no_skip,
-                  init, checkpoint_every, resume) -> None:
+                  init, checkpoint_every, resume, force) -> None:
     """Train a model on random blocks of the training rooms (resumable)."""
     from panorooms3d.bench.train import CHECKPOINT, TrainConfig, train
 
@@ -101,20 +149,22 @@ def train_command(data, model, out, iterations, batch_size, block, lr, schedule,
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Teacher run folder.")
 @click.option("--variant", type=click.Choice(["tiny", "small", "base", "large"]), default="tiny", show_default=True)
-@click.option("--iterations", type=int, default=2000, show_default=True)
-@click.option("--batch-size", type=int, default=2, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--height", type=int, default=None, help="Train/predict at this height (default: stored size).")
-@click.option("--width", type=int, default=None, help="Train/predict at this width (default: stored size).")
-@click.option("--layers", type=int, default=None, help="ViT layers (override the variant; for tiny demos).")
+@click.option("--iterations", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
+@click.option("--height", type=click.IntRange(16), default=None, help="Train/predict at this height (default: stored size).")
+@click.option("--width", type=click.IntRange(16), default=None, help="Train/predict at this width (default: stored size).")
+@click.option("--layers", type=click.IntRange(1), default=None, help="ViT layers (override the variant; for tiny demos).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint to start from (ours, or official Segmenter with variant.yml beside it).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Also cache the teacher's logits of the training panoramas in <out>/cache.")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
+@locked_output("out", "run", "benchmark train-teacher")
 def train_teacher_command(data, out, variant, iterations, batch_size, lr, height, width, layers, init, seed, device,
-                          cache) -> None:
+                          cache, force) -> None:
     """Finetune the 2D Segmenter teacher on the training panoramas and cache its predictions."""
     from panorooms3d.bench.teacher import cache_teacher_predictions, train_teacher
 
@@ -140,18 +190,20 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--teacher-cache", type=click.Path(path_type=Path), default=None,
               help="Folder of cached teacher logits (train-teacher's <out>/cache).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
-@click.option("--iterations", type=int, default=45000, show_default=True, help="Rooms (batch 1); paper: 45,000.")
-@click.option("--tau", type=float, default=20.0, show_default=True, help="Temperature (paper: 20).")
-@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--iterations", type=click.IntRange(1), default=45000, show_default=True, help="Rooms (batch 1); paper: 45,000.")
+@click.option("--tau", type=click.FloatRange(0, min_open=True), default=20.0, show_default=True, help="Temperature (paper: 20).")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
 @click.option("--finetune-only", is_flag=True, help="CE only, no distillation (the paper's Table 3 control).")
 @click.option("--projection", type=click.Choice(["surface", "faces", "emission"]), default="surface",
               show_default=True, help="How the student is rendered into the panorama.")
-@click.option("--val-every", type=int, default=1500, show_default=True)
-@click.option("--val-split", default="val", show_default=True)
+@click.option("--val-every", type=click.IntRange(1), default=1500, show_default=True)
+@click.option("--val-split", type=SPLITS, default="val", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
+@locked_output("out", "run", "benchmark distill")
 def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, val_every,
-                    val_split, seed, device) -> None:
+                    val_split, seed, device, force) -> None:
     """Distil the cached teacher into a 3D student room by room (or finetune it with --finetune-only)."""
     from panorooms3d.bench.distill import distill
 
@@ -173,16 +225,25 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="Run checkpoint (.pt).")
 @click.option("--model", default=None, help="Model name (default: the one stored in the checkpoint).")
-@click.option("--split", default="test", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the metrics JSON here.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--split", type=SPLITS, default="test", show_default=True, help="The split whose rooms are scored.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the metrics JSON here.")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def eval_command(data, checkpoint, model, split, out, device) -> None:
-    """Score a checkpoint on whole rooms; prints the paper's columns (volume-weighted, %)."""
+    """Score a checkpoint on whole rooms; prints the paper's columns (volume-weighted, %).
+
+    Checkpoints are loaded without running code from them (torch.load weights_only).
+    """
     from panorooms3d.bench.evaluate import evaluate, write_metrics
     from panorooms3d.bench.suite import load_model
+    from panorooms3d.bench.train import resolve_device
+    from panorooms3d.run.lock import check_output_file
 
     _check_data(data)
     _check_file(checkpoint, "checkpoint")
+    if out:
+        check_output_file(out, suffixes=(".json",))
+    device = str(resolve_device(device))
     with _user_errors():
         net = load_model(checkpoint, model)
         result = evaluate(net, data, split=split, device=device)
@@ -195,18 +256,31 @@ def eval_command(data, checkpoint, model, split, out, device) -> None:
 
 
 @benchmark.command("run")
-@click.argument("suite", type=click.Path(path_type=Path))
+@click.argument("suite")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Suite output folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Suite output folder.")
 @click.option("--only", multiple=True, help="Run only this run (repeatable).")
-@click.option("--device", default=None, help="Override the suite's device.")
-def run_command(suite, data, out, only, device) -> None:
-    """Run an experiment suite (benchmark/*.toml) end to end, resumably, and print its table."""
-    from panorooms3d.bench.suite import run_suite
+@click.option("--device", type=DEVICE, default=None, help="Override the suite's device: auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a suite folder.")
+def run_command(suite, data, out, only, device, force) -> None:
+    """Run an experiment SUITE end to end, resumably, and print its table.
 
-    _check_file(suite, "suite file")
-    _check_data(data)
+    SUITE is a suite file or the name of one of the repository's suites (table1, table3, table4,
+    cpu, demo: benchmark/NAME.toml), found from any working folder. One run at a time per OUT.
+    """
+    from panorooms3d.bench.suite import find_suite, load_suite, run_suite
+    from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
+
     with _user_errors():
+        suite = find_suite(suite)
+        load_suite(suite)  # a bad suite file fails before anything is created
+    _check_data(data)
+    check_output_dir(out)
+    check_folder_kind(out, "suite", force)
+    if device is None:
+        _suite_device(suite)
+    with _user_errors(), output_folder(out, "suite", force=force, command="benchmark run",
+                                       on_message=lambda m: click.echo(m, err=True)):
         res = run_suite(suite, data, out, only=list(only) or None, device=device)
     click.echo(res.markdown)
     click.echo(f"tables: {res.table_md}, {res.table_csv}, {res.paper_csv}")

@@ -112,15 +112,32 @@ def _check_keys(path: Path, where: str, got: dict, allowed: set[str]) -> None:
         raise SuiteError(f"{path}: unknown key(s) {', '.join(bad)} in {where}; allowed: {', '.join(sorted(allowed))}")
 
 
+def find_suite(name_or_path: str | Path) -> Path:
+    """A suite file: the path as given, else by name (``table1`` -> the repository's benchmark/table1.toml).
+
+    A relative path such as ``benchmark/table1.toml`` is also looked up from the repository root, so
+    suites are found from any working folder. Raises SuiteError listing the known suites.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    root = Path(__file__).resolve().parents[2]
+    named = root / "benchmark" / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    for candidate in ((root / path) if not path.is_absolute() else path, named):
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in (root / "benchmark").glob("*.toml"))
+    raise SuiteError(f"suite not found: {name_or_path} (no such file, and no benchmark/{named.name}); give a suite "
+                     f"file or one of the suites by name: {', '.join(known) or 'none found'}")
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and check a suite file.
 
     Raises:
         SuiteError: the file is missing, not TOML, or has unknown sections/keys, duplicate or missing run names.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SuiteError(f"suite file not found: {path}")
+    path = find_suite(path)
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -217,8 +234,6 @@ def load_model(checkpoint: str | Path, model: str | None = None, class_set: str 
     Raises:
         FileNotFoundError: no such file. ValueError: the checkpoint names no model and none was given.
     """
-    import torch
-
     from panorooms3d.nn.registry import build_model
     from panorooms3d.taxonomy import get_class_set
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import time
 from pathlib import Path
 
@@ -35,12 +37,16 @@ def fuse_task(task) -> dict:
     given the room's mesh bounds define the grid) and ``report`` (measure fidelity against the mesh).
     Returns the room's info: frames, fuse_seconds, invalid depth pixels and the fidelity numbers.
     """
+    from panorooms3d.cli import verbose_requested
     from panorooms3d.store.dataset import write_room_volume
     from panorooms3d.store.frames import read_frames
 
     from .fidelity import measure_fidelity
     from .fuse_room import fuse_room
 
+    # worker processes do not inherit the command's logging set-up: the loader's warnings about the
+    # house's other rooms only with `panorooms3d -v` (as in `render` and `scenes`)
+    logging.getLogger("panorooms3d.scene").setLevel(logging.INFO if verbose_requested() else logging.ERROR)
     kw = task.kwargs
     t0 = time.perf_counter()
     room = None
@@ -61,6 +67,25 @@ def fuse_task(task) -> dict:
     return info
 
 
+def check_device(device: str) -> str:
+    """Normalise an Open3D device (``cpu``, ``CPU:0``, ``cuda``, ``CUDA:1``) and check that it is usable.
+
+    Raises click.BadParameter for an unknown device, or for CUDA when this Open3D has none.
+    """
+    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", device.strip(), flags=re.IGNORECASE)
+    if not m:
+        raise click.BadParameter(f"{device!r} is not an Open3D device; use CPU:0 or CUDA:0", param_hint="--device")
+    kind, index = m.group(1).upper(), int(m.group(2) or 0)
+    if kind == "CUDA":
+        import open3d as o3d
+
+        n = o3d.core.cuda.device_count() if o3d.core.cuda.is_available() else 0
+        if index >= n:
+            raise click.BadParameter(f"{device}: this Open3D sees {n} CUDA device(s); use CPU:0"
+                                     + (f" or CUDA:0..{n - 1}" if n else ""), param_hint="--device")
+    return f"{kind}:{index}"
+
+
 def _mean(values) -> float | None:
     vals = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
     return sum(vals) / len(vals) if vals else None
@@ -71,30 +96,37 @@ def _mean(values) -> float | None:
               help="Folder of frames stores (WORK/*.zarr) written by `panorooms3d render`.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
               help="Dataset folder: each room is staged there, then the dataset is packed.")
-@click.option("--voxel-size", default=0.04, show_default=True, type=float, help="Voxel edge in metres.")
-@click.option("--truncation", default=3.0, show_default=True, type=float, help="Truncation distance in voxels.")
+@click.option("--voxel-size", default=0.04, show_default=True, type=float, help="Voxel edge in metres (> 0).")
+@click.option("--truncation", default=3.0, show_default=True, type=float, help="Truncation distance in voxels (> 0).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Run rooms in a local process pool or as Ray tasks.")
-@click.option("--workers", type=int, default=None, help="Rooms in parallel (local; default one per core).")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Rooms in parallel (local; default one per core).")
 @click.option("--ray-address", default=None, help="Ray cluster address (auto, ray://host:port).")
-@click.option("--retries", default=1, show_default=True, type=int, help="Extra attempts for a failing room.")
+@click.option("--retries", default=1, show_default=True, type=click.IntRange(0), help="Extra attempts for a failing room.")
 @click.option("--front", type=click.Path(path_type=Path), default=None,
               help="3D-FRONT root: the rooms' meshes bound the grid, and --report measures fidelity against them.")
 @click.option("--report", is_flag=True, help="Measure fidelity to the scene mesh (needs --front) and print it.")
-@click.option("--device", default="CPU:0", show_default=True, help="Open3D device (CPU:0 or CUDA:0).")
+@click.option("--device", default="CPU:0", show_default=True,
+              help="Open3D device: CPU:0, or CUDA:N when Open3D was built with CUDA.")
 @click.option("--pack/--no-pack", default=True, show_default=True, help="Pack the dataset (shards + manifest) at the end.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a dataset folder.")
 def fuse(work: Path, out: Path, voxel_size: float, truncation: float, executor: str, workers: int | None,
          ray_address: str | None, retries: int, front: Path | None, report: bool, device: str, pack: bool,
-         progress: bool) -> None:
+         progress: bool, force: bool) -> None:
     """Fuse every room's frames (TSDF + colour + voted labels) into the dataset, resumably.
 
     Rooms already fused in OUT are skipped; a failing room is retried, then reported, and the others
-    go on. Settings and counts are stored with each room (docs/fusion.md).
+    go on. Settings and counts are stored with each room (docs/fusion.md). One fuse at a time per
+    OUT (a second one is refused).
     """
+    from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
     from panorooms3d.run.runner import RoomTask, run_rooms
     from panorooms3d.store.dataset import room_volume_path
 
+    if work.exists() and not work.is_dir():
+        raise click.ClickException(f"--work {work}: is a file, not a folder; give the folder `panorooms3d render` "
+                                   "wrote (WORK/*.zarr)")
     if not work.is_dir():
         raise click.ClickException(f"--work {work}: no such folder (render the rooms first: panorooms3d render)")
     stores = sorted(p for p in work.glob("*.zarr") if p.is_dir() and not p.name.startswith("."))
@@ -106,8 +138,9 @@ def fuse(work: Path, out: Path, voxel_size: float, truncation: float, executor: 
         raise click.ClickException("--report needs --front FRONT_ROOT to load the rooms' meshes")
     if front is not None and not front.is_dir():
         raise click.ClickException(f"--front {front}: no such folder")
-    if workers is not None and workers < 1:
-        raise click.ClickException(f"--workers must be at least 1, got {workers}")
+    device = check_device(device)
+    check_output_dir(out)
+    check_folder_kind(out, "dataset", force)
 
     tasks, seen = [], {}
     for store in stores:
@@ -122,10 +155,26 @@ def fuse(work: Path, out: Path, voxel_size: float, truncation: float, executor: 
         tasks.append(RoomTask(uid, output, {"frames": str(store), "dataset": str(out), "voxel_size": voxel_size,
                                             "truncation": truncation, "device": device,
                                             "front": str(front) if front else None, "report": report}))
-    out.mkdir(parents=True, exist_ok=True)
-    run = run_rooms(fuse_task, tasks, executor=executor, workers=workers, retries=retries, desc="fuse",
-                    report_path=out / "fuse_report.json", ray_address=ray_address, progress=progress,
-                    info_postfix="frames")
+    with output_folder(out, "dataset", force=force, command="fuse", on_message=lambda m: click.echo(m, err=True)):
+        run = run_rooms(fuse_task, tasks, executor=executor, workers=workers, retries=retries, desc="fuse",
+                        report_path=out / "fuse_report.json", ray_address=ray_address, progress=progress,
+                        info_postfix="frames")
+        _summarise(run, report)
+        if pack and (run.done or run.skipped):
+            from panorooms3d.store.dataset import DatasetError, pack_dataset
+
+            try:
+                manifest = pack_dataset(out)
+            except (DatasetError, ValueError) as exc:
+                raise click.ClickException(f"packing {out}: {exc}") from None
+            click.echo(f"packed {len(manifest.get('rooms', {}))} rooms into {out}")
+    if run.failed:
+        raise click.ClickException(f"{len(run.failed)} room(s) failed; run the same command again to retry them "
+                                   f"(details in {out / 'fuse_report.json'})")
+
+
+def _summarise(run, report: bool) -> None:
+    """The end-of-run lines of ``fuse``: counts, speed, invalid depth, fidelity."""
     click.echo(run.summary())
     frames = run.totals("frames")
     if run.done:
@@ -145,14 +194,3 @@ def fuse(work: Path, out: Path, voxel_size: float, truncation: float, executor: 
                    f"{fmt(means['label_agreement'], 100, ' %')}, surface distance "
                    f"{fmt(means['surface_distance_mean_m'], 100, ' cm')}, observed surface "
                    f"{fmt(means['observed_surface_share'], 100, ' %')}")
-    if pack and (run.done or run.skipped):
-        from panorooms3d.store.dataset import DatasetError, pack_dataset
-
-        try:
-            manifest = pack_dataset(out)
-        except (DatasetError, ValueError) as exc:
-            raise click.ClickException(f"packing {out}: {exc}") from None
-        click.echo(f"packed {len(manifest.get('rooms', {}))} rooms into {out}")
-    if run.failed:
-        raise click.ClickException(f"{len(run.failed)} room(s) failed; run the same command again to retry them "
-                                   f"(details in {out / 'fuse_report.json'})")

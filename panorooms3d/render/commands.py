@@ -15,6 +15,90 @@ from panorooms3d.render.settings import RenderSettings
 
 REPORT_NAME = "render_report.json"
 
+#: Render settings that do not change the frames (where and how fast they are computed): not compared
+#: when deciding whether a stored room was rendered with the asked settings.
+IGNORED_SETTINGS = ("timeout", "threads", "device")
+
+#: Picture formats of ``preview --out``, by suffix.
+PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def _plain(value):
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def stored_render_settings(store: Path) -> dict | None:
+    """The render settings stored with a frames store (``attrs["settings"]``), or None when unreadable."""
+    try:
+        import zarr
+
+        settings = zarr.open_group(str(store), mode="r").attrs.get("settings")
+    except Exception:  # noqa: BLE001 - an unreadable store is judged by the runner, not here
+        return None
+    return dict(settings) if isinstance(settings, dict) else None
+
+
+def settings_differences(stored: dict, wanted: dict) -> dict[str, list]:
+    """``{setting: [stored, wanted]}`` for every setting (but :data:`IGNORED_SETTINGS`) that differs.
+
+    A setting missing from an older store counts as its default value.
+    """
+    from dataclasses import fields
+
+    defaults = {f.name: f.default for f in fields(RenderSettings)}
+    out = {}
+    for key, value in wanted.items():
+        if key in IGNORED_SETTINGS:
+            continue
+        old = stored.get(key, defaults.get(key))
+        if _plain(old) != _plain(value):
+            out[key] = [_plain(old), _plain(value)]
+    return out
+
+
+def mismatched_rooms(stores: dict[str, Path], wanted: dict) -> dict[str, dict]:
+    """``{room uid: differences}`` for the rooms (``{uid: frames store}``) whose existing store was rendered
+    with other settings than ``wanted`` (a RenderSettings dict)."""
+    out = {}
+    for uid, store in stores.items():
+        store = Path(store)
+        if store.exists():
+            stored = stored_render_settings(store)
+            if stored is not None:
+                diff = settings_differences(stored, wanted)
+                if diff:
+                    out[uid] = diff
+    return out
+
+
+def describe_differences(diff: dict[str, list]) -> str:
+    """``views 8 (asked 48), width 160 (asked 640)``."""
+    return ", ".join(f"{k} {old} (asked {new})" for k, (old, new) in diff.items())
+
+
+def report_mismatches(mismatched: dict[str, dict], overwrite: bool, echo=None) -> None:
+    """Print which stored rooms were rendered with other settings and what happens to them."""
+    echo = echo or (lambda line: click.echo(line, err=True))
+    if not mismatched:
+        return
+    action = "re-rendering them (--overwrite)" if overwrite else "kept as they are; pass --overwrite to re-render them"
+    echo(f"{len(mismatched)} room(s) already rendered with other settings: {action}")
+    for uid, diff in list(mismatched.items())[:20]:
+        echo(f"  {uid}: {describe_differences(diff)}")
+    if len(mismatched) > 20:
+        echo(f"  ... and {len(mismatched) - 20} more (see the run report)")
+
+
+def add_mismatches_to_report(report, mismatched: dict[str, dict], overwrite: bool, path: Path) -> None:
+    """Record in the run report which rooms' settings differed (and whether they were re-rendered)."""
+    if not mismatched:
+        return
+    for r in report.results:
+        if r.room_uid in mismatched:
+            r.info["settings_differ"] = mismatched[r.room_uid]
+            r.info["rerendered"] = bool(overwrite and r.status != "skipped")
+    report.write(path)
+
 
 def render_task(task) -> dict:
     """Work function of the runner: load the task's house and render its room (module-level, picklable).
@@ -65,7 +149,16 @@ def _tasks(front: Path, out: Path, rooms: list[str], settings: RenderSettings) -
 @click.option("--rooms", multiple=True, metavar="HOUSE/ROOM",
               help="Rooms to render (repeat the option or separate with commas); default: every room of every house.")
 @click.option("--views", default=RenderSettings.views, show_default=True, type=click.IntRange(1),
-              help="Perspective frames per room.")
+              help="Perspective frames per room (--view-selection random).")
+@click.option("--view-selection", type=click.Choice(["random", "coverage"]), default=RenderSettings.view_selection,
+              show_default=True,
+              help="random: --views random hand-held views; coverage: as few hand-held views as see --coverage-target "
+                   "of the room's interior-visible surface, at most --max-views (docs/rendering.md).")
+@click.option("--coverage-target", default=RenderSettings.coverage_target, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True),
+              help="Share of the interior-visible surface the coverage-driven views must see.")
+@click.option("--max-views", default=RenderSettings.max_views, show_default=True, type=click.IntRange(1),
+              help="Frame cap of the coverage-driven views.")
 @click.option("--width", default=RenderSettings.width, show_default=True, type=click.IntRange(8))
 @click.option("--height", default=RenderSettings.height, show_default=True, type=click.IntRange(8))
 @click.option("--hfov", default=RenderSettings.hfov_deg, show_default=True, type=click.FloatRange(20, 120),
@@ -87,20 +180,29 @@ def _tasks(front: Path, out: Path, rooms: list[str], settings: RenderSettings) -
               help="Extra attempts for a failing room.")
 @click.option("--device", type=click.Choice(["cpu", "gpu"], case_sensitive=False), default="cpu", show_default=True,
               help="Cycles device; gpu uses OptiX/CUDA/HIP when Blender finds one, else the CPU.")
+@click.option("--overwrite", is_flag=True,
+              help="Re-render rooms whose stored frames were rendered with other settings (default: keep them "
+                   "and say so).")
+@click.option("--force", is_flag=True, help="Write into a non-empty --out folder that is not a work folder.")
 def render(front, out, rooms, views, width, height, hfov, skybox_size, samples, no_denoise, executor, workers,
-           ray_address, seed, timeout, retries, device):
+           ray_address, seed, timeout, retries, device, overwrite, force, view_selection="random",
+           coverage_target=RenderSettings.coverage_target, max_views=RenderSettings.max_views):
     """Render rooms with Blender: RGB-D, label and instance frames plus a 6-face skybox per room.
 
     Resumable: a room whose store exists is skipped; a failing or hanging room is retried, then
-    recorded in WORK/render_report.json, and the run goes on.
+    recorded in WORK/render_report.json, and the run goes on. A stored room rendered with other
+    settings (views, size, samples, seed...) is reported and kept, or re-rendered with
+    --overwrite. One render at a time per WORK folder (a second one is refused).
     """
+    from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
     from panorooms3d.run.runner import default_workers, run_rooms
 
     front, out = Path(front), Path(out)
     if not front.is_dir():
-        raise click.ClickException(f"--front {front}: no such folder (expected a FRONT_ROOT with 3D-FRONT/ inside)")
-    if out.exists() and not out.is_dir():
-        raise click.ClickException(f"--out {out}: exists and is not a folder")
+        what = "is not a folder" if front.exists() else "no such folder"
+        raise click.ClickException(f"--front {front}: {what} (expected a FRONT_ROOT with 3D-FRONT/ inside)")
+    check_output_dir(out)
+    check_folder_kind(out, "work", force)
     threads = 0  # Cycles uses every core
     if executor == "local" and workers > 1:
         threads = max(1, default_workers() // workers)
@@ -109,7 +211,8 @@ def render(front, out, rooms, views, width, height, hfov, skybox_size, samples, 
     try:
         settings = RenderSettings(width=width, height=height, hfov_deg=hfov, views=views, samples=samples,
                                   denoise=not no_denoise, skybox_size=skybox_size, seed=seed, device=device.upper(),
-                                  timeout=timeout, threads=threads)
+                                  timeout=timeout, threads=threads, view_selection=view_selection,
+                                  coverage_target=coverage_target, max_views=max_views)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     tasks, notes = _tasks(front, out, _split_rooms(rooms), settings)
@@ -117,11 +220,18 @@ def render(front, out, rooms, views, width, height, hfov, skybox_size, samples, 
         click.echo(line, err=True)
     if not tasks:
         raise click.ClickException(f"--front {front}: no rooms to render")
-    out.mkdir(parents=True, exist_ok=True)
+    mismatched = mismatched_rooms({t.room_uid: t.output for t in tasks}, settings.to_dict())
+    report_mismatches(mismatched, overwrite)
+    if overwrite:
+        for t in tasks:
+            if t.room_uid in mismatched:
+                t.overwrite = True
     if settings.device == "GPU":
         click.echo("device gpu: Cycles uses OptiX/CUDA/HIP when available and falls back to the CPU (see attrs.device)")
-    report = run_rooms(render_task, tasks, executor=executor, workers=workers, retries=retries, desc="render",
-                       report_path=out / REPORT_NAME, ray_address=ray_address, info_postfix="frames")
+    with output_folder(out, "work", force=force, command="render", on_message=lambda m: click.echo(m, err=True)):
+        report = run_rooms(render_task, tasks, executor=executor, workers=workers, retries=retries, desc="render",
+                           report_path=out / REPORT_NAME, ray_address=ray_address, info_postfix="frames")
+        add_mismatches_to_report(report, mismatched, overwrite, out / REPORT_NAME)
     click.echo(report.summary())
     frames = int(report.totals("frames"))
     if frames:
@@ -131,6 +241,8 @@ def render(front, out, rooms, views, width, height, hfov, skybox_size, samples, 
         for r in report.done:
             click.echo(f"  {r.room_uid}: {r.info.get('frames', 0)} frames, coverage "
                        f"{100 * r.info.get('coverage', 0):.1f}% of the room's surface seen"
+                       + (f", {100 * r.info['interior_coverage']:.1f}% of its interior-visible surface"
+                          if r.info.get("interior_coverage") is not None else "")
                        + (", panorama camera moved off the centre" if r.info.get("moved") else ""))
     click.echo(f"report: {out / REPORT_NAME}")
     if report.failed:
@@ -181,27 +293,29 @@ def contact_sheet(path: Path, frames: int = 4) -> np.ndarray:
 
 @click.command("preview")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Picture file to write: .png, .jpg or .webp (the format follows the suffix).")
 @click.option("--frames", default=4, show_default=True, type=click.IntRange(1), help="Frames to show.")
 def preview(store, out, frames):
     """Contact sheet of a frames store: RGB, depth and labels of a few frames plus the skybox faces."""
     from PIL import Image
 
     from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.run.lock import check_output_file
 
-    store = Path(store)
+    store, out = Path(store), Path(out)
     if not store.exists():
         raise click.ClickException(f"{store}: no such frames store")
+    check_output_file(out, suffixes=tuple(PICTURE_FORMATS))
     if not (store / "zarr.json").exists() or not (store / "rgb").exists():
         raise click.ClickException(f"{store}: not a frames store (no zarr group with an rgb array)")
     try:
         sheet = contact_sheet(store, frames)
     except (KeyError, ValueError, OSError) as exc:
         raise click.ClickException(f"{store}: cannot read the frames store ({exc})") from None
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        Image.fromarray(sheet).save(tmp, format="PNG")
+    with atomic_path(out, kind="file") as tmp:
+        Image.fromarray(sheet).save(tmp, format=PICTURE_FORMATS[out.suffix.lower()])
     click.echo(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 
-__all__ = ["render", "preview", "render_task", "contact_sheet"]
+__all__ = ["render", "preview", "render_task", "contact_sheet", "settings_differences", "mismatched_rooms"]

@@ -60,7 +60,7 @@ def build_room(task: RoomTask) -> dict:
     frames_path = work / f"{room.key}.zarr"
     info: dict = {"room_uid": task.room_uid}
     t0 = time.perf_counter()
-    if not frames_path.exists():
+    if task.overwrite or not frames_path.exists():  # overwrite: rendered with other settings
         rinfo = render_room(house, room.room_id, frames_path, RenderSettings.from_dict(kw["render"]))
         info.update(coverage=rinfo.get("coverage"), seconds_per_frame=rinfo.get("seconds_per_frame"))
     info["render_seconds"] = time.perf_counter() - t0
@@ -91,17 +91,21 @@ def build_tasks(front: Path, dataset: Path, work: Path, room_uids: list[str], re
 def build_dataset(front: Path, dataset: Path, room_uids: list[str], *, work: Path | None = None,
                   render: dict | None = None, build: dict | None = None, executor: str = "local",
                   workers: int = 1, retries: int = 1, rooms_per_shard: int = 8, splits=(0.9, 0.05, 0.05),
-                  seed: int = 0, ray_address: str | None = None, progress: bool = True) -> tuple[RunReport, dict]:
+                  seed: int = 0, ray_address: str | None = None, progress: bool = True,
+                  overwrite=()) -> tuple[RunReport, dict]:
     """Build (or resume building) a dataset from the rooms of a 3D-FRONT folder.
 
     Returns the run report of the per-room stage and the manifest of the packed dataset. Rooms that
     failed are reported and left out of the manifest; a later run retries them.
+    Rooms in ``overwrite`` are re-rendered and re-staged even when they are staged already.
     """
     from panorooms3d.store.dataset import pack_dataset
 
     dataset = Path(dataset)
     work = Path(work) if work is not None else dataset / "work"
     tasks = build_tasks(Path(front), dataset, work, room_uids, render or {}, build or {})
+    for t in tasks:
+        t.overwrite = t.room_uid in set(overwrite)
     report = run_rooms(build_room, tasks, executor=executor, workers=workers, retries=retries, desc="build",
                        report_path=dataset / "build_report.json", ray_address=ray_address, progress=progress,
                        info_postfix="frames")

@@ -277,3 +277,29 @@ def output_folder(path: Path, kind: str, *, force: bool = False, command: str = 
     finally:
         if fl is not None:
             fl.release()
+
+
+def locked_output(param: str = "out", kind: str = "dataset", command: str = "", option: str = "--out",
+                  force_param: str = "force"):
+    """Decorator of a command callback: run it inside :func:`output_folder` of its ``param`` argument.
+
+    The folder is checked, created and locked before the callback runs, released after it, and
+    removed again when the callback fails and the folder is still empty. ``force_param`` names the
+    callback's ``--force`` flag. Under ``torchrun`` only rank 0 takes the lock.
+    """
+    import functools
+    import sys
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            path = kwargs.get(param)
+            if path is None or os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock
+                return fn(*args, **kwargs)
+            with output_folder(Path(path), kind, force=bool(kwargs.get(force_param, False)), command=command,
+                               option=option, on_message=lambda m: print(m, file=sys.stderr)):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco

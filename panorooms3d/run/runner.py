@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -45,11 +46,13 @@ class RoomTask:
         room_uid: ``HOUSE_UID/ROOM_INSTANCEID``.
         output: the final output path; when it exists the task is skipped (resume).
         kwargs: picklable arguments for the work function.
+        overwrite: run the task even when ``output`` exists (e.g. rendered with other settings).
     """
 
     room_uid: str
     output: Path
     kwargs: dict = field(default_factory=dict)
+    overwrite: bool = False
 
 
 @dataclass
@@ -106,7 +109,7 @@ class RunReport:
         if self.interrupted:
             lines.append("interrupted: finished rooms are kept; run the same command again to do the rest")
         for r in self.failed:
-            reason = r.error.strip().splitlines()[-1] if r.error.strip() else "unknown error"
+            reason = failure_reason(r.error)
             lines.append(f"  FAILED {r.room_uid} after {r.attempts} attempt(s): {reason}")
         return "\n".join(lines)
 
@@ -134,10 +137,20 @@ def _call(fn: Callable[[RoomTask], dict], task: RoomTask) -> tuple[float, dict]:
     return time.perf_counter() - t0, dict(info)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def failure_reason(error: str) -> str:
+    """The one-line reason of a failed room: the last non-blank line of its error text."""
+    lines = [ln.strip() for ln in _ANSI.sub("", error or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error (no message)"
+
+
 def _error_text(exc: BaseException) -> str:
-    """The reason recorded for a failed room: the message last (summary shows the last line)."""
-    tb = "".join(traceback.format_exception(exc)).strip()
-    msg = f"{type(exc).__name__}: {exc}"
+    """The reason recorded for a failed room: ``Type: message`` last (summary shows the last line)."""
+    tb = _ANSI.sub("", "".join(traceback.format_exception(exc))).strip()
+    text = " ".join(ln.strip() for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip())
+    msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return f"{tb}\n{msg}" if tb and not tb.endswith(msg) else (tb or msg)
 
 
@@ -212,7 +225,7 @@ def run_rooms(
     for d in {Path(t.output).parent for t in tasks}:
         clean_stale_temporaries(d)
     for t in tasks:
-        if Path(t.output).exists():
+        if Path(t.output).exists() and not t.overwrite:
             report.results.append(RoomResult(t.room_uid, "skipped"))
         else:
             pending.append(t)
@@ -230,7 +243,7 @@ def run_rooms(
             el = time.perf_counter() - t0
             bar.set_postfix_str(f"{extra / el:.2f} {info_postfix}/s" if el > 0 else "")
         if res.status == "failed":
-            bar.write(f"{desc}: {res.room_uid} failed: {res.error.strip().splitlines()[-1] if res.error else ''}")
+            bar.write(f"{desc}: {res.room_uid} failed: {failure_reason(res.error)}")
 
     try:
         if not pending:

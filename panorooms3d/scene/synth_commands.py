@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from panorooms3d.run.lock import locked_output
+
 
 @click.command("synth")
 @click.option(
@@ -31,9 +33,13 @@ import click
     help="Add deliberately broken items (missing model, truncated OBJ, "
     "unknown category, valid:false, duplicate instanceid, zero scale); listed in synth_report.json.",
 )
-def synth_command(out: Path, houses: int, seed: int, rooms: str, with_faults: bool) -> None:
+@click.option("--force", is_flag=True, help="Write into a non-empty --out folder that is not a 3D-FRONT folder.")
+@locked_output("out", "front", "synth")
+def synth_command(out: Path, houses: int, seed: int, rooms: str, with_faults: bool, force: bool) -> None:
     """Generate synthetic 3D-FRONT-style houses (2-3 furnished rooms each) so every stage runs without the
-    licensed dataset. Example: panorooms3d synth --out data/front_synth --houses 3 --seed 0"""
+    licensed dataset. Example: panorooms3d synth --out data/front_synth --houses 3 --seed 0
+
+    A non-empty --out that is not a 3D-FRONT folder needs --force; one writer at a time per folder."""
     from tqdm import tqdm
 
     from panorooms3d.scene.synth import REPORT_NAME, synthesize

@@ -44,12 +44,25 @@ def _summary(manifest: dict) -> str:
 @click.option("--splits", "splits", default="0.9,0.05,0.05", show_default=True, help="Fractions TRAIN,VAL,TEST.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Split seed (splits are by room).")
 def pack(dataset: Path, rooms_per_shard: int, splits: str, seed: int) -> None:
-    """Pack the staged rooms of DATASET into checksummed zarr shards, splits and manifest.json."""
+    """Pack the staged rooms of DATASET into checksummed zarr shards, splits and manifest.json.
+
+    DATASET is a folder that `fuse`, `panorama` or `build` staged rooms into (DATASET/staging/).
+    One writer at a time per DATASET.
+    """
     from tqdm import tqdm
 
-    from panorooms3d.store.dataset import DatasetError, pack_dataset
+    from panorooms3d.run.lock import FolderLock, check_output_dir
+    from panorooms3d.store.dataset import DatasetError, pack_dataset, staged_rooms
 
     fractions = parse_splits(splits)
+    if not dataset.is_dir():
+        what = "is not a folder" if dataset.exists() else "no such folder"
+        raise click.ClickException(f"{dataset}: {what}; give a dataset folder with staged rooms (run fuse first)")
+    check_output_dir(dataset, "DATASET")
+    if not (dataset / "staging").is_dir() or not staged_rooms(dataset)[0]:
+        raise click.ClickException(f"{dataset}: no staged room volumes in {dataset / 'staging'}; "
+                                   "stage rooms with `panorooms3d fuse --work WORK --out DATASET` first")
+    lock = FolderLock(dataset, "pack").acquire(on_stale=lambda m: click.echo(m, err=True))
     bar = tqdm(desc="pack", unit="shard")
 
     def progress(done: int, total: int) -> None:
@@ -63,6 +76,7 @@ def pack(dataset: Path, rooms_per_shard: int, splits: str, seed: int) -> None:
         raise click.ClickException(str(exc)) from None
     finally:
         bar.close()
+        lock.release()
     click.echo(f"packed {_summary(manifest)} -> {dataset / 'manifest.json'}")
     if manifest["skipped_without_volume"]:
         click.echo(f"skipped {len(manifest['skipped_without_volume'])} rooms with a panorama but no volume")
@@ -146,9 +160,11 @@ def info(dataset: Path, verify: bool, as_json: bool, class_set: str) -> None:
 @click.option("--index", type=int, default=None, help="Slice index along --axis (png; default the middle).")
 def view(dataset: Path, room: str, out: Path, color: str, axis: str, index: int | None) -> None:
     """Write a mesh (.ply) or a slice picture (.png) of ROOM of DATASET."""
+    from panorooms3d.run.lock import check_output_file
     from panorooms3d.store.dataset import DatasetError
     from panorooms3d.store.view import write_view
 
+    check_output_file(out, suffixes=(".ply", ".png"))
     ds = _open(dataset)
     if room not in ds.rooms:
         near = [u for u in ds.rooms if room in u][:5]
@@ -165,22 +181,28 @@ def view(dataset: Path, room: str, out: Path, color: str, axis: str, index: int 
               help="Folder of official per-room .npz files (sdf128, color128, semanticlabel).")
 @click.option("--panoramas", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Official panoramas in the ADE layout (images/<split>/*.jpg, annotations/<split>/*.png).")
+@click.option("--splits", "splits", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Folder with the official train.txt/val.txt/test.txt: they decide each room's split.")
 @click.option("--out", "out", required=True, type=_DATASET, help="Dataset folder to create.")
 @click.option("--rooms-per-shard", default=8, show_default=True, type=click.IntRange(1), help="Rooms per shard store.")
-def import_official_command(rooms: Path, panoramas: Path | None, out: Path, rooms_per_shard: int) -> None:
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a dataset folder.")
+def import_official_command(rooms: Path, panoramas: Path | None, splits: Path | None, out: Path, rooms_per_shard: int,
+                            force: bool) -> None:
     """Convert the official PanoRooms3D release into a panorooms3d dataset (see docs/dataset.md)."""
     from tqdm import tqdm
 
+    from panorooms3d.run.lock import output_folder
     from panorooms3d.store.dataset import DatasetError
     from panorooms3d.store.official import import_official
 
-    bar = tqdm(desc="import", unit="room")
-    try:
-        manifest = import_official(rooms, out, panoramas, rooms_per_shard=rooms_per_shard,
-                                   progress=lambda uid: bar.update(1))
-    except (DatasetError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        bar.close()
+    with output_folder(out, "dataset", force=force, command="import-official"):
+        bar = tqdm(desc="import", unit="room")
+        try:
+            manifest = import_official(rooms, out, panoramas, splits=splits, rooms_per_shard=rooms_per_shard,
+                                       progress=lambda uid: bar.update(1))
+        except (DatasetError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
+        finally:
+            bar.close()
     click.echo(f"imported {_summary(manifest)} -> {out}")
 

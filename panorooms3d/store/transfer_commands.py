@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from panorooms3d.run.lock import locked_output
+
 _SPLITS = ("train", "val", "test")
 
 
@@ -24,9 +26,14 @@ def publish_command(dataset: Path, site: Path) -> None:
 
     A dataset with checksum problems is refused. Re-publishing an unchanged dataset writes nothing.
     """
+    from panorooms3d.run.lock import check_output_dir
     from panorooms3d.store.dataset import DatasetError
     from panorooms3d.store.publish import publish_dataset
 
+    check_output_dir(site)
+    if site.is_dir() and any(site.iterdir()) and not (site / "index.json").is_file():
+        raise click.ClickException(f"--out {site}: the folder is not empty and holds no index.json, so it is not "
+                                   "an earlier site; publishing replaces the whole folder: choose an empty or new one")
     try:
         index = publish_dataset(dataset, site)
     except DatasetError as exc:
@@ -56,8 +63,10 @@ def publish_command(dataset: Path, site: Path) -> None:
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds without an answer or a byte before a request fails.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--force", is_flag=True, help="Write into a non-empty --out folder that is not a dataset folder.")
+@locked_output("out_dir", "dataset", "download")
 def download_command(url: str, out_dir: Path, splits: tuple[str, ...], rooms: tuple[str, ...], workers: int,
-                     retries: int, timeout: float, no_progress: bool) -> None:
+                     retries: int, timeout: float, no_progress: bool, force: bool) -> None:
     """Download a published dataset from URL into --out, checking every file's size and sha256.
 
     URL is a site written by `panorooms3d publish`: http(s)://..., file://... or a local folder.
