@@ -127,7 +127,7 @@ def find_suite(name_or_path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     known = sorted(p.stem for p in (root / "benchmark").glob("*.toml"))
-    raise SuiteError(f"suite not found: {name_or_path} (no such file, and no benchmark/{named.name}); give a suite "
+    raise SuiteError(f"suite file not found: {name_or_path} (no such file, and no benchmark/{named.name}); give a suite "
                      f"file or one of the suites by name: {', '.join(known) or 'none found'}")
 
 
