@@ -11,7 +11,7 @@ from PIL import Image
 
 from panorooms3d.store.commands import import_official_command
 from panorooms3d.store.dataset import Dataset, DatasetError
-from panorooms3d.store.official import LABEL_SOURCE, read_official_room, unpack_colour
+from panorooms3d.store.official import LABEL_SOURCE, ORIENTATION, read_official_room, unpack_colour
 from panorooms3d.taxonomy import get_class_set
 
 
@@ -59,7 +59,7 @@ def test_import_official_rooms_and_panoramas(tmp_path):
     assert ds.split("val") == ["h2_r1"] and ds.split("train") == ["h1_r1", "h1_r2"]
     for stem, t in truth.items():
         v = ds.load_volume(stem)
-        observed = np.abs(t["sdf"]) < 1
+        observed = t["sdf"] < 1  # the official loaders' mask: -3 * sdf > -3
         np.testing.assert_array_equal(v.tsdf, t["sdf"])
         np.testing.assert_array_equal(v.weight, observed.astype(np.float32))
         np.testing.assert_array_equal(v.rgb[observed], t["rgb"][observed])
@@ -69,12 +69,13 @@ def test_import_official_rooms_and_panoramas(tmp_path):
     paper30 = get_class_set("paper30")
     for stem, cls in classes.items():
         p = ds.load_panorama(stem)
-        expect = np.where(cls < 30, cls, 0)
+        expect = np.where(cls < 30, cls, 0)[:, ::-1]  # stored mirrored: column u = official column W-1-u
         np.testing.assert_array_equal(paper30.map(p.label), expect)  # exact under paper30
         assert (p.depth == 0).all()
         np.testing.assert_allclose(p.camera, np.array([24, 20, 16]) * 0.04 / 2)
         attrs = ds.panorama_attrs(stem)
         assert attrs["label_source"] == LABEL_SOURCE and attrs["unknown_class_pixels"] == 1
+        assert attrs["orientation"] == ORIENTATION
     assert ds.load_panorama("h1_r2") is None
     assert ds.verify() == []
 
