@@ -95,3 +95,58 @@ def test_bad_official_files_name_the_file(tmp_path):
              semanticlabel=np.full((4, 4, 4), 120))
     with pytest.raises(DatasetError, match="outside 0..98"):
         read_official_room(rooms / "broken.npz")
+
+
+SPLITS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official-splits"
+
+
+def test_official_splits_decide_each_room(tmp_path):
+    from panorooms3d.store.official import read_official_splits
+
+    splits = read_official_splits(SPLITS)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [5325, 297, 295]
+    rooms = tmp_path / "rooms"
+    rooms.mkdir()
+    names = {"train": splits["train"][0], "val": splits["val"][0], "test": splits["test"][-1]}
+    for i, name in enumerate(names.values()):
+        write_official_room(rooms / f"{name}.npz", i)
+    out = tmp_path / "data"
+    r = CliRunner().invoke(import_official_command, ["--rooms", str(rooms), "--splits", str(SPLITS), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    ds = Dataset(out)
+    for split, name in names.items():
+        assert ds.split(split) == [name]
+    write_official_room(rooms / "not_listed_1.npz", 9)
+    r = CliRunner().invoke(import_official_command, ["--rooms", str(rooms), "--splits", str(SPLITS), "--out",
+                                                     str(tmp_path / "d2")])
+    assert r.exit_code != 0 and "not_listed_1.npz" in r.output and "Traceback" not in r.output
+
+
+def test_official_block_release_is_read_as_the_official_collate(tmp_path):
+    from panorooms3d.store.official import OfficialBlocks, read_official_block
+
+    rng = np.random.default_rng(0)
+    n = 500
+    loc = np.unique(rng.integers(0, 128, (n, 3)), axis=0)
+    sdf = rng.uniform(-3, 3, len(loc)).astype(np.float32)
+    colour = rng.uniform(0, 1, (len(loc), 3)).astype(np.float32)
+    sem = rng.integers(0, 30, len(loc)).astype(np.int64)
+    (tmp_path / "train").mkdir()
+    np.savez(tmp_path / "train" / "b0.npz", targetsdf128loc=loc, targetsdf128=sdf, targetsdf128color=colour,
+             semanticlabel=sem)
+    x, y = read_official_block(tmp_path / "train" / "b0.npz")
+    # the official sparse_to_dense_np + collate, written out
+    dense_sdf = np.full((128, 128, 128), -3.0, np.float32)
+    dense_col = np.zeros((128, 128, 128, 3), np.float32)
+    dense_sem = np.zeros((128, 128, 128), np.int64)
+    for (i, j, k), s, c, lab in zip(loc, sdf, colour, sem):
+        dense_sdf[i, j, k], dense_col[i, j, k], dense_sem[i, j, k] = s, c, lab
+    np.testing.assert_array_equal(x[0], dense_sdf)
+    np.testing.assert_array_equal(x[1:], (dense_col * 2 - 1).transpose(3, 0, 1, 2))
+    np.testing.assert_array_equal(y, dense_sem)
+    blocks = OfficialBlocks(tmp_path / "train")
+    assert len(blocks) == 1 and blocks[0][1].shape == (128, 128, 128)
+    np.savez(tmp_path / "train" / "bad.npz", targetsdf128loc=loc, targetsdf128=sdf, targetsdf128color=colour,
+             semanticlabel=sem + 40)
+    with pytest.raises(DatasetError, match=r"bad\.npz.*paper30"):
+        read_official_block(tmp_path / "train" / "bad.npz")

@@ -282,3 +282,66 @@ def test_imported_official_panorama_lands_on_the_projection(tmp_path):
     assert abs(cols_p.mean() - cols_s.mean()) < 1.0  # the same place, within a pixel
     assert (projected == stored).mean() > 0.9
     assert iou(projected == 13, stored[:, ::-1] == 13) < 0.3  # without the importer's mirror: the bed is elsewhere
+
+
+# ----------------------------------------------------------------------------------------------
+# input encoding of imported rooms, element-wise against the official loader's steps
+
+
+def _official_loader(npz: Path) -> tuple[np.ndarray, np.ndarray]:
+    """eval.py's SceneDataset.__getitem__, step by step (numpy; torch.cat promotes float16 to float32)."""
+    from panorooms3d.taxonomy import get_class_set
+
+    f = np.load(npz)
+    sdf = -3 * f["sdf128"]
+    packed = f["color128"]
+    b = np.floor(packed / 65536)
+    g = np.floor((packed - b * 65536) / 256)
+    r = packed - b * 65536 - g * 256
+    color = np.zeros((*packed.shape, 3), np.float32)
+    color[..., 0], color[..., 1], color[..., 2] = r, g, b
+    color = color / 255
+    sem = f["semanticlabel"]
+    newcolor, newsem = np.zeros_like(color), np.zeros_like(sem)
+    locs = np.where(sdf > -3)
+    newcolor[locs] = color[locs]
+    newsem[locs] = sem[locs]
+    color = 2 * newcolor - 1
+    x = np.concatenate([sdf[..., None].astype(np.float32), color], -1).transpose(3, 0, 1, 2)
+    table = get_class_set("paper30").map(np.arange(99)).astype(np.uint8)  # the official 99-entry table
+    return x, table[newsem].astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_imported_rooms_give_the_official_inputs_and_targets(tmp_path, dtype):
+    from panorooms3d.bench.data import encode, load_room
+    from panorooms3d.store.dataset import Dataset
+    from panorooms3d.store.official import import_official
+
+    rng = np.random.default_rng(3)
+    shape = (10, 9, 8)
+    sdf = rng.uniform(-1.6, 1.6, shape).astype(dtype)
+    sdf[0] = 1.0  # free space ...
+    sdf[1, :, :4] = -1.0  # ... exactly -1 ...
+    sdf[2] = np.array(0.99951, dtype)  # ... just below 1
+    rgb = rng.integers(0, 256, (*shape, 3))
+    packed = (rgb[..., 2] * 65536 + rgb[..., 1] * 256 + rgb[..., 0]).astype(np.float64)
+    label = rng.choice([0, 17, 40, 51, 98], size=shape)  # labels in free space too
+    (tmp_path / "rooms").mkdir()
+    npz = tmp_path / "rooms" / "h_1.npz"
+    np.savez(npz, sdf128=sdf, color128=packed, semanticlabel=label)
+    import_official(tmp_path / "rooms", tmp_path / "data")
+    ds = Dataset(tmp_path / "data")
+    x_off, y_off = _official_loader(npz)
+    sample = load_room(ds, "h_1", encoding="official")  # the evaluation / distillation path
+    np.testing.assert_array_equal(sample.x, x_off)
+    np.testing.assert_array_equal(sample.y, y_off)
+    # the block-training path: a crop encoded with the room's attributes gives the same voxels
+    vol = ds.load_volume("h_1")
+    crop = ds.read_crop("h_1", (2, 1, 0), (6, 6, 8), arrays=("tsdf", "rgb", "label"))
+    xb, yb = encode(crop["tsdf"], crop["rgb"], crop["label"], None, vol.attrs, encoding="official")
+    np.testing.assert_array_equal(xb, x_off[:, 2:8, 1:7, 0:8])
+    np.testing.assert_array_equal(yb, y_off[2:8, 1:7, 0:8])
+    assert (sample.x[0] < -3).any() and (sample.x[0] > 3).any()  # not clipped
+    if dtype == np.float16:  # -3 * sdf in float16 differs from float32 somewhere: the dtype matters
+        assert not np.array_equal(x_off[0], -3 * sdf.astype(np.float32))

@@ -57,6 +57,56 @@ def encode_target(label: np.ndarray, weight: np.ndarray | None = None, class_set
     return target
 
 
+def encode_official(tsdf: np.ndarray, rgb: np.ndarray, label: np.ndarray, class_set: str = "paper30",
+                    sdf_dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """The official loaders' input (4, X, Y, Z) float32 and target (X, Y, Z) int64 of a room.
+
+    Element-wise as eval.py / distill.py build them from an official ``.npz`` (rooms imported by
+    ``import-official`` keep ``sdf128`` unclipped and its file dtype in the attribute ``sdf_dtype``):
+    ``s = -3 * sdf`` computed in ``sdf_dtype`` (float16 files: in float16); colour and label are kept
+    where ``s > -3`` (sdf < 1, including sdf <= -1) and are -1 and void (0) elsewhere; colour is
+    ``(rgb / 255) * 2 - 1``; the label goes through ``class_set``; channel 0 is ``s``, not clipped.
+
+    Args:
+        tsdf: (X, Y, Z) sdf as stored (float16 values are exact in float32).
+        rgb: (X, Y, Z, 3) uint8 colour.
+        label: (X, Y, Z) raw 3D-FRONT ids.
+        class_set: target class set (the official 30 classes = ``paper30``).
+        sdf_dtype: the dtype the official file had (``float16`` or ``float32``).
+    """
+    sdf = np.asarray(tsdf).astype(np.dtype(sdf_dtype))
+    s = sdf.dtype.type(-3) * sdf
+    keep = s > -3
+    x = np.empty((4, *sdf.shape), np.float32)
+    x[0] = s
+    colour = np.moveaxis(np.asarray(rgb).astype(np.float32), -1, 0) / np.float32(255)
+    x[1:] = np.where(keep[None], colour, np.float32(0)) * np.float32(2) - np.float32(1)
+    y = get_class_set(class_set).map(np.where(keep, np.asarray(label), 0)).astype(np.int64)
+    return x, y
+
+
+def _encode_project(tsdf, rgb, label, weight, attrs, class_set):
+    return encode_input(tsdf, rgb, weight), encode_target(label, weight, class_set)
+
+
+def _encode_official(tsdf, rgb, label, weight, attrs, class_set):
+    return encode_official(tsdf, rgb, label, class_set, str((attrs or {}).get("sdf_dtype", "float32")))
+
+
+#: Input encodings: name -> fn(tsdf, rgb, label, weight | None, room attrs, class_set) -> (x, y).
+#: ``project``: :func:`encode_input` / :func:`encode_target` (this project's documented encoding);
+#: ``official``: :func:`encode_official` (the official loaders, element-wise).
+ENCODINGS = {"project": _encode_project, "official": _encode_official}
+
+
+def encode(tsdf, rgb, label, weight=None, attrs: dict | None = None, class_set: str = "paper30",
+           encoding: str = "project") -> tuple[np.ndarray, np.ndarray]:
+    """(x (4, X, Y, Z) float32, y (X, Y, Z) int64) of a room or a crop with the named encoding (:data:`ENCODINGS`)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown input encoding {encoding!r}; use one of {tuple(ENCODINGS)}")
+    return ENCODINGS[encoding](tsdf, rgb, label, weight, attrs, class_set)
+
+
 def padded_shape(shape, pad_to: int = 128) -> tuple[int, int, int]:
     """Each dimension rounded up to a multiple of ``pad_to`` (the paper's padding)."""
     return tuple(int(np.ceil(s / pad_to) * pad_to) for s in shape)  # type: ignore[return-value]
@@ -166,15 +216,16 @@ class RoomSample:
     camera: np.ndarray | None = None
 
 
-def load_room(ds, uid: str, class_set: str = "paper30") -> RoomSample:
-    """Load and encode room ``uid`` of a :class:`panorooms3d.store.dataset.Dataset`."""
+def load_room(ds, uid: str, class_set: str = "paper30", encoding: str = "project") -> RoomSample:
+    """Load and encode room ``uid`` of a :class:`panorooms3d.store.dataset.Dataset` (``encoding``: :data:`ENCODINGS`)."""
     vol = ds.load_volume(uid)
     pano = ds.load_panorama(uid)
     cs = get_class_set(class_set)
+    x, y = encode(vol.tsdf, vol.rgb, vol.label, vol.weight, vol.attrs, class_set, encoding)
     return RoomSample(
         uid=uid,
-        x=encode_input(vol.tsdf, vol.rgb, vol.weight),
-        y=encode_target(vol.label, vol.weight, class_set),
+        x=x,
+        y=y,
         tsdf=np.asarray(vol.tsdf, np.float32),
         origin=vol.origin,
         voxel_size=vol.voxel_size,
