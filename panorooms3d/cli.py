@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "panorama": ("panorooms3d.panorama.commands", "panorama", "Turn each room's skybox into 512x1024 equirect RGB/label/depth panoramas."),
     "pack": ("panorooms3d.store.commands", "pack", "Pack staged rooms into checksummed zarr shards + manifest + splits."),
     "build": ("panorooms3d.run.commands", "build", "Render, fuse and make panoramas for every room, then pack: resumable."),
+    "plan": ("panorooms3d.run.plan", "plan_command", "Estimate a build before rendering: rooms, frames, CPU/GPU-hours, disk."),
     "panoramas": ("panorooms3d.run.panoramas", "panoramas_command", "Panorama-only build: skybox render + panorama per room, no volume (teacher data)."),
     # get and inspect the data
     "publish": ("panorooms3d.store.transfer_commands", "publish_command", "Verify a dataset and write it as a static site (index.json with every file's sha256)."),

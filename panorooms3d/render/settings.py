@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, fields
 
 #: How the hand-held views of a room are chosen (``RenderSettings.view_selection``).
 VIEW_SELECTIONS = ("random", "coverage")
+#: How ``build`` (and ``plan``) choose views when neither --view-selection nor --views is given:
+#: coverage-driven views see more of each room with fewer frames (docs/fusion.md, "Views").
+BUILD_VIEW_SELECTION = "coverage"
 
 
 @dataclass

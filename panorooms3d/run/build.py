@@ -62,7 +62,8 @@ def build_room(task: RoomTask) -> dict:
     t0 = time.perf_counter()
     if task.overwrite or not frames_path.exists():  # overwrite: rendered with other settings
         rinfo = render_room(house, room.room_id, frames_path, RenderSettings.from_dict(kw["render"]))
-        info.update(coverage=rinfo.get("coverage"), seconds_per_frame=rinfo.get("seconds_per_frame"))
+        info.update(coverage=rinfo.get("coverage"), seconds_per_frame=rinfo.get("seconds_per_frame"),
+                    view_selection=rinfo.get("view_selection"), interior_coverage=rinfo.get("interior_coverage"))
     info["render_seconds"] = time.perf_counter() - t0
     frames = read_frames(frames_path)
     info["frames"] = frames.num_frames
