@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from panorooms3d.bench.metrics import aggregate, pooled_metrics, room_metrics, room_volume
+from panorooms3d.bench.metrics import METRICS, aggregate, confusion, pooled_metrics, room_metrics, room_volume
 
 
 def test_hand_computed_four_classes() -> None:
@@ -69,3 +69,55 @@ def test_bad_input() -> None:
         room_metrics(np.array([5]), np.array([0]), 3)
     with pytest.raises(ValueError, match="elements"):
         room_metrics(np.array([0, 1]), np.array([0]), 3)
+
+
+def _mmseg_room(pred: np.ndarray, gt: np.ndarray, k: int) -> dict:
+    """mmsegmentation's intersect_and_union + eval_metrics (torch float32 histc) and eval.py's rounding."""
+    import torch
+
+    p = torch.from_numpy(pred.reshape(-1))
+    g = torch.from_numpy(gt.reshape(-1))
+    inter = p[p == g]
+    ai = torch.histc(inter.float(), bins=k, min=0, max=k - 1)
+    ap = torch.histc(p.float(), bins=k, min=0, max=k - 1)
+    al = torch.histc(g.float(), bins=k, min=0, max=k - 1)
+    au = ap + al - ai
+    acc = ai / al
+    prec = ai / ap
+    vals = {"aAcc": (ai.sum() / al.sum()).numpy(), "mIoU": (ai / au).numpy(), "mAcc": acc.numpy(),
+            "mDice": (2 * ai / (ap + al)).numpy(), "mFscore": ((1 + 1) * (prec * acc) / (prec + acc)).numpy(),
+            "mPrecision": prec.numpy(), "mRecall": acc.numpy()}
+    # eval.py under NumPy 1.x: a float32 mean times 100 is float64
+    return {name: float(np.round(np.float64(np.nanmean(v.astype(np.float32))) * 100, 2)) for name, v in vals.items()}
+
+
+def test_official_rounding_equals_mmseg_and_eval_py():
+    from panorooms3d.bench.metrics import official_rounded
+
+    rng = np.random.default_rng(5)
+    for _ in range(5):
+        gt = rng.integers(0, 7, (9, 8, 7))
+        pred = np.where(rng.random(gt.shape) < 0.6, gt, rng.integers(0, 9, gt.shape))
+        got = official_rounded(confusion(pred, gt, 10))
+        expect = _mmseg_room(pred, gt, 10)
+        assert got == pytest.approx(expect, nan_ok=True, abs=0)
+
+
+def test_room_weights_on_a_room_that_is_not_a_multiple_of_128():
+    from panorooms3d.bench.metrics import official_room_weight, room_weight
+
+    shape = (136, 128, 120)
+    assert room_weight(shape, "project") == 2  # ceil: 2 x 1 x 1 blocks of the padded room
+    assert official_room_weight(shape) == room_weight(shape, "official") == 136 * 128 * 120 / 128**3  # eval.py
+    assert room_weight((256, 128, 128), "official") == room_weight((256, 128, 128), "project") == 2
+    # eval.py: np.dot(IoUs, weight) / np.sum(weight) with weight = prod(shape / 128)
+    rooms = [{k: v for k, v in zip(METRICS, [90.0, 50.0, 60, 55, 55, 58, 60])},
+             {k: v for k, v in zip(METRICS, [80.0, 30.0, 40, 35, 35, 38, 40])}]
+    shapes = [shape, (128, 128, 128)]
+    w_off = [136 * 128 * 120 / 128**3, 1.0]
+    got = aggregate(rooms, [room_weight(s, "official") for s in shapes])
+    assert got["mIoU"] == pytest.approx((50 * w_off[0] + 30 * w_off[1]) / sum(w_off))
+    proj = aggregate(rooms, [room_weight(s, "project") for s in shapes])
+    assert proj["mIoU"] == pytest.approx((50 * 2 + 30) / 3) and abs(proj["mIoU"] - got["mIoU"]) > 3
+    with pytest.raises(ValueError, match="unknown room weights"):
+        room_weight(shape, "blocks")

@@ -14,12 +14,18 @@ that follow:
 - a class predicted but absent from gt: IoU = Dice = Precision = 0, Acc = Recall = NaN, Fscore NaN;
 - a class present in gt but never predicted: IoU = Dice = Acc = Recall = 0, Precision NaN, Fscore NaN.
 
-Rooms are averaged weighted by volume (the paper: number of 128^3 blocks) with :func:`aggregate`;
-:func:`pooled_metrics` instead sums I, P, L over the dataset first. Values are in percent.
+Rooms are averaged weighted by volume with :func:`aggregate`; the weight of a room is chosen by
+name (:data:`ROOM_WEIGHTS`): ``project`` = the number of 128^3 blocks of the padded room,
+``prod(ceil(shape / 128))`` (:func:`room_volume`), ``official`` = ``prod(shape / 128)`` of the
+array fed to the model (eval.py; :func:`official_room_weight`) -- equal on multiples of 128.
+:func:`official_rounded` reproduces eval.py's per-room numbers exactly (float32 per-class values,
+``np.round(nanmean * 100, 2)``). :func:`pooled_metrics` instead sums I, P, L over the dataset
+first. Values are in percent.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -112,6 +118,57 @@ def room_metrics(pred: np.ndarray, gt: np.ndarray, num_classes: int, *, exclude_
 def room_volume(shape: Sequence[int], block: int = 128) -> int:
     """A room's weight in the paper's protocol: the number of ``block``^3 blocks of its padded volume."""
     return int(np.prod([int(np.ceil(s / block)) for s in shape]))
+
+
+def official_room_weight(shape: Sequence[int], block: int = 128) -> float:
+    """A room's weight in the official eval.py: ``prod(shape / block)`` of the array fed to the model (fractional)."""
+    return float(np.prod(np.asarray(shape, np.float64) / block))
+
+
+#: Room weights by name: ``project`` (:func:`room_volume`) or ``official`` (:func:`official_room_weight`).
+ROOM_WEIGHTS = {"project": room_volume, "official": official_room_weight}
+
+
+def room_weight(shape: Sequence[int], weights: str = "project") -> float:
+    """The weight of a room of ``shape`` voxels under the named scheme (:data:`ROOM_WEIGHTS`)."""
+    if weights not in ROOM_WEIGHTS:
+        raise ValueError(f"unknown room weights {weights!r}; use one of {tuple(ROOM_WEIGHTS)}")
+    return ROOM_WEIGHTS[weights](shape)
+
+
+def official_rounded(cm: np.ndarray, *, exclude: Sequence[int] = ()) -> dict:
+    """The :data:`METRICS` of one room exactly as the official eval.py reports them (percent).
+
+    mmsegmentation's ``eval_metrics`` computes the per-class values in float32 (torch); eval.py then
+    takes ``np.round(np.nanmean(values.astype(np.float32)) * 100, 2)`` per metric (aAcc from the
+    summed counts): a float32 mean, multiplied and rounded in float64 (NumPy 1.x promotes a float32
+    scalar times a Python int to float64), and averages rooms in float64. Classes in ``exclude``
+    are left out of the means.
+    """
+    cm = np.asarray(cm, np.int64)
+    inter = np.diag(cm).astype(np.float32)
+    pred = cm.sum(axis=0).astype(np.float32)
+    label = cm.sum(axis=1).astype(np.float32)
+    keep = np.ones(len(inter), bool)
+    keep[list(exclude)] = False
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = inter / (pred + label - inter)
+        acc = inter / label
+        dice = 2 * inter / (pred + label)
+        precision = inter / pred
+        fscore = 2 * precision * acc / (precision + acc)
+        aacc = np.float32(inter[keep].sum() / label[keep].sum())
+
+    def official(values) -> float:
+        values = np.asarray(values, np.float32)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN mean is NaN, as in eval.py
+            # the mean in float32; "* 100" of a float32 scalar is float64 under NumPy 1.x (the official's)
+            return float(np.round(np.float64(np.nanmean(values)) * 100.0, 2))
+
+    per = {"aAcc": aacc, "mIoU": iou[keep], "mAcc": acc[keep], "mDice": dice[keep], "mFscore": fscore[keep],
+           "mPrecision": precision[keep], "mRecall": acc[keep]}
+    return {k: official(per[k]) for k in METRICS}
 
 
 def aggregate(rooms: Sequence[dict], volumes: Sequence[float]) -> dict:
