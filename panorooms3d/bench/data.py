@@ -128,18 +128,60 @@ class BlockConfig:
     """How training blocks are drawn.
 
     Attributes:
-        block: edge of the cubic block in voxels (the paper: 128).
+        block: block size in voxels: an int (a cube, the paper: 128) or [bx, by, bz].
         pad_to: rooms are padded to multiples of this (default: the block size; the paper: 128).
         class_set: target class set.
-        augment: random flips and 90-degree turns about z.
+        augment: random flips and turns about z (quarter turns only when bx == by).
         seed: the sampling seed.
+        sampling: ``uniform`` (the paper: the block start uniform over the padded room) or
+            ``surface``: with probability ``surface_fraction`` the block is centred (plus a
+            uniform jitter of a quarter block) on a voxel drawn uniformly from the room's
+            labelled (non-void) voxels, otherwise uniform; keeps blocks from being mostly empty
+            space when blocks are much smaller than rooms.
+        surface_fraction: see ``sampling``.
     """
 
-    block: int = 128
+    block: int | list[int] | tuple[int, int, int] = 128
     pad_to: int | None = None
     class_set: str = "paper30"
     augment: bool = True
     seed: int = 0
+    sampling: str = "uniform"
+    surface_fraction: float = 0.75
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """The block size (bx, by, bz)."""
+        return block_size(self.block)
+
+
+SAMPLINGS = ("uniform", "surface")
+
+
+def block_size(block) -> tuple[int, int, int]:
+    """(bx, by, bz) of a block given as an int (cube) or three ints."""
+    if isinstance(block, (int, np.integer)):
+        return (int(block),) * 3  # type: ignore[return-value]
+    b = tuple(int(v) for v in block)
+    if len(b) != 3 or min(b) <= 0:
+        raise ValueError(f"block must be a positive int or three positive ints, got {block!r}")
+    return b  # type: ignore[return-value]
+
+
+def labelled_subset(rooms: list[str], fraction: float, seed: int = 0) -> list[str]:
+    """The rooms whose 3D labels a run may use when only ``fraction`` of the training rooms are labelled.
+
+    A seeded permutation of the sorted uids, so every run (whatever its own seed) sees the same
+    labelled rooms; at least one room when ``fraction`` > 0. ``fraction`` = 1 keeps all rooms.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    ordered = sorted(rooms)
+    if fraction >= 1.0:
+        return ordered
+    keep = max(1, int(round(fraction * len(ordered))))
+    perm = np.random.default_rng([seed, 7]).permutation(len(ordered))
+    return [ordered[i] for i in sorted(perm[:keep])]
 
 
 class BlockDataset(TorchDataset):
@@ -156,8 +198,10 @@ class BlockDataset(TorchDataset):
         self.rooms = list(rooms)
         self.config = config
         self.samples = samples
+        if config.sampling not in SAMPLINGS:
+            raise ValueError(f"unknown block sampling {config.sampling!r}; use one of {SAMPLINGS}")
         self._ds = None
-        self._shapes: dict[str, tuple[int, int, int]] = {}
+        self._surface: dict[str, np.ndarray] = {}
 
     def _dataset(self):
         if self._ds is None:  # opened lazily: once per DataLoader worker
@@ -169,22 +213,38 @@ class BlockDataset(TorchDataset):
     def __len__(self) -> int:
         return self.samples
 
+    def _surface_voxels(self, uid: str) -> np.ndarray:
+        """(N, 3) int32 indices of the room's labelled (non-void) voxels (cached per worker)."""
+        if uid not in self._surface:
+            label = self._dataset().read_crop(uid, (0, 0, 0), self._dataset().room_info(uid).shape,
+                                              arrays=("label",))["label"]
+            target = get_class_set(self.config.class_set).map(label)
+            self._surface[uid] = np.argwhere(target > 0).astype(np.int32)
+        return self._surface[uid]
+
     def draw(self, index: int) -> tuple[str, np.ndarray, tuple[bool, bool, int]]:
         """The room, block start (3,) and augmentation of sample ``index``."""
         rng = np.random.default_rng([self.config.seed, int(index)])
         uid = self.rooms[int(rng.integers(len(self.rooms)))]
         shape = self._dataset().room_info(uid).shape
-        padded = padded_shape(shape, self.config.pad_to or self.config.block)
-        b = self.config.block
-        start = np.array([int(rng.integers(0, max(p - b, 0) + 1)) for p in padded])
+        b = np.asarray(self.config.size)
+        padded = np.asarray(padded_shape(shape, self.config.pad_to or int(b.max())))
+        start = np.array([int(rng.integers(0, max(p - s, 0) + 1)) for p, s in zip(padded, b)])
         aug = (bool(rng.integers(2)), bool(rng.integers(2)), int(rng.integers(4))) if self.config.augment else (
             False, False, 0)
+        if b[0] != b[1]:  # a quarter turn would swap bx and by: half turns only
+            aug = (aug[0], aug[1], aug[2] & 2)
+        if self.config.sampling == "surface" and rng.random() < self.config.surface_fraction:
+            voxels = self._surface_voxels(uid)
+            if len(voxels):
+                centre = voxels[int(rng.integers(len(voxels)))]
+                jitter = rng.integers(-(b // 4), b // 4 + 1)
+                start = np.clip(centre + jitter - b // 2, 0, np.maximum(padded - b, 0))
         return uid, start, aug
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         uid, start, aug = self.draw(index)
-        b = self.config.block
-        crop = self._dataset().read_crop(uid, start, (b, b, b), arrays=("tsdf", "rgb", "label"))
+        crop = self._dataset().read_crop(uid, start, self.config.size, arrays=("tsdf", "rgb", "label"))
         x = encode_input(crop["tsdf"], crop["rgb"])
         y = encode_target(crop["label"], class_set=self.config.class_set)
         x, y = augment(x, y, *aug)

@@ -23,6 +23,12 @@ gradient; the gradient of the KD term reaches the student through the interpolat
 ``kd_weight=0`` is the **finetune-only control** of the paper's Table 3: the same loop, rooms,
 schedule and validation, with CE only (no projection is computed; the log's ``kd`` is null).
 
+``labelled_fraction`` < 1 is the setting in which a 2D teacher saves labelling: only a fixed
+subset of the training rooms (:func:`panorooms3d.bench.data.labelled_subset`, the same rooms the
+block pretraining used) has 3D labels. Distillation then visits every training room with a cached
+teacher prediction and applies CE only on the labelled ones (KD only on the others); the
+finetune-only control visits the labelled rooms alone.
+
 Validation every ``val_every`` iterations on the ``val_split`` rooms (volume-weighted mIoU via
 :func:`panorooms3d.bench.evaluate.evaluate`) keeps ``<out>/best.pt``; with no validation rooms the
 final weights are the best. Room order: epoch e is a permutation of the training rooms drawn
@@ -43,7 +49,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from panorooms3d.bench.data import RoomSample, load_room
+from panorooms3d.bench.data import RoomSample, labelled_subset, load_room
 from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
 from panorooms3d.run.checkpoint import load_checkpoint
@@ -76,6 +82,8 @@ class DistillConfig:
         checkpoint_every, log_every: iterations between checkpoints / log lines.
         max_voxels: rooms above this are validated with a sliding window.
         model_overrides: constructor overrides (e.g. ``{"skip": False}``).
+        labelled_fraction: share of the training rooms with 3D labels (see the module docstring).
+        warmup: iterations of linear learning-rate warm-up (as in block training).
     """
 
     data: str
@@ -99,6 +107,8 @@ class DistillConfig:
     log_every: int = 1
     max_voxels: int = 256 * 256 * 128
     model_overrides: dict = field(default_factory=dict)
+    labelled_fraction: float = 1.0
+    warmup: int = 0
 
 
 @dataclass
@@ -129,18 +139,24 @@ def project_logits(sample: RoomSample, logits: torch.Tensor, height: int, width:
 
 def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torch.Tensor | None, *,
                 tau: float = 20.0, kd_weight: float = 1.0, projection: str = "surface",
-                device: torch.device | str = "cpu") -> dict:
+                device: torch.device | str = "cpu", labelled: bool = True) -> dict:
     """The losses of one room (batch 1): ``ce``, ``kd`` (None when kd_weight is 0 or no teacher), ``loss``, ``hit``.
 
     Args:
         model: the 3D student ((1, 4, X, Y, Z) -> (1, K, X, Y, Z)).
         sample: the room (needs tsdf, origin, voxel_size, camera for the KD term).
         teacher_logits: (K, H, W) cached teacher logits, or None.
+        labelled: False for a room whose 3D labels may not be used: no CE term (``ce`` is None).
     """
     x = torch.as_tensor(sample.x, dtype=torch.float32, device=device)[None]
-    y = torch.as_tensor(sample.y, dtype=torch.long, device=device)[None]
     logits = model(x)
-    ce = voxel_cross_entropy(logits.float(), y)
+    if labelled:
+        y = torch.as_tensor(sample.y, dtype=torch.long, device=device)[None]
+        ce = voxel_cross_entropy(logits.float(), y)
+    else:
+        if kd_weight <= 0 or teacher_logits is None:
+            raise ValueError(f"room {sample.uid} has no labels and no teacher term: nothing to learn from")
+        ce = None
     out = {"ce": ce, "kd": None, "loss": ce, "hit": None}
     if kd_weight > 0 and teacher_logits is not None:
         if sample.camera is None:
@@ -148,7 +164,7 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         t = torch.as_tensor(teacher_logits, device=device)
         res = project_logits(sample, logits[0].float(), int(t.shape[1]), int(t.shape[2]), projection)
         kd = distillation_loss(res.values, t.to(res.values.dtype), res.hit.to(device), tau=tau)
-        out.update(kd=kd, loss=ce + kd_weight * kd, hit=float(res.hit.float().mean()))
+        out.update(kd=kd, loss=kd_weight * kd if ce is None else ce + kd_weight * kd, hit=float(res.hit.float().mean()))
     return out
 
 
@@ -215,6 +231,9 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
 
     ds = Dataset(Path(data))
     rooms = ds.split(config.split)
+    labelled = set(labelled_subset(rooms, config.labelled_fraction))
+    if config.kd_weight <= 0:  # without a teacher only the labelled rooms teach anything
+        rooms = [u for u in rooms if u in labelled]
     if config.kd_weight > 0:
         from panorooms3d.bench.teacher import teacher_cache_path
 
@@ -265,13 +284,13 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
 
             teacher = torch.from_numpy(np.load(teacher_cache_path(teacher_cache, uid)).astype(np.float32))
         losses = room_losses(model, sample, teacher, tau=config.tau, kd_weight=config.kd_weight,
-                             projection=config.projection, device=device)
+                             projection=config.projection, device=device, labelled=uid in labelled)
         value = optimisation_step(losses["loss"], optimizer, scheduler, on_diverge=lambda it=it: checkpoint(it),
                                   where=f"iteration {it + 1} (room {uid})")
         kd = None if losses["kd"] is None else float(losses["kd"].detach())
-        ce = float(losses["ce"].detach())
+        ce = None if losses["ce"] is None else float(losses["ce"].detach())
         bar.update(1)
-        bar.set_postfix(ce=f"{ce:.3f}", kd="-" if kd is None else f"{kd:.3f}")
+        bar.set_postfix(ce="-" if ce is None else f"{ce:.3f}", kd="-" if kd is None else f"{kd:.3f}")
         if (it + 1) % config.log_every == 0 or it + 1 == end:
             log.write(json.dumps({"iteration": it + 1, "room": uid, "loss": value, "ce": ce,
                                   "kd": kd, "hit_fraction": losses["hit"], "lr": scheduler.get_last_lr()[0],

@@ -6,7 +6,7 @@ A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
     description = "..."
     reference = "Table 1"                # where the paper's numbers come from
 
-    [settings]   class_set, seed, device, workers   (shared by every stage)
+    [settings]   class_set, seed, seeds, device, workers   (shared by every stage)
     [train]      TrainConfig fields (block training defaults: iterations, batch_size, block, lr, ...)
     [teacher]    TeacherConfig fields (variant, iterations, lr, height, width, init, model_overrides, ...)
     [distill]    DistillConfig fields (iterations, tau, lr, val_every, val_split, projection, ...)
@@ -20,6 +20,9 @@ A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
     finetune_only = false                # room-level finetuning without KD (Table 3's control)
     skip = true                          # the 3D Segmenter's skip connection (Table 4: false)
     iterations = 20000                   # block-training iterations (else [train])
+    seeds = [0, 1, 2]                    # one training per seed (else [settings] seeds, else [settings] seed)
+    labelled_fraction = 0.5              # only this share of the training rooms has 3D labels (train and
+                                         # distill use CE on those; distillation uses KD on all rooms)
     train = {...}, distill_settings = {...}   # optional per-run overrides of those sections
     paper = {aAcc = 98.82, mIoU = 58.06, ..., params = 0.38}   # the paper's row, for comparison
 
@@ -27,7 +30,7 @@ A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
 settings: ``<out>/pretrain/<model>-<hash>/``) -> the teacher once per suite when any run distils
 (``<out>/teacher/teacher.pt`` and its cache ``<out>/teacher/cache/``) -> distillation or
 finetuning (``<out>/runs/<name>/distill/``) -> evaluation on the eval split
-(``<out>/runs/<name>/metrics.json``) -> plots (``per_class_iou.png``, ``confusion.png``,
+(``<out>/runs/<name>/metrics.json``; with several seeds ``<out>/runs/<name>/seed<k>/...``) -> plots (``per_class_iou.png``, ``confusion.png``,
 ``samples.png``). Every finished step leaves its file and is skipped when run again; an
 interrupted training resumes from its checkpoint. Each step is logged to
 ``<out>/suite_log.jsonl`` (``done`` with seconds, or ``skipped``). Finally the tables:
@@ -52,10 +55,11 @@ from panorooms3d.bench.train import TrainConfig
 from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
-SETTINGS = {"class_set", "seed", "device", "workers"}
+SETTINGS = {"class_set", "seed", "seeds", "device", "workers"}
 EVAL_KEYS = {"split", "max_voxels", "samples"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
-            "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description"}
+            "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description", "seeds",
+            "labelled_fraction"}
 # fields a suite may not set: they are decided by the suite runner
 _RUNNER_FIELDS = {"data", "out", "model", "student", "teacher_cache", "init", "model_overrides"}
 
@@ -78,6 +82,7 @@ class RunSpec:
     distill_settings: dict = field(default_factory=dict)
     model_overrides: dict = field(default_factory=dict)
     paper: dict = field(default_factory=dict)
+    seeds: list[int] | None = None
 
     @property
     def room_level(self) -> bool:
@@ -172,6 +177,13 @@ def load_suite(path: str | Path) -> Suite:
         dset = dict(r.get("distill_settings", {}))
         if "distill_iterations" in r:
             dset["iterations"] = r["distill_iterations"]
+        if "labelled_fraction" in r:
+            train["labelled_fraction"] = dset["labelled_fraction"] = float(r["labelled_fraction"])
+        seeds = r.get("seeds")
+        if seeds is not None and (not isinstance(seeds, list) or not seeds
+                                  or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds)
+                                  or len(set(seeds)) != len(seeds)):
+            raise SuiteError(f"{path}: {where} seeds must be a non-empty list of distinct integers, got {seeds!r}")
         _check_keys(path, f"{where} distill_settings", dset, _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
         overrides = dict(r.get("model_overrides", {}))
         if not r.get("skip", True):
@@ -181,7 +193,8 @@ def load_suite(path: str | Path) -> Suite:
         runs.append(RunSpec(name=str(r["name"]), model=str(r["model"]), label=str(r.get("label", r["name"])),
                             distill=bool(r.get("distill", False)), finetune_only=bool(r.get("finetune_only", False)),
                             skip=bool(r.get("skip", True)), train=train, distill_settings=dset,
-                            model_overrides=overrides, paper=dict(r.get("paper", {}))))
+                            model_overrides=overrides, paper=dict(r.get("paper", {})),
+                            seeds=None if seeds is None else [int(v) for v in seeds]))
     return Suite(path=path, name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                  reference=str(data.get("reference", "")), runs=runs, claims=_claims(path, data, runs), **sections)
 
@@ -296,18 +309,26 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     log = SuiteLog(out / "suite_log.jsonl", progress)
     teacher_dir = out / "teacher"
     t_start = time.perf_counter()
-    for run in tqdm(selected, desc=f"suite {suite.name}", unit="run", disable=not progress, dynamic_ncols=True):
-        run_dir = out / "runs" / run.name
+    # Seed-major order: every run's first seed before any run's second, so a suite cut short
+    # already has a complete table with one seed per row.
+    jobs = []
+    for k in range(max(len(run_seeds(r, settings)) for r in selected)):
+        jobs += [(r, run_seeds(r, settings)[k]) for r in selected if k < len(run_seeds(r, settings))]
+    for spec, seed in tqdm(jobs, desc=f"suite {suite.name}", unit="run", disable=not progress, dynamic_ncols=True):
+        run_dir = run_folder(out, spec, settings, seed)
         run_dir.mkdir(parents=True, exist_ok=True)
-        pre = _pretrain(suite, run, settings, data, out, log, progress)
+        rs = {**settings, "seed": seed}
+        # the log and metrics name a seed's run "name/seed<k>" when the run has several seeds
+        run = spec if run_dir.name == spec.name else dataclasses.replace(spec, name=f"{spec.name}/{run_dir.name}")
+        pre = _pretrain(suite, run, rs, data, out, log, progress)
         checkpoint = pre
         if run.room_level:
             cache = None
             if run.distill:
                 cache = _teacher(suite, settings, data, teacher_dir, log, progress)
-            checkpoint = _room_level(suite, run, settings, data, pre, cache, run_dir, log, progress)
-        _evaluate(suite, run, settings, data, checkpoint, run_dir, log, progress)
-        _plots(suite, run, settings, data, checkpoint, run_dir, log)
+            checkpoint = _room_level(suite, run, rs, data, pre, cache, run_dir, log, progress)
+        _evaluate(suite, run, rs, data, checkpoint, run_dir, log, progress)
+        _plots(suite, run, rs, data, checkpoint, run_dir, log)
     result = write_tables(suite, out)
     if progress:
         tqdm.write(f"suite {suite.name}: {len(selected)} run(s) in {time.perf_counter() - t_start:.1f} s; "
@@ -315,12 +336,25 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     return result
 
 
+def run_seeds(run: RunSpec, settings: dict) -> list[int]:
+    """The seeds of a run: its own ``seeds``, else ``[settings] seeds``, else ``[settings] seed``."""
+    if run.seeds:
+        return list(run.seeds)
+    return [int(v) for v in settings.get("seeds") or [settings.get("seed", 0)]]
+
+
+def run_folder(out: Path, run: RunSpec, settings: dict, seed: int) -> Path:
+    """``<out>/runs/<name>`` for a single-seed run, ``<out>/runs/<name>/seed<k>`` with several seeds."""
+    base = Path(out) / "runs" / run.name
+    return base if len(run_seeds(run, settings)) == 1 else base / f"seed{seed}"
+
+
 def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path, log: SuiteLog, progress: bool) -> Path:
     from panorooms3d.bench.train import train
 
     cfg = {**suite.train, **run.train, "model": run.model, "model_overrides": run.model_overrides,
            "class_set": settings["class_set"], "seed": settings["seed"]}
-    key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every")})
+    key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every", "val_every", "threads")})
     folder = out / "pretrain" / f"{run.model}{'' if run.skip else '-noskip'}-{key}"
     config = TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
     marker = folder / "model.pt"
@@ -329,7 +363,7 @@ def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path,
 
 
 def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteLog, progress: bool) -> Path:
-    from panorooms3d.bench.teacher import cache_teacher_predictions, train_teacher
+    from panorooms3d.bench.teacher import cache_teacher_predictions, train_teacher, write_teacher_metrics
 
     tcfg = dict(suite.teacher)
     variant, iterations, lr = tcfg.pop("variant", "tiny"), tcfg.pop("iterations", 2000), tcfg.pop("lr", 1e-4)
@@ -346,6 +380,10 @@ def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteL
         done.write_text(json.dumps(counts, indent=2))
 
     log.step("teacher", "cache", done, make_cache)
+    # the teacher's own score: panorama mIoU on the eval split's panoramas (a teacher row for the table)
+    log.step("teacher", "evaluate-teacher", folder / "metrics.json", lambda: write_teacher_metrics(
+        marker, data, folder / "metrics.json", split=suite.eval.get("split", "test"), class_set=settings["class_set"],
+        height=tcfg.get("height"), width=tcfg.get("width"), device=settings["device"], progress=progress))
     return cache
 
 

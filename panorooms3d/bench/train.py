@@ -13,9 +13,15 @@
 - scalable: DDP when launched with ``torchrun`` (``WORLD_SIZE`` > 1; gloo on CPU, nccl on GPU),
   bf16 autocast on GPU (``amp``).
 
-Defaults follow the paper: Adam, learning rate 1e-3, 128^3 blocks, cross-entropy over all 30
-classes (void included). The paper states no learning-rate decay; ``schedule="poly"`` is
-available (power 0.9).
+Defaults follow the paper: Adam, learning rate 1e-3, 128^3 blocks drawn uniformly, cross-entropy
+over all 30 classes (void included), no learning-rate decay. The CPU track
+(benchmark/cpu-track.toml, docs/benchmark.md) changes what the diagnosis showed to matter on a
+small budget, each a setting here: non-cubic blocks that hold a room's height (``block``),
+blocks centred on labelled voxels (``sampling="surface"``), class-frequency weights
+(``class_weights``), a linear warm-up and a cosine or poly decay (``warmup``, ``schedule``), and
+validation during training (``val_every``) whose curve shows when training has flattened.
+``labelled_fraction`` < 1 trains on a fixed subset of the training rooms (the rooms whose 3D
+labels the run may use; :func:`panorooms3d.bench.data.labelled_subset`).
 """
 
 from __future__ import annotations
@@ -27,12 +33,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from panorooms3d.bench.data import BlockConfig, BlockDataset
+from panorooms3d.bench.data import BlockConfig, BlockDataset, labelled_subset
 from panorooms3d.run.atomic import atomic_path
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
@@ -50,10 +57,20 @@ class TrainConfig:
         out: run folder (checkpoints, logs, final weights).
         iterations: optimisation steps.
         batch_size: blocks per step (per process under DDP).
-        block: block edge in voxels (paper: 128).
+        block: block edge in voxels (paper: 128), or [bx, by, bz].
         lr: Adam learning rate (paper: 1e-3).
         weight_decay: Adam weight decay.
-        schedule: ``constant`` (paper) or ``poly``.
+        schedule: ``constant`` (paper), ``poly`` (power 0.9) or ``cosine`` (to 1% of lr); after the warm-up.
+        warmup: iterations of linear learning-rate warm-up from 1% (0 = none, the paper).
+        sampling: block sampling, ``uniform`` (paper) or ``surface`` (see BlockConfig).
+        class_weights: cross-entropy class weights: ``none`` (paper), ``sqrt-inverse`` or ``inverse``
+            frequency of each class over the training rooms' voxels (normalised to mean 1 over
+            the classes present; absent classes weigh 1).
+        labelled_fraction: share of the training rooms whose labels are used (1 = all).
+        val_every: iterations between validations on ``val_split`` (0 = none); the curve goes
+            to ``train_log.jsonl`` (``val_mIoU``, ``val_mIoU_void_excluded``).
+        val_split: the split validated on.
+        threads: torch intra-op threads (0 = torch's default).
         class_set: target classes.
         seed: the seed of sampling and initialisation.
         workers: DataLoader workers.
@@ -75,6 +92,13 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "constant"
+    warmup: int = 0
+    sampling: str = "uniform"
+    class_weights: str = "none"
+    labelled_fraction: float = 1.0
+    val_every: int = 0
+    val_split: str = "val"
+    threads: int = 0
     class_set: str = "paper30"
     seed: int = 0
     workers: int = 2
@@ -114,14 +138,50 @@ def build(config: TrainConfig) -> torch.nn.Module:
     return build_model(config.model, num_classes=num_classes, in_channels=4, **config.model_overrides)
 
 
+SCHEDULES = ("constant", "poly", "cosine")
+
+
+def lr_factor(it: int, schedule: str, total: int, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at step ``it``: linear warm-up from 1%, then ``schedule``."""
+    if warmup > 0 and it < warmup:
+        return 0.01 + 0.99 * it / warmup
+    if schedule == "constant":
+        return 1.0
+    frac = min(max(it - warmup, 0) / max(total - warmup, 1), 1.0)
+    if schedule == "poly":
+        return max(1.0 - frac, 0.0) ** 0.9
+    if schedule == "cosine":
+        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac))
+    raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
     """The learning-rate schedule (a LambdaLR, so its state is checkpointed)."""
-    if config.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
-    if config.schedule == "poly":
-        total = max(config.iterations, 1)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1.0 - it / total, 0.0) ** 0.9)
-    raise ValueError(f"unknown schedule {config.schedule!r}; use constant or poly")
+    total, warmup = max(config.iterations, 1), int(getattr(config, "warmup", 0))
+    lr_factor(0, config.schedule, total, warmup)  # fails early on an unknown schedule
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config.schedule, total, warmup))
+
+
+def class_weights(data: Path, rooms: list[str], class_set: str, mode: str) -> torch.Tensor | None:
+    """Cross-entropy class weights from the voxel frequencies of ``rooms`` (None for ``none``)."""
+    if mode == "none":
+        return None
+    if mode not in ("sqrt-inverse", "inverse"):
+        raise ValueError(f"unknown class_weights {mode!r}; use none, sqrt-inverse or inverse")
+    from panorooms3d.store.dataset import Dataset
+
+    ds = Dataset(Path(data))
+    cs = get_class_set(class_set)
+    counts = np.zeros(cs.num_classes, np.float64)
+    for uid in rooms:
+        label = ds.read_crop(uid, (0, 0, 0), ds.room_info(uid).shape, arrays=("label",))["label"]
+        counts += np.bincount(cs.map(label).ravel(), minlength=cs.num_classes)[: cs.num_classes]
+    present = counts > 0
+    freq = counts[present] / counts[present].sum()
+    w = np.ones(cs.num_classes, np.float64)
+    w[present] = freq ** (-0.5 if mode == "sqrt-inverse" else -1.0)
+    w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> dict:
@@ -185,9 +245,10 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     from panorooms3d.store.dataset import Dataset
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:  # DDP: only rank 0 writes in the run folder
+        out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     if world > 1:
         import torch.distributed as dist
@@ -198,6 +259,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
 
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     model = build(config).to(device)
     if config.init:
         load_weights(Path(config.init), model)
@@ -217,8 +280,13 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     rooms = ds.split(config.split)
     if not rooms:
         raise ValueError(f"{config.data}: the {config.split!r} split has no rooms")
+    rooms = labelled_subset(rooms, config.labelled_fraction)
     blocks = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, class_set=config.class_set,
-                                                                  seed=config.seed))
+                                                                  seed=config.seed, sampling=config.sampling))
+    weights = class_weights(Path(config.data), rooms, config.class_set, config.class_weights)
+    if weights is not None:
+        weights = weights.to(device)
+    val_rooms = ds.split(config.val_split) if config.val_every > 0 else []
     b = config.batch_size
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
     # Sample index of (iteration, rank, item): a pure function, so resuming draws the same blocks.
@@ -234,8 +302,22 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             writer = SummaryWriter(str(out / "tb"))
         except ImportError:  # tensorboard is optional
             writer = None
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    if rank == 0:  # DDP: only rank 0 writes in the run folder
+        (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
     log = (out / "train_log.jsonl").open("a") if rank == 0 else None
+
+    def validate(iteration: int) -> None:
+        from panorooms3d.bench.evaluate import evaluate
+
+        result = evaluate(model, Path(config.data), rooms=val_rooms, split=config.val_split,
+                          class_set=config.class_set, device=str(device), progress=False)
+        net.train()
+        record = {"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
+                  "val_mIoU_void_excluded": result["void_excluded"]["mIoU"], "seconds": time.perf_counter() - t0}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if writer is not None:
+            writer.add_scalar("val/mIoU", record["val_mIoU"], iteration)
 
     def checkpoint(iteration: int) -> None:
         if rank == 0:
@@ -255,7 +337,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = net(x)
-        loss_value = optimisation_step(F.cross_entropy(logits.float(), y), optimizer, scheduler,
+        loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weights), optimizer, scheduler,
                                        on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}")
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -267,6 +349,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             if writer is not None:
                 writer.add_scalar("train/loss", loss_value, it + 1)
                 writer.add_scalar("train/lr", record["lr"], it + 1)
+        if rank == 0 and val_rooms and ((it + 1) % config.val_every == 0 or it + 1 == config.iterations):
+            validate(it + 1)
         if (it + 1) % config.checkpoint_every == 0:
             checkpoint(it + 1)
     done = end if end > start else start
