@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     # use the data
     "models": ("panorooms3d.nn.commands", "models", "List the models with parameter counts vs the paper; `models profile` times one."),
     "benchmark": ("panorooms3d.bench.commands", "benchmark", "Train, distil, evaluate and run the paper's experiment suites (tables 1, 3, 4)."),
+    # the machine
+    "doctor": ("panorooms3d.doctor", "doctor", "Check versions, devices, system libraries, disk, memory; --gpu: every GPU path, timed."),
 }
 
 
