@@ -11,7 +11,6 @@ encoding from the official loader's steps; the evaluation weights and rounding f
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,6 @@ import pytest
 import torch
 
 from panorooms3d.panorama.projection import render_equirect, render_equirect_official
-
-SPLITS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official-splits"
-
 
 # ----------------------------------------------------------------------------------------------
 # an independent numpy model of the official render() (pytorch3d conventions)
@@ -76,7 +72,8 @@ def _official_face_images(density: np.ndarray, feats: np.ndarray, vs: float, fs:
         img = np.zeros((fs, fs, feats.shape[0]))
         for i in range(fs):
             for j in range(fs):
-                # FoV 90: a view point at depth z is (x_ndc z, y_ndc z, z); world = R @ view (row-vector X_view = X_world R)
+                # FoV 90: a view point at depth z is (x_ndc z, y_ndc z, z); world = R @ view
+                # (pytorch3d's row vectors: X_view = X_world R)
                 direction = r @ np.array([ndc[j], ndc[i], 1.0])
                 pts_world = depths[:, None] * direction[None, :]
                 local = pts_world / ((size_xyz - 1) * 0.5 * vs)
@@ -345,3 +342,81 @@ def test_imported_rooms_give_the_official_inputs_and_targets(tmp_path, dtype):
     assert (sample.x[0] < -3).any() and (sample.x[0] > 3).any()  # not clipped
     if dtype == np.float16:  # -3 * sdf in float16 differs from float32 somewhere: the dtype matters
         assert not np.array_equal(x_off[0], -3 * sdf.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# the KD term and the schedule
+
+
+def test_official_kd_by_hand():
+    from panorooms3d.nn.losses import distillation_loss
+
+    rng = np.random.default_rng(0)
+    k, h, w, tau = 30, 6, 10, 20.0
+    s = rng.normal(scale=30, size=(1, k, h, w))
+    t = rng.normal(scale=30, size=(1, k, h, w))
+
+    def log_softmax(z):
+        z = z / tau
+        return z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) - z.max(1, keepdims=True)
+
+    # distill.py: F.kl_div(log_softmax(s/T), log_softmax(t/T), reduction="sum", log_target=True) * T^2 / s.numel()
+    ls, lt = log_softmax(s), log_softmax(t)
+    official = (np.exp(lt) * (lt - ls)).sum() * tau**2 / s.size
+    got = distillation_loss(torch.from_numpy(s), torch.from_numpy(t), None, tau=tau, normalisation="official")
+    assert float(got) == pytest.approx(official, rel=1e-9)
+    project = distillation_loss(torch.from_numpy(s), torch.from_numpy(t), None, tau=tau)
+    assert float(project) == pytest.approx(k * official, rel=1e-9)  # the project's mean over pixels: K x stronger
+    mask = torch.from_numpy(rng.random((h, w)) < 0.5)
+    per_pixel = (np.exp(lt) * (lt - ls)).sum(1)[0]  # [H, W]
+    masked = distillation_loss(torch.from_numpy(s), torch.from_numpy(t), mask, tau=tau, normalisation="official")
+    assert float(masked) == pytest.approx(per_pixel[mask.numpy()].sum() * tau**2 / s.size, rel=1e-9)
+
+
+def test_multistep_schedule_is_torch_multisteplr_per_epoch():
+    from types import SimpleNamespace
+
+    from panorooms3d.bench.train import make_scheduler
+
+    net = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    cfg = SimpleNamespace(schedule="multistep", milestones=[0, 2, 4, 6], milestone_step=3, gamma=0.5, iterations=30)
+    sched = make_scheduler(opt, cfg)
+    ref_opt = torch.optim.Adam(torch.nn.Linear(1, 1).parameters(), lr=1e-3)
+    ref = torch.optim.lr_scheduler.MultiStepLR(ref_opt, milestones=list(range(0, 8, 2)), gamma=0.5)  # distill.py
+    got, expect = [], []
+    for epoch in range(10):  # distill.py: 1,500 iterations an epoch (3 here), scheduler.step() after each epoch
+        for _ in range(3):
+            got.append(opt.param_groups[0]["lr"])
+            expect.append(ref_opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        ref_opt.step()
+        ref.step()
+    np.testing.assert_allclose(got, expect, rtol=1e-12)
+    assert got[0] == pytest.approx(5e-4) and got[-1] == pytest.approx(6.25e-5)  # the milestone at 0 halves at once
+
+
+def test_protocols_are_data():
+    from panorooms3d.bench.distill import DistillConfig
+    from panorooms3d.bench.protocol import ProtocolError, available_protocols, load_protocol
+
+    assert {"official", "project"} <= set(available_protocols())
+    off = load_protocol("official").section("distill")
+    assert off["kd_normalisation"] == "official" and off["kd_mask"] == "none"
+    assert off["projection"] == "official-emission" and (off["face_size"], off["n_samples"]) == (256, 100)
+    assert (off["near"], off["far"], off["stitch_padding"]) == (0.1, 7.0, "reflection")
+    assert off["schedule"] == "multistep" and off["milestones"] == [0, 2, 4, 6] and off["milestone_step"] == 1500
+    assert (off["gamma"], off["lr"], off["iterations"]) == (0.5, 1e-3, 15000)
+    assert load_protocol("official").section("teacher")["teacher_input"] == "bgr"
+    ev = load_protocol("official").section("eval")
+    assert ev["weights"] == "official" and ev["round_per_room"] is True and ev["input_encoding"] == "official"
+    # every distill value of either protocol is a DistillConfig field; the project protocol is the defaults
+    fields = DistillConfig.__dataclass_fields__
+    for name in ("official", "project"):
+        assert set(load_protocol(name).section("distill")) <= set(fields)
+    default = DistillConfig(data="d", student="s")
+    for key, value in load_protocol("project").section("distill").items():
+        assert getattr(default, key) == value, key
+    with pytest.raises(ProtocolError, match="unknown protocol 'offical'.*official"):
+        load_protocol("offical")

@@ -277,7 +277,7 @@ class RoomSample:
 
 
 def load_room(ds, uid: str, class_set: str = "paper30", encoding: str = "project") -> RoomSample:
-    """Load and encode room ``uid`` of a :class:`panorooms3d.store.dataset.Dataset` (``encoding``: :data:`ENCODINGS`)."""
+    """Load and encode room ``uid`` of a :class:`panorooms3d.store.dataset.Dataset` (``encoding``: see ENCODINGS)."""
     vol = ds.load_volume(uid)
     pano = ds.load_panorama(uid)
     cs = get_class_set(class_set)

@@ -56,7 +56,17 @@ from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
-PROJECTIONS = ("surface", "faces", "emission")
+PROJECTIONS = ("surface", "faces", "emission", "official-emission")
+#: Options each projection takes from the config (DistillConfig field -> keyword of the render function).
+PROJECTION_OPTIONS = {
+    "surface": {},
+    "faces": {"face_size": "face_size"},
+    "emission": {"face_size": "face_size", "n_samples": "n_samples", "near": "near", "far": "far"},
+    "official-emission": {"face_size": "face_size", "n_samples": "n_samples", "near": "near", "far": "far",
+                          "stitch_padding": "padding"},
+}
+#: Which pixels the KD term counts: ``hit`` = rays that hit a surface (the project), ``none`` = all (the official).
+KD_MASKS = {"hit": lambda result: result.hit, "none": lambda result: None}
 
 
 @dataclass
@@ -84,6 +94,17 @@ class DistillConfig:
         model_overrides: constructor overrides (e.g. ``{"skip": False}``).
         labelled_fraction: share of the training rooms with 3D labels (see the module docstring).
         warmup: iterations of linear learning-rate warm-up (as in block training).
+        kd_normalisation: ``project`` (mean over counted pixels) or ``official`` (sum / (K H W)), see
+            :func:`panorooms3d.nn.losses.distillation_loss`.
+        kd_mask: ``hit`` or ``none`` (:data:`KD_MASKS`).
+        face_size, n_samples, near, far, stitch_padding: projection options (:data:`PROJECTION_OPTIONS`;
+            ``official-emission``: the official 256, 100, 0.1, 7.0, reflection). ``face_size`` None =
+            the render function's default.
+        milestones, milestone_step, gamma: the ``multistep`` schedule: the learning rate is multiplied
+            by ``gamma`` at each milestone epoch, an epoch being ``milestone_step`` iterations (official:
+            [0, 2, 4, 6], 1500, 0.5).
+        input_encoding: ``project`` or ``official`` (:data:`panorooms3d.bench.data.ENCODINGS`).
+        The protocol files (benchmark/protocols/*.toml) set these; the defaults are the project's.
     """
 
     data: str
@@ -109,6 +130,17 @@ class DistillConfig:
     model_overrides: dict = field(default_factory=dict)
     labelled_fraction: float = 1.0
     warmup: int = 0
+    kd_normalisation: str = "project"
+    kd_mask: str = "hit"
+    face_size: int | None = None
+    n_samples: int = 100
+    near: float = 0.1
+    far: float = 7.0
+    stitch_padding: str = "reflection"
+    milestones: list = field(default_factory=lambda: [0, 2, 4, 6])
+    milestone_step: int = 1500
+    gamma: float = 0.5
+    input_encoding: str = "project"
 
 
 @dataclass
@@ -124,22 +156,28 @@ class DistillResult:
     seconds: float
 
 
-def project_logits(sample: RoomSample, logits: torch.Tensor, height: int, width: int, projection: str = "surface"):
-    """Render student logits (K, X, Y, Z) into the room's panorama (K, height, width); returns a ProjectionResult."""
+def project_logits(sample: RoomSample, logits: torch.Tensor, height: int, width: int, projection: str = "surface",
+                   **options):
+    """Render student logits (K, X, Y, Z) into the room's panorama (K, height, width); returns a ProjectionResult.
+
+    ``options``: DistillConfig fields of :data:`PROJECTION_OPTIONS` (others, and None values, are ignored).
+    """
     from panorooms3d.panorama import projection as proj
 
     fn = {"surface": proj.render_equirect, "faces": proj.render_equirect_faces,
-          "emission": proj.render_equirect_emission}.get(projection)
+          "emission": proj.render_equirect_emission, "official-emission": proj.render_equirect_official}.get(projection)
     if fn is None:
         raise ValueError(f"unknown projection {projection!r}; use one of {PROJECTIONS}")
+    kwargs = {kw: options[name] for name, kw in PROJECTION_OPTIONS[projection].items() if options.get(name) is not None}
     tsdf = torch.as_tensor(sample.tsdf, device=logits.device)
     return fn(tsdf, logits, origin=sample.origin, voxel_size=sample.voxel_size, camera=sample.camera,
-              height=height, width=width)
+              height=height, width=width, **kwargs)
 
 
 def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torch.Tensor | None, *,
                 tau: float = 20.0, kd_weight: float = 1.0, projection: str = "surface",
-                device: torch.device | str = "cpu", labelled: bool = True) -> dict:
+                device: torch.device | str = "cpu", labelled: bool = True, kd_normalisation: str = "project",
+                kd_mask: str = "hit", projection_options: dict | None = None) -> dict:
     """The losses of one room (batch 1): ``ce``, ``kd`` (None when kd_weight is 0 or no teacher), ``loss``, ``hit``.
 
     Args:
@@ -147,6 +185,7 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         sample: the room (needs tsdf, origin, voxel_size, camera for the KD term).
         teacher_logits: (K, H, W) cached teacher logits, or None.
         labelled: False for a room whose 3D labels may not be used: no CE term (``ce`` is None).
+        kd_normalisation, kd_mask, projection_options: see :class:`DistillConfig` (the protocol's KD term).
     """
     x = torch.as_tensor(sample.x, dtype=torch.float32, device=device)[None]
     logits = model(x)
@@ -162,8 +201,13 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         if sample.camera is None:
             raise ValueError(f"room {sample.uid} has no panorama camera; it cannot be distilled")
         t = torch.as_tensor(teacher_logits, device=device)
-        res = project_logits(sample, logits[0].float(), int(t.shape[1]), int(t.shape[2]), projection)
-        kd = distillation_loss(res.values, t.to(res.values.dtype), res.hit.to(device), tau=tau)
+        res = project_logits(sample, logits[0].float(), int(t.shape[1]), int(t.shape[2]), projection,
+                             **(projection_options or {}))
+        if kd_mask not in KD_MASKS:
+            raise ValueError(f"unknown KD mask {kd_mask!r}; use one of {tuple(KD_MASKS)}")
+        mask = KD_MASKS[kd_mask](res)
+        kd = distillation_loss(res.values, t.to(res.values.dtype), None if mask is None else mask.to(device), tau=tau,
+                               normalisation=kd_normalisation)
         out.update(kd=kd, loss=kd_weight * kd if ce is None else ce + kd_weight * kd, hit=float(res.hit.float().mean()))
     return out
 
@@ -257,7 +301,8 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
 
     def validate(iteration: int) -> None:
         result = evaluate(model, Path(data), rooms=val_rooms, split=config.val_split, class_set=config.class_set,
-                          max_voxels=config.max_voxels, device=str(device), progress=False)
+                          max_voxels=config.max_voxels, device=str(device), progress=False,
+                          input_encoding=config.input_encoding)
         miou = result["metrics"]["mIoU"]
         model.train()
         log.write(json.dumps({"iteration": iteration, "val_mIoU": miou}) + "\n")
@@ -275,7 +320,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     for it in range(start, end):
         torch.manual_seed(config.seed * 1_000_003 + it)
         uid = rooms[room_order(len(rooms), it, config.seed)]
-        sample = cache.get(uid) or load_room(ds, uid, config.class_set)
+        sample = cache.get(uid) or load_room(ds, uid, config.class_set, encoding=config.input_encoding)
         if len(cache) < 64:
             cache[uid] = sample
         teacher = None
@@ -284,7 +329,9 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
 
             teacher = torch.from_numpy(np.load(teacher_cache_path(teacher_cache, uid)).astype(np.float32))
         losses = room_losses(model, sample, teacher, tau=config.tau, kd_weight=config.kd_weight,
-                             projection=config.projection, device=device, labelled=uid in labelled)
+                             projection=config.projection, device=device, labelled=uid in labelled,
+                             kd_normalisation=config.kd_normalisation, kd_mask=config.kd_mask,
+                             projection_options={k: getattr(config, k) for k in PROJECTION_OPTIONS[config.projection]})
         value = optimisation_step(losses["loss"], optimizer, scheduler, on_diverge=lambda it=it: checkpoint(it),
                                   where=f"iteration {it + 1} (room {uid})")
         kd = None if losses["kd"] is None else float(losses["kd"].detach())

@@ -92,7 +92,8 @@ def load_protocol(name: str, directory: Path | None = None) -> Protocol:
         raise ProtocolError(f"{path}: not valid TOML: {exc}") from exc
     bad = sorted(set(data) - {"name", "description", *SECTIONS})
     if bad:
-        raise ProtocolError(f"{path}: unknown key(s) {', '.join(bad)}; allowed: name, description, {', '.join(SECTIONS)}")
+        raise ProtocolError(f"{path}: unknown key(s) {', '.join(bad)}; "
+                            f"allowed: name, description, {', '.join(SECTIONS)}")
     sections = {}
     for s in SECTIONS:
         v = data.get(s, {})

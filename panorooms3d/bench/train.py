@@ -156,7 +156,18 @@ def lr_factor(it: int, schedule: str, total: int, warmup: int = 0) -> float:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
-    """The learning-rate schedule (a LambdaLR, so its state is checkpointed)."""
+    """The learning-rate schedule (a LambdaLR, so its state is checkpointed).
+
+    ``multistep`` (the official distill.py: ``MultiStepLR(milestones, gamma)`` stepped once per epoch
+    of ``milestone_step`` iterations): iteration ``it`` runs at ``lr * gamma ** #{m in milestones:
+    m <= it // milestone_step}``; a milestone at 0 applies from the first iteration. The config's
+    ``milestones``, ``milestone_step``, ``gamma`` default to the official [0, 2, 4, 6], 1500, 0.5.
+    """
+    if config.schedule == "multistep":
+        milestones = sorted(int(m) for m in getattr(config, "milestones", (0, 2, 4, 6)))
+        step, gamma = max(int(getattr(config, "milestone_step", 1500)), 1), float(getattr(config, "gamma", 0.5))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda it: gamma ** sum(1 for m in milestones if m <= it // step))
     total, warmup = max(config.iterations, 1), int(getattr(config, "warmup", 0))
     lr_factor(0, config.schedule, total, warmup)  # fails early on an unknown schedule
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config.schedule, total, warmup))

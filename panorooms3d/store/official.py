@@ -231,7 +231,8 @@ def read_official_block(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if len(loc) and (loc.min() < 0 or loc.max() >= n):
         raise DatasetError(f"{path}: targetsdf128loc outside 0..{n - 1}")
     if len(sem) and (sem.min() < 0 or sem.max() >= len(PAPER30)):
-        raise DatasetError(f"{path}: semanticlabel outside 0..{len(PAPER30) - 1} (the block release holds paper30 classes)")
+        raise DatasetError(f"{path}: semanticlabel outside 0..{len(PAPER30) - 1} "
+                           "(the block release holds paper30 classes)")
     dense_sdf = np.full((n, n, n), -3, dtype=sdf.dtype)
     dense_sdf[loc[:, 0], loc[:, 1], loc[:, 2]] = sdf
     dense_col = np.zeros((n, n, n, 3), dtype=colour.dtype)
@@ -317,8 +318,8 @@ def import_official(rooms: Path, out: Path, panoramas: Path | None = None, *, sp
             camera = np.asarray(volume.shape) * volume.voxel_size / 2
             pano, unknown = read_official_panorama(image, ann, camera)
             write_room_panorama(out, volume.room_uid, pano,
-                                attrs={"label_source": LABEL_SOURCE, "image": image.name, "unknown_class_pixels": unknown,
-                                       "orientation": ORIENTATION})
+                                attrs={"label_source": LABEL_SOURCE, "image": image.name,
+                                       "unknown_class_pixels": unknown, "orientation": ORIENTATION})
             split_of[volume.room_uid] = split
     uids = [room_uid_of(f) for f in files]
     if official_splits is not None:
