@@ -777,7 +777,27 @@ def _ddp_worker() -> None:
     dist.destroy_process_group()
 
 
-def check_ddp(cuda_devices: int, nccl: bool, timeout: float = 300.0) -> dict:
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (Linux /proc; children first are collected, then killed)."""
+    import signal
+
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def check_ddp(cuda_devices: int, nccl: bool, timeout: float = 600.0) -> dict:
     """2-rank DDP through torchrun: NCCL on two GPUs, else gloo on the CPU (and NCCL is reported skipped)."""
     use_nccl = cuda_devices >= 2 and nccl
     part: dict = {}
@@ -791,14 +811,17 @@ def check_ddp(cuda_devices: int, nccl: bool, timeout: float = 300.0) -> dict:
         env.pop(k, None)
     cmd = [*launcher, "--standalone", "--nproc_per_node", "2", "-m", "panorooms3d.doctor", "ddp-worker"]
     t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)  # torchrun starts each worker in its own session: kill them too
+        proc.communicate()
         part.update(status="fail", error=f"torchrun did not finish in {timeout:.0f} s")
         return part
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("DDP_RESULT ")), None)
+    line = next((x for x in stdout.splitlines() if x.startswith("DDP_RESULT ")), None)
     if proc.returncode != 0 or line is None:
-        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
+        tail = " | ".join((stderr or stdout).strip().splitlines()[-4:])
         part.update(status="fail", error=f"torchrun exited with {proc.returncode}: {tail}")
         return part
     res = json.loads(line[len("DDP_RESULT "):])

@@ -63,9 +63,21 @@ def _launch(config: TrainConfig, trace: Path, *, wait: bool = True, kill_at: int
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     if wait:
-        output, _ = proc.communicate(timeout=300)
+        output = _communicate(proc)
         assert proc.returncode == 0, f"torchrun failed:\n{output[-4000:]}"
     return proc
+
+
+def _communicate(proc: subprocess.Popen, timeout: float = 900) -> str:
+    """Wait for torchrun; on a timeout kill it and its workers (each runs in its own session)."""
+    from panorooms3d.doctor import _kill_tree
+
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        proc.communicate()
+        raise
 
 
 def _trace(trace: Path) -> tuple[dict, dict]:
@@ -159,7 +171,7 @@ def test_killed_ddp_run_resumes_to_the_same_weights(ddp_run, dataset, tmp_path):
     out = tmp_path / "killed"
     cfg = _config(dataset, out)
     proc = _launch(cfg, tmp_path / "trace-killed", wait=False, kill_at=KILL_AT)
-    proc.communicate(timeout=300)
+    _communicate(proc)
     assert proc.returncode == -signal.SIGKILL, "the torchrun agent was killed"
     ckpt = out / "checkpoints" / "last.pt"
     killed_at = torch.load(ckpt, map_location="cpu", weights_only=True)["iteration"]
