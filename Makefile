@@ -21,10 +21,12 @@ export PYTHONUNBUFFERED := 1
 .PHONY: setup sys-deps test demo bench lint clean help
 
 help:
+	@echo "make setup  - system packages (apt) and the virtual environment .venv with everything installed"
 	@echo "make demo   - build a small synthetic dataset and run a tiny benchmark end to end (CPU)"
 	@echo "make test   - run the test suite (installs everything it needs first)"
 	@echo "make bench  - speed benchmarks (rendering, fusion, panoramas, dataset reads, models)"
 	@echo "make lint   - ruff"
+	@echo "make clean  - delete .venv, the caches, *.egg-info and the out/ folder"
 
 setup: sys-deps $(STAMP)
 
