@@ -87,7 +87,8 @@ def check_output_dir(path: Path, option: str = "--out") -> None:
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not path.is_dir():
-            raise FolderError(f"{option} {path}: exists and is not a folder; choose a folder path")
+            what = "is a file" if path.is_file() else "is not a folder"
+            raise FolderError(f"{option} {path}: exists and {what}, not a folder; choose a folder path")
         if not os.access(path, os.W_OK | os.X_OK):
             raise FolderError(f"{option} {path}: the folder is not writable (read-only); "
                               "fix its permissions or choose another folder")
