@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from panorooms3d.render.settings import RenderSettings
+
 
 @click.command("build")
 @click.option("--front", "front", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
@@ -16,43 +18,70 @@ import click
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the per-room frames stores go [default: OUT/work].")
 @click.option("--rooms", multiple=True, metavar="HOUSE/ROOM", help="Only these rooms (repeatable) [default: all].")
-@click.option("--views", type=int, default=None, help="Perspective frames per room [default: the renderer's, 48].")
-@click.option("--width", type=int, default=None, help="Frame width in pixels [default 640].")
-@click.option("--height", type=int, default=None, help="Frame height in pixels [default 480].")
-@click.option("--samples", type=int, default=None, help="Cycles samples per pixel [default 4, denoised].")
-@click.option("--skybox-size", type=int, default=None, help="Skybox face size in pixels [default 512].")
+@click.option("--views", type=click.IntRange(1), default=RenderSettings.views, show_default=True,
+              help="Perspective frames per room.")
+@click.option("--width", type=click.IntRange(8), default=RenderSettings.width, show_default=True,
+              help="Frame width in pixels.")
+@click.option("--height", type=click.IntRange(8), default=RenderSettings.height, show_default=True,
+              help="Frame height in pixels.")
+@click.option("--samples", type=click.IntRange(1), default=RenderSettings.samples, show_default=True,
+              help="Cycles samples per pixel (denoised).")
+@click.option("--skybox-size", type=click.IntRange(8), default=RenderSettings.skybox_size, show_default=True,
+              help="Skybox face size in pixels.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds cameras, textures, noise and splits.")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+@click.option("--device", type=click.Choice(["cpu", "gpu"], case_sensitive=False), default="cpu", show_default=True,
               help="Cycles device.")
-@click.option("--timeout", type=float, default=None, help="Seconds before a room's Blender is killed [default 1800].")
-@click.option("--voxel-size", type=float, default=0.04, show_default=True, help="Voxel edge in metres.")
-@click.option("--truncation", type=float, default=3.0, show_default=True, help="TSDF truncation in voxels.")
-@click.option("--pano-height", type=int, default=512, show_default=True, help="Panorama height (width = 2x).")
-@click.option("--rooms-per-shard", type=int, default=8, show_default=True, help="Rooms per zarr shard.")
+@click.option("--timeout", type=click.FloatRange(1), default=RenderSettings.timeout, show_default=True,
+              help="Seconds before a room's Blender is killed.")
+@click.option("--voxel-size", type=click.FloatRange(0, min_open=True), default=0.04, show_default=True,
+              help="Voxel edge in metres.")
+@click.option("--truncation", type=click.FloatRange(0, min_open=True), default=3.0, show_default=True,
+              help="TSDF truncation in voxels.")
+@click.option("--pano-height", type=click.IntRange(8), default=512, show_default=True,
+              help="Panorama height (width = 2x).")
+@click.option("--rooms-per-shard", type=click.IntRange(1), default=8, show_default=True, help="Rooms per zarr shard.")
 @click.option("--splits", default="0.9,0.05,0.05", show_default=True,
               help="Fractions TRAIN,VAL,TEST of rooms (split by room, seeded).")
 @click.option("--delete-frames", is_flag=True, help="Delete each room's frames store once it is staged.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: process pool; ray: an existing Ray cluster (see --ray-address).")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Rooms in parallel (local). Blender already uses every core for one room.")
-@click.option("--retries", type=int, default=1, show_default=True, help="Extra attempts for a failing room.")
-@click.option("--ray-address", default=None, help="Ray cluster address (auto, ray://host:port) [default auto].")
+@click.option("--retries", type=click.IntRange(0), default=1, show_default=True,
+              help="Extra attempts for a failing room.")
+@click.option("--ray-address", default=None, help="Ray cluster address (auto, ray://host:port); default: auto.")
+@click.option("--overwrite", is_flag=True,
+              help="Re-render (and re-stage) rooms whose frames were rendered with other settings; default: keep "
+                   "them and say so.")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUT (or WORK) that is not a dataset (work) folder.")
 def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], views, width, height, samples,
           skybox_size, seed: int, device: str, timeout, voxel_size: float, truncation: float, pano_height: int,
           rooms_per_shard: int, splits: str, delete_frames: bool, executor: str, workers: int, retries: int,
-          ray_address: str | None) -> None:
+          ray_address: str | None, overwrite: bool, force: bool) -> None:
     """Render, fuse and make panoramas for every room of FRONT, then pack the dataset OUT.
 
     Resumable: rooms already staged are skipped, and their shards are reused; run the same
     command again after an interruption. Rooms that fail are retried, then listed (with the reason)
-    in OUT/build_report.json, and the others go on.
+    in OUT/build_report.json, and the others go on. Rooms whose stored frames were rendered with
+    other settings are reported and kept, or re-rendered with --overwrite. One build at a time per
+    OUT (a second one is refused).
     """
-    from panorooms3d.render.settings import RenderSettings
+    from contextlib import ExitStack
+
+    from panorooms3d.render.commands import add_mismatches_to_report, mismatched_rooms, report_mismatches
     from panorooms3d.run.build import BuildSettings, build_dataset
+    from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
     from panorooms3d.scene.front import FrontError, select_rooms
     from panorooms3d.store.commands import parse_splits
+    from panorooms3d.store.dataset import room_key
 
+    fractions = parse_splits(splits)
+    work_dir = Path(work) if work is not None else Path(out) / "work"
+    check_output_dir(out)
+    check_folder_kind(out, "dataset", force)
+    if work is not None:
+        check_output_dir(work, "--work")
+        check_folder_kind(work, "work", force, "--work")
     try:
         selected, problems = select_rooms(front, rooms)
     except FrontError as exc:
@@ -62,20 +91,28 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
         click.echo(f"skipping house: {p}", err=True)
     if not uids:
         raise click.ClickException(f"no rooms to build in {front}")
-    overrides = {k: v for k, v in dict(views=views, width=width, height=height, samples=samples,
-                                       skybox_size=skybox_size, timeout=timeout).items() if v is not None}
-    render = RenderSettings(seed=seed, device=device.upper(), **overrides)
+    render = RenderSettings(seed=seed, device=device.upper(), views=views, width=width, height=height, samples=samples,
+                            skybox_size=skybox_size, timeout=timeout)
     settings = BuildSettings(voxel_size=voxel_size, truncation=truncation, pano_height=pano_height,
                              pano_width=2 * pano_height, keep_frames=not delete_frames)
+    mismatched = mismatched_rooms({u: work_dir / f"{room_key(u)}.zarr" for u in uids}, render.to_dict())
+    report_mismatches(mismatched, overwrite)
     click.echo(f"building {len(uids)} room(s) from {front} into {out}")
-    try:
-        report, manifest = build_dataset(front, out, uids, work=work, render=render.to_dict(),
-                                         build=asdict(settings), executor=executor, workers=workers,
-                                         retries=retries, rooms_per_shard=rooms_per_shard,
-                                         splits=parse_splits(splits), seed=seed,
-                                         ray_address=ray_address)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    with ExitStack() as stack:
+        stack.enter_context(output_folder(out, "dataset", force=force, command="build", on_message=say))
+        if work is not None:
+            stack.enter_context(output_folder(work_dir, "work", force=force, command="build", option="--work",
+                                              on_message=say))
+        try:
+            report, manifest = build_dataset(front, out, uids, work=work, render=render.to_dict(),
+                                             build=asdict(settings), executor=executor, workers=workers,
+                                             retries=retries, rooms_per_shard=rooms_per_shard,
+                                             splits=fractions, seed=seed, ray_address=ray_address,
+                                             overwrite=list(mismatched) if overwrite else ())
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        add_mismatches_to_report(report, mismatched, overwrite, Path(out) / "build_report.json")
     click.echo(report.summary())
     frames = report.totals("frames")
     if report.done:
