@@ -49,6 +49,16 @@ def encode_input(tsdf: np.ndarray, rgb: np.ndarray, weight: np.ndarray | None = 
     return x
 
 
+def free_space_input(shape, dtype=torch.float32, device="cpu") -> torch.Tensor:
+    """An encoded input (B, 4, X, Y, Z) of free space everywhere: channel 0 = -3 (tsdf 1), colours -1.
+
+    What padding and the outside of a room look like in training blocks (``read_crop``).
+    """
+    x = torch.full(tuple(shape[:1]) + (4,) + tuple(shape[1:]), -1.0, dtype=dtype, device=device)
+    x[:, 0] = TSDF_SCALE
+    return x
+
+
 def encode_target(label: np.ndarray, weight: np.ndarray | None = None, class_set: str = "paper30") -> np.ndarray:
     """Class ids (X, Y, Z) int64 of raw labels; unobserved voxels (weight 0, when given) are void (0)."""
     target = get_class_set(class_set).map(label).astype(np.int64)
@@ -172,13 +182,16 @@ def labelled_subset(rooms: list[str], fraction: float, seed: int = 0) -> list[st
     """The rooms whose 3D labels a run may use when only ``fraction`` of the training rooms are labelled.
 
     A seeded permutation of the sorted uids, so every run (whatever its own seed) sees the same
-    labelled rooms; at least one room when ``fraction`` > 0. ``fraction`` = 1 keeps all rooms.
+    labelled rooms; at least one room when ``fraction`` > 0; none when it is 0 (distillation from the
+    teacher alone). ``fraction`` = 1 keeps all rooms.
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"labelled fraction must be in (0, 1], got {fraction}")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"labelled fraction must be in [0, 1], got {fraction}")
     ordered = sorted(rooms)
     if fraction >= 1.0:
         return ordered
+    if fraction <= 0.0:  # no 3D labels at all (distillation from the teacher alone)
+        return []
     keep = max(1, int(round(fraction * len(ordered))))
     perm = np.random.default_rng([seed, 7]).permutation(len(ordered))
     return [ordered[i] for i in sorted(perm[:keep])]

@@ -187,8 +187,10 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         labelled: False for a room whose 3D labels may not be used: no CE term (``ce`` is None).
         kd_normalisation, kd_mask, projection_options: see :class:`DistillConfig` (the protocol's KD term).
     """
+    from panorooms3d.bench.evaluate import forward_room
+
     x = torch.as_tensor(sample.x, dtype=torch.float32, device=device)[None]
-    logits = model(x)
+    logits = forward_room(model, x)
     if labelled:
         y = torch.as_tensor(sample.y, dtype=torch.long, device=device)[None]
         ce = voxel_cross_entropy(logits.float(), y)

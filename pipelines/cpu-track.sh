@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The CPU track (benchmark/cpu-track.toml): its data and its suite, on 2 CPU cores, resumable.
+# Run it again after an interruption: every step skips what is finished (synth is deterministic,
+# build/panoramas skip staged rooms, the suite skips finished steps and resumes trainings).
+#   bash pipelines/cpu-track.sh            # outputs in $TRACK_OUT (default out/cpu-track)
+# Why these sizes: docs/benchmark.md, "The CPU track".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${TRACK_OUT:-out/cpu-track}
+P=".venv/bin/panorooms3d"
+[ -x "$P" ] || make setup
+mkdir -p "$OUT"
+t0=$(date +%s)
+
+echo "== 1/4 the 3D dataset: 16 synthetic houses (40 rooms), 8 cm voxels, 24 train / 4 val / 12 test rooms"
+[ -d "$OUT/front/3D-FRONT" ] || $P synth --out "$OUT/front" --houses 16 --seed 1
+$P build --front "$OUT/front" --out "$OUT/data" --views 48 --width 192 --height 144 --skybox-size 256 \
+  --pano-height 256 --voxel-size 0.08 --splits 0.6,0.1,0.3 --seed 0 --delete-frames
+
+echo "== 2/4 the 2D data: 100 other synthetic houses (249 rooms), panoramas only (skybox render, no volume)"
+[ -d "$OUT/front-2d/3D-FRONT" ] || $P synth --out "$OUT/front-2d" --houses 100 --seed 2
+$P panoramas --front "$OUT/front-2d" --out "$OUT/panos" --skybox-size 256 --pano-height 256 --seed 0
+
+echo "== 3/4 check both"
+$P info "$OUT/data" --verify
+$P info "$OUT/panos" --verify
+
+echo "== 4/4 the suite (teacher.panoramas = ../panos is relative to the dataset folder)"
+$P benchmark run benchmark/cpu-track.toml --data "$OUT/data" --out "$OUT/bench"
+echo "== done in $(( $(date +%s) - t0 )) s; tables in $OUT/bench/table.md"
