@@ -25,6 +25,17 @@ always cached on the unaugmented panoramas.
 
 ``cache_teacher_predictions`` writes per-room teacher **logits** as float16 ``[K, H, W]`` to
 ``<out_dir>/<room key>.npy`` (atomically; a room whose file exists is skipped).
+
+**More 2D data than 3D** (the paper's premise): ``TeacherConfig.panoramas`` names extra
+panorama-only dataset folders (``panorooms3d panoramas``; paths relative to the dataset folder
+``data`` or absolute). The teacher trains on the dataset's training panoramas *and* on the rooms of
+those folders' ``panorama_splits`` (:func:`teacher_rooms`). It must never see the 3D dataset's
+held-out rooms: an extra room whose uid is a val/test room of ``data`` is an error
+(:class:`TeacherDataError`); a uid that is a training room of ``data`` is the same panorama and is
+counted once. What the teacher trained on is written to ``<out>/teacher_data.json``.
+
+``evaluate_teacher`` scores a teacher on a split's panoramas (default ``test``) with the project's
+metric functions (:mod:`panorooms3d.bench.metrics`), at the stored panorama resolution.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from tqdm import tqdm
 
 from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.run.atomic import atomic_path
+from panorooms3d.run.errors import UserError
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
 
@@ -74,6 +86,9 @@ class TeacherConfig:
         workers: DataLoader workers.
         device: ``auto``, ``cpu`` or ``cuda``.
         model_overrides: extra Segmenter2D constructor arguments (e.g. ``{"n_layers": 2}`` for tiny demos).
+        panoramas: extra panorama-only dataset folders (``panorooms3d panoramas``), relative to ``data``
+            or absolute, whose rooms are trained on as well (see the module docstring).
+        panorama_splits: the splits of those folders that are trained on.
     """
 
     data: str
@@ -96,6 +111,12 @@ class TeacherConfig:
     workers: int = 0
     device: str = "auto"
     model_overrides: dict = field(default_factory=dict)
+    panoramas: list[str] = field(default_factory=list)
+    panorama_splits: list[str] = field(default_factory=lambda: ["train"])
+
+
+class TeacherDataError(UserError):
+    """The teacher's panoramas cannot be used as asked (missing folder, held-out room, mixed sizes)."""
 
 
 @dataclass
@@ -144,33 +165,41 @@ def roll_flip(x: torch.Tensor, y: torch.Tensor, shift: int, flip: bool) -> tuple
 class PanoramaDataset(TorchDataset):
     """Augmented training panoramas; sample ``i`` is a pure function of (seed, i).
 
+    Args:
+        dataset_dir: the dataset folder of rooms given as plain uids.
+        rooms: uids of ``dataset_dir``, or (dataset folder, uid) pairs (several folders: the main
+            dataset and panorama-only ones, see :func:`teacher_rooms`). Rooms are drawn uniformly.
+        config: the run's settings (seed, class set, size, augmentation).
+
     Returns (rgb (3, H, W) float in [0, 1], label (H, W) int64 class ids). ``len`` is nominal.
     """
 
-    def __init__(self, dataset_dir: Path, rooms: list[str], config: TeacherConfig, samples: int = 10**9) -> None:
+    def __init__(self, dataset_dir: Path, rooms: list, config: TeacherConfig, samples: int = 10**9) -> None:
         if not rooms:
             raise ValueError(f"{dataset_dir}: no training rooms with a panorama for the teacher")
         self.dataset_dir = Path(dataset_dir)
-        self.rooms = list(rooms)
+        self.rooms = [(str(r[0]), str(r[1])) if isinstance(r, (tuple, list)) else (str(dataset_dir), str(r))
+                      for r in rooms]
         self.config = config
         self.samples = samples
-        self._ds = None
+        self._ds: dict[str, object] = {}
 
     def __len__(self) -> int:
         return self.samples
 
-    def _dataset(self):
-        if self._ds is None:
-            from panorooms3d.store.dataset import Dataset
+    def _dataset(self, folder: str | None = None):
+        from panorooms3d.store.dataset import Dataset
 
-            self._ds = Dataset(self.dataset_dir)
-        return self._ds
+        folder = str(self.dataset_dir) if folder is None else folder
+        if folder not in self._ds:
+            self._ds[folder] = Dataset(Path(folder))
+        return self._ds[folder]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, 7, int(index)])
-        uid = self.rooms[int(rng.integers(len(self.rooms)))]
-        pano = self._dataset().load_panorama(uid)
+        folder, uid = self.rooms[int(rng.integers(len(self.rooms)))]
+        pano = self._dataset(folder).load_panorama(uid)
         cs = get_class_set(cfg.class_set)
         x = prepare_rgb(pano.rgb, cfg.height, cfg.width)
         y = prepare_label(cs.map(pano.label), cfg.height, cfg.width)
@@ -235,6 +264,80 @@ def _training_rooms(ds, split: str) -> list[str]:
     return [u for u in ds.split(split) if ds.room_info(u).has_panorama]
 
 
+def panorama_folders(data: str | Path, panoramas: list[str]) -> list[Path]:
+    """The extra panorama folders of a config: relative paths are taken from the dataset folder ``data``."""
+    return [Path(p) if Path(p).is_absolute() else Path(data) / p for p in panoramas]
+
+
+def teacher_rooms(config: TeacherConfig) -> tuple[list[tuple[str, str]], dict]:
+    """Every panorama the teacher trains on, as (dataset folder, uid), and a summary of where they come from.
+
+    The dataset's ``config.split`` rooms with a panorama, then the rooms of each folder of
+    ``config.panoramas`` (in ``config.panorama_splits``) that have a panorama. An extra room that is a
+    training room of the dataset is the same panorama and is counted once.
+
+    Raises:
+        TeacherDataError: an extra folder is missing or not a dataset, names an unknown split, or holds
+            a room that is a held-out (not ``config.split``) room of the dataset -- the teacher would
+            have seen the rooms the 3D models are scored on.
+    """
+    from panorooms3d.store.dataset import SPLITS, Dataset, DatasetError
+
+    ds = Dataset(Path(config.data))
+    main = _training_rooms(ds, config.split)
+    rooms = [(str(config.data), u) for u in main]
+    seen = set(main)
+    held_out = {u for u in ds.rooms if ds.room_info(u).split != config.split}
+    held_houses = {u.split("/", 1)[0] for u in held_out}
+    summary: dict = {"data": str(config.data), "split": config.split, "main_rooms": len(main), "extra": [],
+                     "held_out_rooms_of_data": len(held_out)}
+    bad = sorted(set(config.panorama_splits) - set(SPLITS))
+    if bad:
+        raise TeacherDataError(f"teacher panorama_splits {bad} are not splits; use some of {list(SPLITS)}")
+    for folder in panorama_folders(config.data, config.panoramas):
+        if not folder.is_dir():
+            raise TeacherDataError(f"teacher panoramas folder {folder} does not exist (relative paths are taken from "
+                                   f"the dataset folder {config.data}); make it with "
+                                   f"`panorooms3d panoramas --front FRONT --out {folder}`")
+        try:
+            extra = Dataset(folder)
+        except DatasetError as exc:
+            raise TeacherDataError(f"teacher panoramas folder {folder}: {exc}") from None
+        uids = [u for s in config.panorama_splits for u in extra.split(s) if extra.room_info(u).has_panorama]
+        leaked = sorted(u for u in uids if u in held_out)
+        if leaked:
+            raise TeacherDataError(
+                f"teacher panoramas folder {folder} holds {len(leaked)} room(s) that are val/test rooms of the dataset "
+                f"{config.data} (e.g. {', '.join(leaked[:3])}): the teacher must never see the rooms the models are "
+                "scored on. Build the extra panoramas from other houses (e.g. `panorooms3d synth` with another --seed)")
+        new = [u for u in uids if u not in seen]
+        seen.update(new)
+        rooms += [(str(folder), u) for u in new]
+        summary["extra"].append({"folder": str(folder), "splits": list(config.panorama_splits), "rooms": len(new),
+                                 "duplicates_of_training_rooms": len(uids) - len(new),
+                                 "rooms_from_houses_with_held_out_rooms": sum(u.split("/", 1)[0] in held_houses
+                                                                              for u in new)})
+    summary["rooms"] = len(rooms)
+    summary["extra_rooms"] = len(rooms) - len(main)
+    return rooms, summary
+
+
+def _pano_shapes(rooms: list[tuple[str, str]]) -> set[tuple[int, int]]:
+    from panorooms3d.store.dataset import Dataset
+
+    shapes: set[tuple[int, int]] = set()
+    by_folder: dict[str, list[str]] = {}
+    for folder, uid in rooms:
+        by_folder.setdefault(folder, []).append(uid)
+    for folder, uids in by_folder.items():
+        ds = Dataset(Path(folder))
+        for uid in uids:
+            shape = ds.room_info(uid).entry.get("pano_shape")
+            if shape:
+                shapes.add((int(shape[0]), int(shape[1])))
+    return shapes
+
+
 def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", iterations: int = 2000,
                   lr: float = 1e-4, stop_after: int | None = None, progress: bool = True,
                   **settings) -> TeacherResult:
@@ -253,12 +356,17 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
 
     config = TeacherConfig(data=str(data), out=str(out), variant=variant, iterations=iterations, lr=lr, **settings)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ds = Dataset(Path(data))
-    rooms = _training_rooms(ds, config.split)
+    rooms, data_summary = teacher_rooms(config)
     if not rooms:
-        raise ValueError(f"{data}: no rooms of the {config.split!r} split have a panorama to train the teacher on")
-    first = ds.load_panorama(rooms[0])
+        raise TeacherDataError(f"{data}: no rooms of the {config.split!r} split have a panorama to train the teacher "
+                               "on, and no extra panoramas are given")
+    shapes = _pano_shapes(rooms)
+    if len(shapes) > 1 and not (config.height and config.width):
+        raise TeacherDataError(f"the teacher's panoramas have different sizes {sorted(shapes)}; set the teacher's "
+                               "height and width (e.g. height = 256, width = 512) to train on all of them")
+    out.mkdir(parents=True, exist_ok=True)
+    folder0, uid0 = rooms[0]
+    first = Dataset(Path(folder0)).load_panorama(uid0)
     size = (config.height or first.rgb.shape[0], config.width or first.rgb.shape[1])
     device = resolve_device(config.device)
     model = build_teacher(config, size).to(device)
@@ -274,6 +382,8 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     loader = DataLoader(PanoramaDataset(Path(data), rooms, config), batch_size=b, sampler=indices,
                         num_workers=config.workers)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    with atomic_path(out / "teacher_data.json") as tmp:
+        tmp.write_text(json.dumps(data_summary, indent=2))
     log = (out / "train_log.jsonl").open("a")
 
     def checkpoint(iteration: int) -> None:
@@ -312,19 +422,34 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
                          seconds=time.perf_counter() - t0, resumed_from=resumed_from)
 
 
+#: What the teacher is fed, by name: ``rgb`` (this project) or ``bgr`` (the official distill.py reads the
+#: panorama with cv2.imread and feeds the BGR image to the teacher as it is).
+TEACHER_INPUTS = {"rgb": lambda rgb: rgb, "bgr": lambda rgb: np.asarray(rgb)[..., ::-1]}
+
+
 @torch.no_grad()
 def predict_panorama(teacher, rgb: np.ndarray, *, height: int | None = None, width: int | None = None,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
-    """Teacher logits (K, h, w) float32 of one RGB uint8 (H, W, 3) panorama (resized to (height, width) if given)."""
+                     device: str | torch.device = "cpu", teacher_input: str = "rgb") -> torch.Tensor:
+    """Teacher logits (K, h, w) float32 of one RGB uint8 (H, W, 3) panorama (resized to (height, width) if given).
+
+    ``teacher_input``: the channel order fed to the teacher (:data:`TEACHER_INPUTS`).
+    """
+    if teacher_input not in TEACHER_INPUTS:
+        raise ValueError(f"unknown teacher input {teacher_input!r}; use one of {tuple(TEACHER_INPUTS)}")
     teacher.eval()
-    x = prepare_rgb(rgb, height, width)[None].to(device)
+    x = prepare_rgb(TEACHER_INPUTS[teacher_input](rgb), height, width)[None].to(device)
     return teacher(teacher.normalize(x))[0].float().cpu()
 
 
 def cache_teacher_predictions(teacher, data: str | Path, out_dir: str | Path, *, splits=("train",),
                               height: int | None = None, width: int | None = None, device: str = "auto",
-                              progress: bool = True) -> dict:
+                              progress: bool = True, teacher_input: str = "rgb") -> dict:
     """Write the teacher's logits of each room's panorama to ``<out_dir>/<room key>.npy``.
+
+    ``teacher_input``: ``rgb`` or ``bgr`` (:data:`TEACHER_INPUTS`; the official protocol: bgr). A
+    panorama imported from the official release (stored mirrored, :mod:`panorooms3d.store.official`)
+    is shown to the teacher in its official orientation -- the official image -- and the logits are
+    mirrored back to the stored orientation.
 
     Args:
         teacher: a Segmenter2D, or a path to a teacher checkpoint (:func:`load_teacher`).
@@ -367,7 +492,12 @@ def cache_teacher_predictions(teacher, data: str | Path, out_dir: str | Path, *,
         if pano is None:
             counts["no_panorama"] += 1
             continue
-        logits = predict_panorama(teacher, pano.rgb, height=height, width=width, device=dev)
+        from panorooms3d.store.official import ORIENTATION, official_view
+
+        mirrored = ds.panorama_attrs(uid).get("orientation") == ORIENTATION
+        rgb = official_view(pano.rgb) if mirrored else pano.rgb
+        logits = predict_panorama(teacher, rgb, height=height, width=width, device=dev, teacher_input=teacher_input)
+        logits = logits.flip(-1) if mirrored else logits
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, logits.numpy().astype(np.float16))
         counts["written"] += 1
@@ -379,3 +509,103 @@ def teacher_cache_path(cache_dir: str | Path, uid: str) -> Path:
     from panorooms3d.store.dataset import room_key
 
     return Path(cache_dir) / f"{room_key(uid)}.npy"
+
+
+def _teacher_size(path: Path, height: int | None, width: int | None) -> tuple[int | None, int | None]:
+    """The prediction size of a teacher checkpoint: given, else its run's training size (``config.json`` beside it)."""
+    if height is None and width is None:
+        cfg_path = Path(path).parent / "config.json"
+        if cfg_path.is_file():
+            cfg = json.loads(cfg_path.read_text())
+            return cfg.get("height"), cfg.get("width")
+    return height, width
+
+
+@torch.no_grad()
+def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: list[str] | None = None,
+                     class_set: str = "paper30", height: int | None = None, width: int | None = None,
+                     device: str = "auto", progress: bool = True) -> dict:
+    """Score a teacher on the panoramas of a dataset's ``split`` (the test rooms by default).
+
+    The teacher predicts at (height, width) (default: its run's training size, else the stored size);
+    its logits are upsampled bilinearly to the stored panorama size, and the argmax is scored against
+    the stored labels mapped to ``class_set``, per room with :func:`panorooms3d.bench.metrics.room_metrics`.
+
+    Returns the layout of :func:`panorooms3d.bench.evaluate.evaluate` (so tables read both):
+    ``metrics`` (mean over rooms; every panorama has the same pixel count, so each room weighs 1),
+    ``pooled`` (summed confusion), ``void_excluded`` (mean over rooms, class 0 left out),
+    ``per_class_iou`` (pooled, by class name), ``confusion``, ``rooms`` (per room: metrics,
+    ``void_excluded``, ``counts`` I/P/L), plus ``unit: "panorama pixels"``. Percent; NaN where undefined.
+
+    Raises TeacherDataError when the split has no room with a panorama.
+    """
+    from panorooms3d.bench.metrics import METRICS, aggregate, pooled_metrics, room_metrics
+    from panorooms3d.store.dataset import Dataset
+
+    if not isinstance(teacher, torch.nn.Module):
+        path = Path(teacher)
+        height, width = _teacher_size(path, height, width)
+        teacher = load_teacher(path)
+    dev = resolve_device(device)
+    teacher = teacher.to(dev)
+    ds = Dataset(Path(data))
+    uids = rooms if rooms is not None else [u for u in ds.split(split) if ds.room_info(u).has_panorama]
+    if not uids:
+        raise TeacherDataError(f"{data}: no rooms of the {split!r} split have a panorama to score the teacher on")
+    cs = get_class_set(class_set)
+    per_room, no_void, records = [], [], []
+    for uid in tqdm(uids, desc="evaluate teacher", unit="room", disable=not progress, dynamic_ncols=True):
+        pano = ds.load_panorama(uid)
+        if pano is None:
+            raise TeacherDataError(f"{data}: room {uid} has no panorama to score the teacher on")
+        logits = predict_panorama(teacher, pano.rgb, height=height, width=width, device=dev)
+        if tuple(logits.shape[1:]) != tuple(pano.label.shape):
+            logits = F.interpolate(logits[None], size=pano.label.shape, mode="bilinear", align_corners=False)[0]
+        pred = logits.argmax(0).numpy()
+        gt = cs.map(pano.label)
+        m = room_metrics(pred, gt, cs.num_classes)
+        mv = room_metrics(pred, gt, cs.num_classes, exclude_void=True)
+        per_room.append(m)
+        no_void.append(mv)
+        records.append({"uid": uid, "weight": 1, "pixels": m["voxels"], **{k: m[k] for k in METRICS},
+                        "void_excluded": {k: mv[k] for k in METRICS},
+                        "counts": {c: m[c].tolist() for c in ("I", "P", "L")}})
+    pooled = pooled_metrics(per_room)
+    weights = [1.0] * len(per_room)
+    return {
+        "class_set": class_set,
+        "split": split,
+        "unit": "panorama pixels",
+        "metrics": aggregate(per_room, weights),
+        "pooled": {k: pooled[k] for k in METRICS},
+        "void_excluded": aggregate(no_void, weights),
+        "per_class_iou": {name: (float(v) if np.isfinite(v) else None)
+                          for name, v in zip(cs.class_names, pooled["per_class"]["IoU"])},
+        "confusion": np.sum([m["confusion"] for m in per_room], axis=0).tolist(),
+        "rooms": records,
+    }
+
+
+def write_teacher_metrics(checkpoint: str | Path, data: str | Path, out: str | Path, *, split: str = "test",
+                          class_set: str = "paper30", height: int | None = None, width: int | None = None,
+                          device: str = "auto", progress: bool = True) -> dict:
+    """Evaluate a teacher checkpoint (:func:`evaluate_teacher`) and write the result as JSON to ``out`` (atomically).
+
+    Adds ``run``: label, model, checkpoint, parameter count and, when the run folder has it, what the
+    teacher trained on (``teacher_data.json``: main and extra rooms). Returns the result.
+    """
+    from panorooms3d.bench.evaluate import write_metrics
+
+    checkpoint = Path(checkpoint)
+    height, width = _teacher_size(checkpoint, height, width)
+    teacher = load_teacher(checkpoint)
+    result = evaluate_teacher(teacher, data, split=split, class_set=class_set, height=height, width=width,
+                              device=device, progress=progress)
+    trained_on = checkpoint.parent / "teacher_data.json"
+    result["run"] = {"name": "teacher", "label": "Teacher (2D, panoramas)", "model": f"teacher-{getattr(teacher, 'config', {}).get('variant', '')}",
+                     "checkpoint": str(checkpoint),
+                     "params": int(sum(p.numel() for p in teacher.parameters())), "size": [height, width],
+                     "trained_on": json.loads(trained_on.read_text()) if trained_on.is_file() else None}
+    with atomic_path(Path(out)) as tmp:
+        write_metrics(result, tmp)
+    return result
