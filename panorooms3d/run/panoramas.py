@@ -82,6 +82,33 @@ def panorama_room(task: RoomTask) -> dict:
     return info
 
 
+#: Settings that change a panorama's pixels; a staged room made with others is not silently mixed in.
+PIXEL_SETTINGS = ("skybox_size", "samples", "denoise", "seed", "views", "width", "height", "hfov_deg",
+                  "view_selection", "resample_textures", "world_strength")
+
+
+def staged_with_other_settings(dataset: Path, room_uids: list[str], render: dict, pano_shape: tuple[int, int]) -> dict:
+    """Rooms of ``room_uids`` already staged in ``dataset`` with other pixel settings: {uid: what differs}."""
+    import zarr
+
+    from panorooms3d.store.dataset import room_panorama_path
+
+    out = {}
+    for uid in room_uids:
+        path = room_panorama_path(dataset, uid)
+        if not path.is_dir():
+            continue
+        group = zarr.open_group(str(path), mode="r")
+        had = dict(group.attrs.get("attrs", {}).get("render", {}))
+        diff = {k: (had.get(k), render.get(k)) for k in PIXEL_SETTINGS if k in had and had.get(k) != render.get(k)}
+        shape = tuple(group["label"].shape)
+        if shape != tuple(pano_shape):
+            diff["panorama"] = (list(shape), list(pano_shape))
+        if diff:
+            out[uid] = diff
+    return out
+
+
 def panorama_tasks(front: Path, dataset: Path, work: Path, room_uids: list[str], render: dict,
                    panorama: dict) -> list[RoomTask]:
     """One :class:`RoomTask` per room; its output is the staged panorama (written last)."""
@@ -138,8 +165,8 @@ def build_panoramas(front: Path, dataset: Path, room_uids: list[str], *, work: P
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds textures, noise and splits (as `build`).")
 @click.option("--views", type=int, default=None,
               help="Only to match a `build`: perspective cameras are sampled (never rendered) because they seed "
-                   "the texture choice; the same --views/--width/--height as a build give its exact panoramas "
-                   "[default: build's].")
+                   "the texture choice; a `build` given the same --views/--width/--height makes the same "
+                   "panoramas [default 48].")
 @click.option("--width", type=int, default=None, help="See --views [default 640].")
 @click.option("--height", type=int, default=None, help="See --views [default 480].")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True, help="Cycles device.")
@@ -203,6 +230,12 @@ def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[st
         raise click.ClickException(str(exc)) from None
     settings = PanoramaSettings(pano_height=pano_height, pano_width=2 * pano_height, keep_skybox=keep_skybox)
     fractions = parse_splits(splits)
+    other = staged_with_other_settings(out, uids, render.to_dict(), (pano_height, 2 * pano_height))
+    if other:
+        uid, diff = next(iter(other.items()))
+        what = ", ".join(f"{k} {a} (asked {b})" for k, (a, b) in diff.items())
+        raise click.ClickException(f"--out {out}: {len(other)} room(s) are staged with other settings, e.g. {uid}: "
+                                   f"{what}; use the same settings to resume, or another --out")
     click.echo(f"panoramas of {len(uids)} room(s) from {front} into {out} (skybox {render.skybox_size} px, "
                f"panorama {pano_height} x {2 * pano_height})")
     t0 = time.perf_counter()
