@@ -230,7 +230,8 @@ def render(front, out, rooms, views, width, height, hfov, skybox_size, samples, 
         click.echo("device gpu: Cycles uses OptiX/CUDA/HIP when available and falls back to the CPU (see attrs.device)")
     with output_folder(out, "work", force=force, command="render", on_message=lambda m: click.echo(m, err=True)):
         report = run_rooms(render_task, tasks, executor=executor, workers=workers, retries=retries, desc="render",
-                           report_path=out / REPORT_NAME, ray_address=ray_address, info_postfix="frames")
+                           report_path=out / REPORT_NAME, ray_address=ray_address, info_postfix="frames",
+                           ray_num_gpus=1.0 if settings.device == "GPU" else 0.0)  # Ray: one GPU per room
         add_mismatches_to_report(report, mismatched, overwrite, out / REPORT_NAME)
     click.echo(report.summary())
     frames = int(report.totals("frames"))

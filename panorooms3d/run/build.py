@@ -107,9 +107,11 @@ def build_dataset(front: Path, dataset: Path, room_uids: list[str], *, work: Pat
     tasks = build_tasks(Path(front), dataset, work, room_uids, render or {}, build or {})
     for t in tasks:
         t.overwrite = t.room_uid in set(overwrite)
+    # On Ray a room task renders, so it asks for a GPU when the render settings say GPU.
+    gpus = 1.0 if str((render or {}).get("device", "CPU")).upper() == "GPU" else 0.0
     report = run_rooms(build_room, tasks, executor=executor, workers=workers, retries=retries, desc="build",
                        report_path=dataset / "build_report.json", ray_address=ray_address, progress=progress,
-                       info_postfix="frames")
+                       info_postfix="frames", ray_num_gpus=gpus)
     manifest = pack_dataset(dataset, rooms_per_shard=rooms_per_shard, splits=splits, seed=seed)
     return report, manifest
 

@@ -201,7 +201,10 @@ def run_rooms(
         desc: name of the stage for the progress bar and report.
         report_path: where to write the JSON run report (optional).
         ray_address: Ray cluster address (``auto`` by default, ``ray://host:port``, ``local``).
-        ray_num_gpus: GPUs per Ray task (rendering on GPU nodes).
+        ray_num_gpus: GPUs per Ray task (rendering on GPU nodes; Ray sets CUDA_VISIBLE_DEVICES for
+            the task, so Cycles sees only its GPU). Every Ray task also asks for one CPU. A
+            cluster with fewer GPUs than one task asks for is an error, not a wait. Each room's
+            ``info["ray"]`` records its node and the resources Ray assigned.
         progress: show a tqdm progress bar.
         info_postfix: an ``info`` key summed over finished rooms and shown per second in the bar
             (e.g. ``"frames"``).
@@ -319,6 +322,17 @@ def _run_pool(fn, pending, retries, finished, workers) -> None:
                 pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _call_on_ray(fn: Callable[[RoomTask], dict], task: RoomTask) -> tuple[float, dict]:
+    """:func:`_call` in a Ray task; the room's info also records the node and the resources Ray gave it."""
+    import ray
+
+    seconds, info = _call(fn, task)
+    ctx = ray.get_runtime_context()
+    info.setdefault("ray", {"node": ctx.get_node_id(), "resources": ctx.get_assigned_resources(),
+                            "gpu_ids": [str(g) for g in ray.get_gpu_ids()]})
+    return seconds, info
+
+
 def _run_ray(fn, pending, retries, finished, address, num_gpus) -> None:
     try:
         import ray
@@ -327,7 +341,13 @@ def _run_ray(fn, pending, retries, finished, address, num_gpus) -> None:
     if not ray.is_initialized():
         ray.init(address=address or "auto", ignore_reinit_error=True, log_to_driver=False,
                  runtime_env={"env_vars": dict(WORKER_ENV)})
-    remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=retries, retry_exceptions=True)(_call)
+    if num_gpus > 0:  # a task no node can take would wait forever: say so instead
+        have = float(ray.cluster_resources().get("GPU", 0.0))
+        if have < num_gpus:
+            raise ValueError(f"each room asks Ray for {num_gpus:g} GPU (--device gpu) but the Ray cluster at "
+                               f"{address or 'auto'} has {have:g}; start GPU workers (`ray start --address ... "
+                               f"--num-gpus N`, pipelines/ray-build.md) or render with --device cpu")
+    remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=retries, retry_exceptions=True)(_call_on_ray)
     refs = {remote.remote(fn, t): t for t in pending}
     waiting = list(refs)
     while waiting:
