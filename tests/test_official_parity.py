@@ -385,7 +385,7 @@ def test_multistep_schedule_is_torch_multisteplr_per_epoch():
     ref_opt = torch.optim.Adam(torch.nn.Linear(1, 1).parameters(), lr=1e-3)
     ref = torch.optim.lr_scheduler.MultiStepLR(ref_opt, milestones=list(range(0, 8, 2)), gamma=0.5)  # distill.py
     got, expect = [], []
-    for epoch in range(10):  # distill.py: 1,500 iterations an epoch (3 here), scheduler.step() after each epoch
+    for _epoch in range(10):  # distill.py: 1,500 iterations an epoch (3 here), scheduler.step() after each
         for _ in range(3):
             got.append(opt.param_groups[0]["lr"])
             expect.append(ref_opt.param_groups[0]["lr"])
@@ -420,3 +420,113 @@ def test_protocols_are_data():
         assert getattr(default, key) == value, key
     with pytest.raises(ProtocolError, match="unknown protocol 'offical'.*official"):
         load_protocol("offical")
+
+
+def test_bgr_teacher_input_is_what_cv2_imread_gives(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    from panorooms3d.bench.teacher import TEACHER_INPUTS
+
+    rgb = np.random.default_rng(0).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    official = cv2.imread(str(tmp_path / "p.png"))  # distill.py: cv2.imread(image), fed to the teacher as it is
+    np.testing.assert_array_equal(TEACHER_INPUTS["bgr"](rgb), official)
+    np.testing.assert_array_equal(TEACHER_INPUTS["rgb"](rgb), rgb)
+
+
+def test_a_suite_selects_its_protocol_by_name(tmp_path):
+    from panorooms3d.bench.suite import SuiteError, load_suite
+
+    text = '''name = "t"
+protocol = "official"
+[distill]
+iterations = 30
+[[run]]
+name = "a"
+model = "3dseg-t"
+distill = true
+'''
+    (tmp_path / "s.toml").write_text(text)
+    suite = load_suite(tmp_path / "s.toml")
+    assert suite.protocol == "official"
+    assert suite.distill["iterations"] == 30  # the suite's own key wins
+    assert suite.distill["kd_normalisation"] == "official" and suite.distill["projection"] == "official-emission"
+    assert suite.teacher["teacher_input"] == "bgr" and suite.eval["weights"] == "official"
+    (tmp_path / "p.toml").write_text(text.replace('protocol = "official"\n', ""))
+    assert load_suite(tmp_path / "p.toml").distill["kd_normalisation"] == "project"  # no key: the project's
+    (tmp_path / "b.toml").write_text(text.replace('"official"', '"offical"'))
+    with pytest.raises(SuiteError, match=r"b\.toml.*offical.*available: .*official"):
+        load_suite(tmp_path / "b.toml")
+    for name in ("table1", "table3", "table4"):  # the paper's suites use the official protocol
+        assert load_suite(Path(__file__).resolve().parents[1] / "benchmark" / f"{name}.toml").protocol == "official"
+
+
+def test_teacher_cache_sees_the_official_image(tmp_path):
+    """Imported panorama + bgr: the cached logits are the official teacher's on cv2.imread of the official
+    file, mirrored into the stored orientation."""
+    cv2 = pytest.importorskip("cv2")
+    from PIL import Image
+
+    from panorooms3d.bench.teacher import cache_teacher_predictions, teacher_cache_path
+    from panorooms3d.nn.segmenter2d import Segmenter2D
+    from panorooms3d.store.official import import_official
+
+    h, w = 16, 32
+    rng = np.random.default_rng(0)
+    (tmp_path / "rooms").mkdir()
+    sdf = np.ones((8, 8, 8), np.float32)
+    sdf[:, :, 0] = -1.0  # a floor
+    np.savez(tmp_path / "rooms" / "h_1.npz", sdf128=sdf, color128=np.zeros((8, 8, 8)),
+             semanticlabel=np.zeros((8, 8, 8), np.int64))
+    for sub in ("images", "annotations"):
+        (tmp_path / "panos" / sub / "training").mkdir(parents=True)
+    image = tmp_path / "panos" / "images" / "training" / "h_1.png"
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(image)
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / "panos" / "annotations" / "training" / "h_1.png")
+    import_official(tmp_path / "rooms", tmp_path / "data", tmp_path / "panos")
+    torch.manual_seed(0)
+    teacher = Segmenter2D(num_classes=30, variant="tiny", image_size=(h, w), n_layers=1).eval()
+    cache_teacher_predictions(teacher, tmp_path / "data", tmp_path / "cache", teacher_input="bgr", device="cpu",
+                              progress=False)
+    cached = np.load(teacher_cache_path(tmp_path / "cache", "h_1")).astype(np.float32)
+    # distill.py: im2d = cv2.imread(image) / 255 -> normalize -> teacher
+    im = torch.from_numpy(cv2.imread(str(image)).astype(np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        official = teacher(teacher.normalize(im))[0].numpy()
+    np.testing.assert_allclose(cached, official[:, :, ::-1], atol=2e-2, rtol=1e-2)  # float16 cache
+    assert not np.allclose(cached, official, atol=2e-2)  # the mirror matters
+
+
+def test_distillation_kd_term_under_the_official_protocol():
+    """room_losses with the official protocol's settings = the official formula on the official render."""
+    from panorooms3d.bench.data import RoomSample, encode_official
+    from panorooms3d.bench.distill import room_losses
+    from panorooms3d.bench.protocol import load_protocol
+
+    shape = (20, 16, 12)
+    tsdf = _box_room(shape)
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, (*shape, 3)).astype(np.uint8)
+    label = rng.choice([0, 40, 51], size=shape).astype(np.uint8)
+    x, y = encode_official(tsdf, rgb, label)
+    cam = np.array(shape) * 0.04 / 2
+    sample = RoomSample(uid="r", x=x, y=y, tsdf=tsdf, origin=np.zeros(3), voxel_size=0.04, camera=cam)
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(4, 30, 1)
+    teacher = torch.randn(30, 8, 16) * 5
+    off = load_protocol("official").section("distill")
+    assert off["kd_mask"] == "none" and off["kd_normalisation"] == "official"
+    opts = {"face_size": 4, "n_samples": 12, "near": 0.02, "far": 0.9, "stitch_padding": off["stitch_padding"]}
+    out = room_losses(model, sample, teacher, tau=off["tau"], projection=off["projection"],
+                      kd_normalisation=off["kd_normalisation"], kd_mask=off["kd_mask"], projection_options=opts)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)[None])[0]
+        s = render_equirect_official(torch.from_numpy(tsdf), logits, origin=np.zeros(3), voxel_size=0.04, camera=cam,
+                                     height=8, width=16, face_size=4, n_samples=12, near=0.02, far=0.9).values
+    ls = torch.log_softmax(s / 20, 0).double()
+    lt = torch.log_softmax(teacher / 20, 0).double()
+    expect = float((lt.exp() * (lt - ls)).sum() * 400 / s.numel())  # distill.py's formula, all pixels
+    assert float(out["kd"].detach()) == pytest.approx(expect, rel=1e-4)
+    out["loss"].backward()
+    assert model.weight.grad.abs().sum() > 0

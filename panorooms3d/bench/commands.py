@@ -194,18 +194,29 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--tau", type=click.FloatRange(0, min_open=True), default=20.0, show_default=True, help="Temperature (paper: 20).")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
 @click.option("--finetune-only", is_flag=True, help="CE only, no distillation (the paper's Table 3 control).")
-@click.option("--projection", type=click.Choice(["surface", "faces", "emission"]), default="surface",
-              show_default=True, help="How the student is rendered into the panorama.")
+@click.option("--projection", type=click.Choice(["surface", "faces", "emission", "official-emission"]),
+              default="surface", show_default=True, help="How the student is rendered into the panorama.")
+@click.option("--protocol", type=click.Choice(["project", "official"]), default="project", show_default=True,
+              help="benchmark/protocols/<name>.toml as defaults (official: the official code's KD normalisation, "
+                   "six-face projection, MultiStepLR schedule, encoding); options given here win.")
 @click.option("--val-every", type=click.IntRange(1), default=1500, show_default=True)
 @click.option("--val-split", type=SPLITS, default="val", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark distill")
-def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, val_every,
-                    val_split, seed, device, force) -> None:
+def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, protocol,
+                    val_every, val_split, seed, device, force) -> None:
     """Distil the cached teacher into a 3D student room by room (or finetune it with --finetune-only)."""
+    from click.core import ParameterSource
+
     from panorooms3d.bench.distill import distill
+    from panorooms3d.bench.protocol import load_protocol
+
+    ctx = click.get_current_context()
+    options = dict(iterations=iterations, tau=tau, lr=lr, projection=projection, val_every=val_every)
+    given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    settings = {**options, **load_protocol(protocol).apply("distill", given)}
 
     _check_data(data)
     _check_file(student, "student checkpoint")
@@ -213,9 +224,8 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
         raise click.ClickException(f"teacher cache folder not found: {teacher_cache} (run `benchmark train-teacher`, "
                                    "or pass --finetune-only)")
     with _user_errors():
-        res = distill(data, student, teacher_cache, out, iterations=iterations, tau=tau, lr=lr,
-                      finetune_only=finetune_only, projection=projection, val_every=val_every, val_split=val_split,
-                      seed=seed, device=device)
+        res = distill(data, student, teacher_cache, out, finetune_only=finetune_only, val_split=val_split,
+                      seed=seed, device=device, **settings)
     best = "none (no validation rooms; final weights)" if res.best_miou is None else f"{res.best_miou:.2f}"
     click.echo(f"{'finetune' if finetune_only else 'distill'}: {res.iterations} rooms in {res.seconds:.1f} s; best "
                f"val mIoU {best} at {res.best_iteration}; best: {res.best}, final: {res.final}")

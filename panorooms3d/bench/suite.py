@@ -56,7 +56,7 @@ from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
 SETTINGS = {"class_set", "seed", "seeds", "device", "workers"}
-EVAL_KEYS = {"split", "max_voxels", "samples"}
+EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
             "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description", "seeds",
             "labelled_fraction"}
@@ -105,6 +105,7 @@ class Suite:
     eval: dict
     runs: list[RunSpec]
     claims: list = field(default_factory=list)  # stats.Claim: [[claim]] entries, checked against the runs
+    protocol: str = "project"  # benchmark/protocols/<protocol>.toml: the defaults under the sections above
 
 
 def _fields(cls) -> set[str]:
@@ -147,14 +148,21 @@ def load_suite(path: str | Path) -> Suite:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SuiteError(f"{path}: not valid TOML: {e}") from e
-    _check_keys(path, "the top level", data, {"name", "description", "reference", "run", "claim", *SECTIONS})
+    _check_keys(path, "the top level", data, {"name", "description", "reference", "run", "claim", "protocol",
+                                              *SECTIONS})
     sections = {s: data.get(s, {}) for s in SECTIONS}
     for s, v in sections.items():
         if not isinstance(v, dict):
             raise SuiteError(f"{path}: [{s}] must be a table")
+    protocol = _protocol(path, data.get("protocol", "project"))
+    for s in ("train", "teacher", "distill", "eval"):  # the protocol's values are defaults; the suite's keys win
+        defaults = protocol.section(s)
+        if s == "train":  # block-training keys take effect once TrainConfig has them
+            defaults = {k: v for k, v in defaults.items() if k in _fields(TrainConfig)}
+        sections[s] = {**defaults, **sections[s]}
     _check_keys(path, "[settings]", sections["settings"], SETTINGS)
     _check_keys(path, "[train]", sections["train"], _fields(TrainConfig) - _RUNNER_FIELDS - SETTINGS)
-    _check_keys(path, "[teacher]", sections["teacher"], (_fields(TeacherConfig) - _RUNNER_FIELDS - SETTINGS) | {"init", "model_overrides"})
+    _check_keys(path, "[teacher]", sections["teacher"], (_fields(TeacherConfig) - _RUNNER_FIELDS - SETTINGS) | {"init", "model_overrides", "teacher_input"})
     _check_keys(path, "[distill]", sections["distill"], _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
     _check_keys(path, "[eval]", sections["eval"], EVAL_KEYS)
     raw_runs = data.get("run", [])
@@ -196,7 +204,18 @@ def load_suite(path: str | Path) -> Suite:
                             model_overrides=overrides, paper=dict(r.get("paper", {})),
                             seeds=None if seeds is None else [int(v) for v in seeds]))
     return Suite(path=path, name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
-                 reference=str(data.get("reference", "")), runs=runs, claims=_claims(path, data, runs), **sections)
+                 reference=str(data.get("reference", "")), runs=runs, claims=_claims(path, data, runs),
+                 protocol=protocol.name, **sections)
+
+
+def _protocol(path: Path, name):
+    """The suite's protocol (benchmark/protocols/<name>.toml); a bad name is a SuiteError naming the suite."""
+    from panorooms3d.bench.protocol import ProtocolError, load_protocol
+
+    try:
+        return load_protocol(str(name))
+    except ProtocolError as exc:
+        raise SuiteError(f"{path}: protocol = {name!r}: {exc}") from exc
 
 
 def _claims(path: Path, data: dict, runs: list[RunSpec]) -> list:
@@ -367,6 +386,7 @@ def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteL
 
     tcfg = dict(suite.teacher)
     variant, iterations, lr = tcfg.pop("variant", "tiny"), tcfg.pop("iterations", 2000), tcfg.pop("lr", 1e-4)
+    teacher_input = tcfg.pop("teacher_input", "rgb")  # the protocol's channel order for the teacher cache
     marker = folder / "teacher.pt"
     log.step("teacher", "train-teacher", marker, lambda: train_teacher(
         data, folder, variant=variant, iterations=iterations, lr=lr, progress=progress, class_set=settings["class_set"],
@@ -376,7 +396,7 @@ def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteL
 
     def make_cache() -> None:
         counts = cache_teacher_predictions(marker, data, cache, height=tcfg.get("height"), width=tcfg.get("width"),
-                                           device=settings["device"], progress=progress)
+                                           device=settings["device"], progress=progress, teacher_input=teacher_input)
         done.write_text(json.dumps(counts, indent=2))
 
     log.step("teacher", "cache", done, make_cache)
@@ -417,7 +437,9 @@ def _evaluate(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint
         ev = suite.eval
         result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
                           max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
-                          progress=progress)
+                          progress=progress, room_weights=ev.get("weights", "project"),
+                          round_per_room=bool(ev.get("round_per_room", False)),
+                          input_encoding=ev.get("input_encoding", "project"))
         result["run"] = {"name": run.name, "label": run.label, "model": run.model, "checkpoint": str(checkpoint),
                          "distill": run.distill, "finetune_only": run.finetune_only, "skip": run.skip,
                          "params": count_parameters(model), "paper_params": get_spec(run.model).paper_params}
