@@ -191,6 +191,9 @@ class FolderLock:
                     os.link(tmp, self.path)  # atomic: fails when a lock exists, and never shows a half file
                 except FileExistsError:
                     pass
+                except FileNotFoundError:  # our temporary was swept as a stale one by another writer
+                    tmp.write_text(json.dumps(info))
+                    continue
                 else:
                     self.held = True
                     return self
