@@ -15,9 +15,9 @@ from panorooms3d.render.settings import RenderSettings
               help="3D-FRONT root (3D-FRONT/, 3D-FUTURE-model/, 3D-FRONT-texture/), e.g. from `panorooms3d synth`.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Dataset folder to create or resume (manifest.json, shards/, splits/, staging/).")
-@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the per-room frames stores go [default: OUT/work].")
-@click.option("--rooms", multiple=True, metavar="HOUSE/ROOM", help="Only these rooms (repeatable) [default: all].")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None, show_default="OUT/work",
+              help="Where the per-room frames stores go.")
+@click.option("--rooms", multiple=True, metavar="HOUSE/ROOM", show_default="all", help="Only these rooms (repeatable).")
 @click.option("--views", type=click.IntRange(1), default=RenderSettings.views, show_default=True,
               help="Perspective frames per room.")
 @click.option("--width", type=click.IntRange(8), default=RenderSettings.width, show_default=True,
