@@ -1,7 +1,8 @@
-"""The 2D teacher (Segmenter): sizes against published ViT counts, forward shapes, checkpoint loading."""
+"""The 2D teacher (Segmenter): sizes, shapes, checkpoints; its data (extra panorama folders, held-out rooms refused) and its evaluation."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -125,3 +126,130 @@ def test_official_loader_missing_files(tmp_path):
     torch.save({"model": {}}, tmp_path / "checkpoint.pth")
     with pytest.raises(FileNotFoundError, match="variant.yml"):
         load_official_segmenter(tmp_path / "checkpoint.pth")
+
+
+# --------------------------------------------------------------------------------------------------
+# the teacher's data: the dataset's training panoramas plus panorama-only folders, never held-out rooms
+
+
+def _panorama_folder(root, uids, seed: int = 0):
+    """A panorama-only dataset (as `panorooms3d panoramas` packs it) of box-room panoramas."""
+    from bench_rooms import box_room
+
+    from panorooms3d.store.dataset import pack_dataset, write_room_panorama
+
+    for i, uid in enumerate(uids):
+        write_room_panorama(root, uid, box_room(uid, seed=seed + i)[1])
+    pack_dataset(root, rooms_per_shard=4, splits=(1.0, 0.0, 0.0), panoramas_only=True)
+    return root
+
+
+def test_teacher_rooms_add_panorama_folders_and_refuse_held_out_rooms(tmp_path):
+    from bench_rooms import make_dataset
+
+    from panorooms3d.bench.teacher import TeacherConfig, TeacherDataError, teacher_rooms
+
+    data = make_dataset(tmp_path / "data", n_rooms=4)  # train box0..box2, test box3
+    _panorama_folder(tmp_path / "panos", [f"other{i}/Room-{i}" for i in range(5)] + ["box0/Room-0"])
+    rooms, summary = teacher_rooms(TeacherConfig(data=str(data), panoramas=["../panos"]))
+    main = [u for f, u in rooms if f == str(data)]
+    extra = [u for f, u in rooms if f != str(data)]
+    assert main == ["box0/Room-0", "box1/Room-1", "box2/Room-2"]
+    assert sorted(extra) == [f"other{i}/Room-{i}" for i in range(5)], "box0/Room-0 is a training room: counted once"
+    assert summary["main_rooms"] == 3 and summary["extra_rooms"] == 5
+    assert summary["extra"][0]["duplicates_of_training_rooms"] == 1
+    # an absolute path works the same
+    rooms_abs, _ = teacher_rooms(TeacherConfig(data=str(data), panoramas=[str(tmp_path / "panos")]))
+    assert len(rooms_abs) == 8
+    # a test room of the dataset among the extra panoramas: the teacher would see what the models are scored on
+    _panorama_folder(tmp_path / "leak", ["other9/Room-9", "box3/Room-3"])
+    with pytest.raises(TeacherDataError, match=r"box3/Room-3.*never see"):
+        teacher_rooms(TeacherConfig(data=str(data), panoramas=["../leak"]))
+    with pytest.raises(TeacherDataError, match="does not exist"):
+        teacher_rooms(TeacherConfig(data=str(data), panoramas=["../missing"]))
+    with pytest.raises(TeacherDataError, match="not splits"):
+        teacher_rooms(TeacherConfig(data=str(data), panoramas=["../panos"], panorama_splits=["training"]))
+
+
+def test_panorama_only_folder_cannot_be_read_as_volumes(tmp_path):
+    from panorooms3d.store.dataset import Dataset, DatasetError
+
+    ds = Dataset(_panorama_folder(tmp_path / "panos", ["a/Room-1", "b/Room-2"]))
+    assert ds.panoramas_only and ds.room_info("a/Room-1").shape is None
+    assert ds.load_panorama("b/Room-2").label.shape == (16, 32)
+    with pytest.raises(DatasetError, match="no volume"):
+        ds.read_crop("a/Room-1", (0, 0, 0), (4, 4, 4))
+    assert ds.verify() == []
+
+
+# --------------------------------------------------------------------------------------------------
+# the teacher's evaluation, against an oracle and a constant predictor with known scores
+
+
+class _ColourOracle(torch.nn.Module):
+    """Reads the class from the red channel (red = 8 * class id): a perfect 'teacher' for such panoramas."""
+
+    def __init__(self, constant: int | None = None) -> None:
+        super().__init__()
+        self.constant = constant
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def normalize(self, x):
+        return x
+
+    def forward(self, x):
+        cls = torch.round(x[:, 0] * 255 / 8).long()
+        if self.constant is not None:
+            cls = torch.full_like(cls, self.constant)
+        return torch.nn.functional.one_hot(cls, 30).permute(0, 3, 1, 2).float() * 10
+
+
+def _colour_dataset(root):
+    from bench_rooms import box_room
+
+    from panorooms3d.store.dataset import pack_dataset, write_room_panorama, write_room_volume
+    from panorooms3d.taxonomy import get_class_set
+
+    cs = get_class_set("paper30")
+    uids = [f"box{i}/Room-{i}" for i in range(3)]
+    for i, uid in enumerate(uids):
+        vol, pano = box_room(uid, seed=i)
+        pano.rgb[..., 0] = 8 * cs.map(pano.label)
+        write_room_volume(root, vol)
+        write_room_panorama(root, uid, pano)
+    pack_dataset(root, rooms_per_shard=2, splits={"train": uids[:1], "val": [], "test": uids[1:]})
+    return root, cs
+
+
+def test_evaluate_teacher_scores_an_oracle_and_a_constant(tmp_path):
+    from bench_rooms import WALL
+
+    from panorooms3d.bench.teacher import evaluate_teacher, write_teacher_metrics
+    from panorooms3d.store.dataset import Dataset
+
+    data, cs = _colour_dataset(tmp_path / "data")
+    perfect = evaluate_teacher(_ColourOracle(), data, device="cpu", progress=False)
+    assert [r["uid"] for r in perfect["rooms"]] == ["box1/Room-1", "box2/Room-2"], "the test split"
+    assert perfect["pooled"]["aAcc"] == 100.0 and perfect["pooled"]["mIoU"] == 100.0
+    assert perfect["metrics"]["mIoU"] == 100.0 and perfect["unit"] == "panorama pixels"
+    # a teacher that answers 'wall' everywhere: aAcc = wall share, IoU(wall) = wall share, others 0
+    wall = int(cs.map([WALL])[0])
+    ds = Dataset(data)
+    labels = np.stack([cs.map(ds.load_panorama(u).label) for u in ds.split("test")])
+    share = float((labels == wall).mean())
+    present = np.unique(labels)
+    const = evaluate_teacher(_ColourOracle(constant=wall), data, device="cpu", progress=False)
+    assert const["pooled"]["aAcc"] == pytest.approx(100 * share)
+    assert const["per_class_iou"][cs.class_names[wall]] == pytest.approx(100 * share)
+    assert const["pooled"]["mIoU"] == pytest.approx(100 * share / len(present))
+    assert const["void_excluded"]["mIoU"] == pytest.approx(100 * share / len(present))  # no void pixel here
+    # the suite's file: the same numbers, and what the teacher was (no NaN in the JSON)
+    model = Segmenter2D(num_classes=30, variant="tiny", image_size=(16, 32), n_layers=1)
+    model.save_checkpoint(tmp_path / "teacher.pt")
+    out = tmp_path / "metrics.json"
+    res = write_teacher_metrics(tmp_path / "teacher.pt", data, out, device="cpu", progress=False)
+    import json
+
+    saved = json.loads(out.read_text())
+    assert saved["run"]["model"] == "teacher-tiny" and saved["split"] == "test"
+    assert saved["pooled"]["aAcc"] == pytest.approx(res["pooled"]["aAcc"])
