@@ -530,3 +530,30 @@ def test_distillation_kd_term_under_the_official_protocol():
     assert float(out["kd"].detach()) == pytest.approx(expect, rel=1e-4)
     out["loss"].backward()
     assert model.weight.grad.abs().sum() > 0
+
+
+def test_evaluate_with_official_weights_rounding_and_encoding(tmp_path):
+    from panorooms3d.bench.evaluate import evaluate
+    from panorooms3d.store.official import import_official
+
+    rng = np.random.default_rng(4)
+    (tmp_path / "rooms").mkdir()
+    shapes = {"a_1": (20, 16, 12), "b_1": (12, 12, 8)}  # sides not multiples of 128
+    for name, shape in shapes.items():
+        sdf = rng.uniform(-1.5, 1.5, shape).astype(np.float32)
+        rgb = rng.integers(0, 256, (*shape, 3))
+        np.savez(tmp_path / "rooms" / f"{name}.npz", sdf128=sdf,
+                 color128=(rgb[..., 2] * 65536 + rgb[..., 1] * 256 + rgb[..., 0]).astype(np.float64),
+                 semanticlabel=rng.choice([0, 40, 51, 17], size=shape))
+    import_official(tmp_path / "rooms", tmp_path / "data")
+    torch.manual_seed(0)
+    model = torch.nn.Conv3d(4, 30, 1)
+    res = evaluate(model, tmp_path / "data", rooms=list(shapes), room_weights="official", round_per_room=True,
+                   input_encoding="official", progress=False)
+    weights = {r["uid"]: r["weight"] for r in res["rooms"]}
+    for name, shape in shapes.items():
+        assert weights[name] == pytest.approx(np.prod(np.array(shape) / 128))  # eval.py: prod(shape / 128)
+    miou = {r["uid"]: r["mIoU"] for r in res["rooms"]}
+    assert all(round(v, 2) == pytest.approx(v, abs=1e-9) for v in miou.values())  # rounded per room
+    expect = sum(miou[n] * weights[n] for n in shapes) / sum(weights.values())  # np.dot(IoUs, weight) / sum
+    assert res["metrics"]["mIoU"] == pytest.approx(expect)
