@@ -28,9 +28,11 @@ from panorooms3d.store.dataset import Dataset
 from panorooms3d.taxonomy import get_class_set
 
 SETTINGS = {  # name: (block, sampling)
-    "demo (32^3, uniform)": (32, "uniform"),
+    "old demo (32^3, uniform)": (32, "uniform"),
     "old cpu suite (64^3, uniform)": (64, "uniform"),
-    "cpu track (64x64x48, surface)": ([64, 64, 48], "surface"),
+    "64x64x48, surface": ([64, 64, 48], "surface"),
+    "cpu track (64x64x32, uniform)": ([64, 64, 32], "uniform"),
+    "cpu track (64x64x32, surface)": ([64, 64, 32], "surface"),
 }
 
 
