@@ -50,7 +50,7 @@ import torch
 from tqdm import tqdm
 
 from panorooms3d.bench.data import RoomSample, labelled_subset, load_room
-from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
+from panorooms3d.bench.train import class_weights, make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
@@ -94,6 +94,9 @@ class DistillConfig:
         model_overrides: constructor overrides (e.g. ``{"skip": False}``).
         labelled_fraction: share of the training rooms with 3D labels (see the module docstring).
         warmup: iterations of linear learning-rate warm-up (as in block training).
+        class_weights: CE class weights, ``none`` (the paper) or ``sqrt-inverse``/``inverse``
+            frequency over the labelled training rooms, as in block training: a student trained
+            on weighted blocks and finetuned without weights drifts back toward void and wall.
         kd_normalisation: ``project`` (mean over counted pixels) or ``official`` (sum / (K H W)), see
             :func:`panorooms3d.nn.losses.distillation_loss`.
         kd_mask: ``hit`` or ``none`` (:data:`KD_MASKS`).
@@ -130,6 +133,7 @@ class DistillConfig:
     model_overrides: dict = field(default_factory=dict)
     labelled_fraction: float = 1.0
     warmup: int = 0
+    class_weights: str = "none"
     kd_normalisation: str = "project"
     kd_mask: str = "hit"
     face_size: int | None = None
@@ -177,7 +181,8 @@ def project_logits(sample: RoomSample, logits: torch.Tensor, height: int, width:
 def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torch.Tensor | None, *,
                 tau: float = 20.0, kd_weight: float = 1.0, projection: str = "surface",
                 device: torch.device | str = "cpu", labelled: bool = True, kd_normalisation: str = "project",
-                kd_mask: str = "hit", projection_options: dict | None = None) -> dict:
+                kd_mask: str = "hit", projection_options: dict | None = None,
+                class_weight: torch.Tensor | None = None) -> dict:
     """The losses of one room (batch 1): ``ce``, ``kd`` (None when kd_weight is 0 or no teacher), ``loss``, ``hit``.
 
     Args:
@@ -186,6 +191,7 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         teacher_logits: (K, H, W) cached teacher logits, or None.
         labelled: False for a room whose 3D labels may not be used: no CE term (``ce`` is None).
         kd_normalisation, kd_mask, projection_options: see :class:`DistillConfig` (the protocol's KD term).
+        class_weight: optional (K,) CE class weights.
     """
     from panorooms3d.bench.evaluate import forward_room
 
@@ -193,7 +199,7 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
     logits = forward_room(model, x)
     if labelled:
         y = torch.as_tensor(sample.y, dtype=torch.long, device=device)[None]
-        ce = voxel_cross_entropy(logits.float(), y)
+        ce = voxel_cross_entropy(logits.float(), y, weight=class_weight)
     else:
         if kd_weight <= 0 or teacher_logits is None:
             raise ValueError(f"room {sample.uid} has no labels and no teacher term: nothing to learn from")
@@ -290,6 +296,9 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     if not rooms:
         raise ValueError(f"{data}: no {config.split!r} rooms to distil on")
     val_rooms = ds.split(config.val_split)
+    weight = class_weights(Path(data), sorted(labelled), config.class_set, config.class_weights) if labelled else None
+    if weight is not None:
+        weight = weight.to(device)
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
     log = (out / "distill_log.jsonl").open("a")
     best_path, final_path = out / "best.pt", out / "model.pt"
@@ -333,7 +342,8 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         losses = room_losses(model, sample, teacher, tau=config.tau, kd_weight=config.kd_weight,
                              projection=config.projection, device=device, labelled=uid in labelled,
                              kd_normalisation=config.kd_normalisation, kd_mask=config.kd_mask,
-                             projection_options={k: getattr(config, k) for k in PROJECTION_OPTIONS[config.projection]})
+                             projection_options={k: getattr(config, k) for k in PROJECTION_OPTIONS[config.projection]},
+                             class_weight=weight)
         value = optimisation_step(losses["loss"], optimizer, scheduler, on_diverge=lambda it=it: checkpoint(it),
                                   where=f"iteration {it + 1} (room {uid})")
         kd = None if losses["kd"] is None else float(losses["kd"].detach())

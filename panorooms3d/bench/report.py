@@ -417,3 +417,90 @@ def plot_sample(sample, pred: np.ndarray, path: Path, class_set: str = "paper30"
     fig.suptitle(title or sample.uid)
     _savefig(fig, path)
     plt.close(fig)
+
+
+def training_curves(out: Path) -> list[dict]:
+    """The validation curves of a suite's trainings: block training and room-level runs.
+
+    Reads ``<out>/pretrain/*/train_log.jsonl`` and ``<out>/runs/**/distill/distill_log.jsonl``
+    (lines with ``val_mIoU``). Returns one dict per training with ``name``, ``kind``, ``points``
+    ([(iteration, val mIoU)]), ``final`` (the last value), ``at_80`` (the last value at or before
+    80% of the final iteration) and ``gain_last_20`` (final - at_80: flattened when < 1 point).
+    """
+    import json as _json
+
+    out = Path(out)
+    def pretrain_name(folder: Path) -> str:
+        cfg_path = folder / "config.json"
+        if not cfg_path.is_file():
+            return folder.name
+        cfg = _json.loads(cfg_path.read_text())
+        name = cfg.get("model", folder.name)
+        if (cfg.get("model_overrides") or {}).get("skip") is False:
+            name += "-noskip"
+        if cfg.get("labelled_fraction", 1.0) < 1.0:
+            name += f" (labelled {cfg['labelled_fraction']:g})"
+        return f"{name} seed{cfg.get('seed', 0)}"
+
+    logs = [("block training", pretrain_name(p.parent), p) for p in sorted(out.glob("pretrain/*/train_log.jsonl"))]
+    logs += [("room level", str(p.parent.parent.relative_to(out / "runs")), p)
+             for p in sorted(out.glob("runs/**/distill/distill_log.jsonl"))]
+    rows = []
+    for kind, name, path in logs:
+        points = []
+        for line in path.read_text().splitlines():
+            rec = _json.loads(line)
+            if rec.get("val_mIoU") is not None:
+                points.append((int(rec["iteration"]), float(rec["val_mIoU"])))
+        points = sorted(dict(points).items())
+        if not points:
+            continue
+        last_it, final = points[-1]
+        before = [v for i, v in points if i <= 0.8 * last_it]
+        at_80 = before[-1] if before else None
+        rows.append({"name": name, "kind": kind, "points": points, "iterations": last_it, "final": final,
+                     "at_80": at_80, "gain_last_20": None if at_80 is None else final - at_80})
+    return rows
+
+
+def curves_markdown(rows: list[dict]) -> str:
+    """A table: training, iterations, final validation mIoU, the gain of the last 20% of its iterations."""
+    body = [[r["name"], r["kind"], str(r["iterations"]), _fmt(r["final"]), _fmt(r["gain_last_20"]),
+             "–" if r["gain_last_20"] is None else ("yes" if r["gain_last_20"] < 1.0 else "no")] for r in rows]
+    return _md_table(("training", "kind", "iterations", "final val mIoU", "gain in the last 20%", "flat (< 1 point)"),
+                     body)
+
+
+def plot_training_curves(rows: list[dict], path: Path, title: str = "") -> None:
+    """Validation mIoU against iteration for every training (block training left, room level right)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, kind in zip(axes, ("block training", "room level")):
+        for r in [r for r in rows if r["kind"] == kind]:
+            its, vals = zip(*r["points"])
+            ax.plot(its, vals, marker=".", label=r["name"], linewidth=1)
+        ax.set_title(f"{kind}: validation mIoU")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("val mIoU (%)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
+    if title:
+        fig.suptitle(title)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def teacher_markdown(metrics: dict) -> str:
+    """One line on the 2D teacher's own score (panorama mIoU on the evaluation split)."""
+    m, run = metrics.get("metrics", {}), metrics.get("run", {})
+    trained = run.get("trained_on") or {}
+    rooms = ""
+    if isinstance(trained, dict) and trained:
+        rooms = "; trained on " + ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}" for k, v in trained.items())
+    params = run.get("params")
+    size = "?" if params is None else f"{params / 1e6:.2f} M"
+    return (f"The 2D teacher ({run.get('model', 'teacher')}, {size} parameters{rooms}) on the "
+            f"{metrics.get('split', 'test')} rooms' panoramas: mIoU {_fmt(m.get('mIoU'))}, aAcc {_fmt(m.get('aAcc'))}, "
+            f"void-excluded mIoU {_fmt((metrics.get('void_excluded') or {}).get('mIoU'))} "
+            f"({len(metrics.get('rooms', []))} panoramas).")

@@ -56,7 +56,7 @@ from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
 SETTINGS = {"class_set", "seed", "seeds", "device", "workers"}
-EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding"}
+EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
             "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description", "seeds",
             "labelled_fraction"}
@@ -439,7 +439,8 @@ def _evaluate(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint
                           max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
                           progress=progress, room_weights=ev.get("weights", "project"),
                           round_per_room=bool(ev.get("round_per_room", False)),
-                          input_encoding=ev.get("input_encoding", "project"))
+                          input_encoding=ev.get("input_encoding", "project"),
+                          **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}))
         result["run"] = {"name": run.name, "label": run.label, "model": run.model, "checkpoint": str(checkpoint),
                          "distill": run.distill, "finetune_only": run.finetune_only, "skip": run.skip,
                          "params": count_parameters(model), "paper_params": get_spec(run.model).paper_params}
@@ -517,6 +518,19 @@ def write_tables(suite: Suite | str | Path, out: str | Path) -> SuiteResult:
             "(mmsegmentation definitions, 30 classes with void). Runs without results are shown as –.")
     md = report.markdown_table(rows, title=f"{suite.name}: results", note=note.strip(), reference=suite.reference,
                                claims=claims)
+    teacher_metrics = out / "teacher" / "metrics.json"
+    if teacher_metrics.is_file():
+        md += "\n" + report.teacher_markdown(json.loads(teacher_metrics.read_text())) + "\n"
+    curves = report.training_curves(out)
+    if curves:
+        # curves.json holds the points; the picture is redrawn only when they changed
+        text = json.dumps([{k: r[k] for k in ("name", "kind", "points", "gain_last_20")} for r in curves], indent=1)
+        if not (out / "curves.png").exists() or not (out / "curves.json").exists() \
+                or (out / "curves.json").read_text() != text:
+            report.plot_training_curves(curves, out / "curves.png", f"{suite.name}: validation curves")
+            report.write_text(out / "curves.json", text)
+        md += ("\nValidation curves (`curves.png`): a training has flattened when the last 20% of its "
+               "iterations add less than 1 mIoU point.\n\n" + report.curves_markdown(curves))
     paths = (out / "table.md", out / "table.csv", out / "paper.csv")
     report.write_text(paths[0], md)
     report.write_text(paths[1], report.csv_table(rows))
