@@ -139,7 +139,13 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.99, help="coverage target of the coverage-driven views")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="JSON to write [benchmark/results/views/{quick,full}.json]")
+    ap.add_argument("--replot", type=Path, default=None, help="only redraw the table and plot of a written JSON")
     args = ap.parse_args()
+    if args.replot:
+        result = json.loads(args.replot.read_text())
+        print(table(result))
+        plot(result, args.replot.with_suffix(".png"))
+        return
     views = [int(v) for v in (args.views or ("8,16,32,64,128,424" if args.full else "8,16,32")).split(",")]
     w, h = (int(x) for x in (args.size or ("160x120" if args.full else "96x72")).split("x"))
     args.box = True
@@ -235,7 +241,7 @@ def table(result: dict) -> str:
         how = "coverage" if r["method"] == "coverage" else "random"
         dist = "-" if r["surface_distance_mean_m"] is None else f"{100 * r['surface_distance_mean_m']:.2f} cm"
         lab = "-" if r["label_agreement"] is None else f"{100 * r['label_agreement']:.1f} %"
-        lines.append(f"| {r['kind']} | {how} | {r['frames']} | {100 * r['observed']:.1f} % | {dist} | {lab} | "
+        lines.append(f"| {r['kind']} {r['room'].split('/')[-1]} | {how} | {r['frames']} | {100 * r['observed']:.1f} % | {dist} | {lab} | "
                      f"{r['select_s']:.1f} | {r['fuse_s']:.2f} | {r['render_est_s']:.0f} |")
     return "\n".join(lines)
 
@@ -252,14 +258,14 @@ def plot(result: dict, path: Path) -> None:
     keys = [("observed", "observed share of interior-visible surface", 100, "%"),
             ("surface_distance_mean_m", "zero-level distance to the mesh", 100, "cm"),
             ("label_agreement", "label agreement", 100, "%"),
-            ("render_est_s", "seconds per room (Blender est. + fusion)", 1, "s")]
+            ("render_est_s", "s per room (Blender 640x480 est. + fusion)", 1, "s")]
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     rooms = list(dict.fromkeys(r["room"] for r in result["rows"]))
     for i, room in enumerate(rooms):
         col = f"C{i}"
         rand = [r for r in result["rows"] if r["room"] == room and r["method"] == "random"]
         cov = [r for r in result["rows"] if r["room"] == room and r["method"] == "coverage"]
-        name = (rand or cov)[0]["kind"]
+        name = f"{(rand or cov)[0]['kind']} {room.split('/')[-1]}"
         for ax, (k, title, scale, unit) in zip(axes, keys):
             def val(r, k=k, scale=scale):
                 v = r[k] + (r["fuse_s"] if k == "render_est_s" else 0)
