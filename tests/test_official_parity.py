@@ -411,6 +411,7 @@ def test_protocols_are_data():
     assert load_protocol("official").section("teacher")["teacher_input"] == "bgr"
     ev = load_protocol("official").section("eval")
     assert ev["weights"] == "official" and ev["round_per_room"] is True and ev["input_encoding"] == "official"
+    assert ev["pad_to"] == 1
     # every distill value of either protocol is a DistillConfig field; the project protocol is the defaults
     fields = DistillConfig.__dataclass_fields__
     for name in ("official", "project"):

@@ -83,14 +83,16 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_
 def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", rooms: list[str] | None = None,
              class_set: str = "paper30", max_voxels: int = 256 * 256 * 128, device: str = "cpu",
              progress: bool = True, keep_predictions: bool = False, room_weights: str = "project",
-             round_per_room: bool = False, input_encoding: str = "project") -> dict:
+             round_per_room: bool = False, input_encoding: str = "project", pad_to: int = PAD_TO) -> dict:
     """Score ``model`` on whole rooms of a dataset.
 
     Protocol settings (benchmark/protocols/*.toml): ``room_weights`` names the room weight
     (:data:`panorooms3d.bench.metrics.ROOM_WEIGHTS`: ``project`` = 128^3 blocks of the padded room,
     ``official`` = prod(shape / 128)); ``round_per_room`` rounds each room's metrics as the official
     eval.py does (:func:`panorooms3d.bench.metrics.official_rounded`); ``input_encoding`` names the
-    input encoding (:data:`panorooms3d.bench.data.ENCODINGS`).
+    input encoding (:data:`panorooms3d.bench.data.ENCODINGS`); ``pad_to`` the free-space padding
+    before the model (:func:`forward_room`; the official eval.py: 1, the room as stored, the network
+    padding with zeros inside).
 
     Returns a JSON-able dict: ``metrics`` (volume-weighted, the paper's protocol), ``pooled``,
     ``void_excluded`` (volume-weighted, class 0 left out), ``per_class_iou`` (pooled, by class
@@ -109,7 +111,7 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     model.to(device)
     for uid in tqdm(uids, desc="evaluate", unit="room", disable=not progress, dynamic_ncols=True):
         sample = load_room(ds, uid, class_set, encoding=input_encoding)
-        pred = predict_logits(model, sample.x, max_voxels=max_voxels, device=device).argmax(0).numpy()
+        pred = predict_logits(model, sample.x, max_voxels=max_voxels, device=device, pad_to=pad_to).argmax(0).numpy()
         m = room_metrics(pred, sample.y, cs.num_classes)
         mv = room_metrics(pred, sample.y, cs.num_classes, exclude_void=True)
         if round_per_room:  # the official eval.py's per-room numbers

@@ -21,6 +21,7 @@ teacher_input       ``bgr`` / ``rgb``            the channel order fed to the 2D
 input_encoding      ``official`` / ``project``   :data:`panorooms3d.bench.data.ENCODINGS`
 weights             ``official`` / ``project``   :data:`panorooms3d.bench.metrics.ROOM_WEIGHTS`
 round_per_room      true / false                 per-room rounding to 0.01 (the official eval.py)
+pad_to              1 / (default 32)             free-space padding before the model in evaluation
 ==================  ===========================  =================================================
 """
 
