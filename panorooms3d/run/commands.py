@@ -7,7 +7,37 @@ from pathlib import Path
 
 import click
 
-from panorooms3d.render.settings import RenderSettings
+from panorooms3d.render.settings import BUILD_VIEW_SELECTION, RenderSettings
+
+
+def _skip_unlabelled(front: Path, out: Path, uids: list[str]) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """The paper's filter: (rooms kept, {room left out: {unknown furniture category: count}}), listed."""
+    from panorooms3d.scene.front import FrontError, unlabelled_furniture
+
+    try:
+        unknown = {uid: c for uid, c in unlabelled_furniture(front, uids).items() if c}
+    except FrontError as exc:
+        raise click.ClickException(str(exc)) from None
+    for uid, counts in unknown.items():
+        shown = ", ".join(f"{k!r}" + (f" x{v}" if v > 1 else "") for k, v in sorted(counts.items()))
+        click.echo(f"skipping {uid}: unlabelled furniture {shown}")
+    kept = [uid for uid in uids if uid not in unknown]
+    click.echo(f"--skip-unlabelled-furniture: {len(unknown)} of {len(uids)} room(s) left out "
+               f"(listed in {out / 'skipped_rooms.json'})")
+    if not kept:
+        raise click.ClickException(f"every selected room holds unlabelled furniture; nothing to build from {front} "
+                                   "(drop --skip-unlabelled-furniture to build them with those items labelled others)")
+    return kept, unknown
+
+
+def _write_skipped(out: Path, unknown: dict[str, dict[str, int]]) -> None:
+    """OUT/skipped_rooms.json: the rooms --skip-unlabelled-furniture left out, with the strings that caused it."""
+    import json
+
+    from panorooms3d.run.atomic import atomic_path
+
+    with atomic_path(Path(out) / "skipped_rooms.json", "file") as tmp:
+        tmp.write_text(json.dumps({"filter": "unlabelled_furniture", "rooms": unknown}, indent=2, sort_keys=True))
 
 
 @click.command("build")
@@ -18,8 +48,20 @@ from panorooms3d.render.settings import RenderSettings
 @click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None, show_default="OUT/work",
               help="Where the per-room frames stores go.")
 @click.option("--rooms", multiple=True, metavar="HOUSE/ROOM", show_default="all", help="Only these rooms (repeatable).")
+@click.option("--skip-unlabelled-furniture", is_flag=True,
+              help="Leave out rooms holding furniture of an unknown category (the paper's filter); each is "
+                   "listed with the strings that caused it, and in OUT/skipped_rooms.json.")
 @click.option("--views", type=click.IntRange(1), default=RenderSettings.views, show_default=True,
-              help="Perspective frames per room.")
+              help="Render exactly this many random hand-held views per room (implies --view-selection random).")
+@click.option("--view-selection", type=click.Choice(["random", "coverage"]), default=None,
+              help="coverage: as few hand-held views as see --coverage-target of each room's interior-visible "
+                   "surface (docs/rendering.md); random: --views random views. [default: coverage, or random when "
+                   "--views is given]")
+@click.option("--coverage-target", type=click.FloatRange(0, 1, min_open=True),
+              default=RenderSettings.coverage_target, show_default=True,
+              help="Share of the interior-visible surface the coverage-driven views must see.")
+@click.option("--max-views", type=click.IntRange(1), default=RenderSettings.max_views, show_default=True,
+              help="Frame cap of the coverage-driven views.")
 @click.option("--width", type=click.IntRange(8), default=RenderSettings.width, show_default=True,
               help="Frame width in pixels.")
 @click.option("--height", type=click.IntRange(8), default=RenderSettings.height, show_default=True,
@@ -57,7 +99,9 @@ from panorooms3d.render.settings import RenderSettings
 def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], views, width, height, samples,
           skybox_size, seed: int, device: str, timeout, voxel_size: float, truncation: float, pano_height: int,
           rooms_per_shard: int, splits: str, delete_frames: bool, executor: str, workers: int, retries: int,
-          ray_address: str | None, overwrite: bool, force: bool) -> None:
+          ray_address: str | None, overwrite: bool, force: bool, skip_unlabelled_furniture: bool = False,
+          view_selection: str | None = None, coverage_target: float = RenderSettings.coverage_target,
+          max_views: int = RenderSettings.max_views) -> None:
     """Render, fuse and make panoramas for every room of FRONT, then pack the dataset OUT.
 
     Resumable: rooms already staged are skipped, and their shards are reused; run the same
@@ -91,8 +135,15 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
         click.echo(f"skipping house: {p}", err=True)
     if not uids:
         raise click.ClickException(f"no rooms to build in {front}")
+    unlabelled: dict[str, dict[str, int]] = {}
+    if skip_unlabelled_furniture:
+        uids, unlabelled = _skip_unlabelled(front, out, uids)
+    if view_selection is None:  # coverage-driven views win (docs/fusion.md), unless a view count is asked for
+        given = click.get_current_context().get_parameter_source("views")
+        view_selection = "random" if given == click.core.ParameterSource.COMMANDLINE else BUILD_VIEW_SELECTION
     render = RenderSettings(seed=seed, device=device.upper(), views=views, width=width, height=height, samples=samples,
-                            skybox_size=skybox_size, timeout=timeout)
+                            skybox_size=skybox_size, timeout=timeout, view_selection=view_selection,
+                            coverage_target=coverage_target, max_views=max_views)
     settings = BuildSettings(voxel_size=voxel_size, truncation=truncation, pano_height=pano_height,
                              pano_width=2 * pano_height, keep_frames=not delete_frames)
     mismatched = mismatched_rooms({u: work_dir / f"{room_key(u)}.zarr" for u in uids}, render.to_dict())
@@ -113,11 +164,18 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
         add_mismatches_to_report(report, mismatched, overwrite, Path(out) / "build_report.json")
+        if skip_unlabelled_furniture:
+            _write_skipped(out, unlabelled)
     click.echo(report.summary())
     frames = report.totals("frames")
     if report.done:
         secs = sum(r.info.get("render_seconds", 0) for r in report.done)
         click.echo(f"frames rendered: {int(frames)} ({secs / max(frames, 1):.2f} s per frame incl. scene builds)")
+        covs = [r.info["interior_coverage"] for r in report.done if r.info.get("interior_coverage") is not None]
+        if covs:
+            click.echo(f"views: {render.view_selection}, {frames / len(report.done):.1f} frames per room, "
+                       f"{100 * min(covs):.1f}-{100 * max(covs):.1f}% of each room's interior-visible surface seen "
+                       f"(target {100 * render.coverage_target:.0f}%; per room in build_report.json)")
     n_rooms = len(manifest["rooms"])
     click.echo(f"dataset {out}: {n_rooms} room(s) in {len(manifest['shards'])} shard(s); "
                f"run `panorooms3d info {out} --verify` to check it")
