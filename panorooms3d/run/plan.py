@@ -49,7 +49,8 @@ class CostFigures:
         denoise_s_per_frame: the denoising part of it.
         skybox_s: the six 512^2 skybox faces of a room.
         room_overhead_s: Blender start (~1 s) + scene build (0.1 s) per room.
-        selection_s: coverage-driven view selection per room, when no room is sampled.
+        selection_core_s: CPU-seconds (all threads) of the coverage-driven view selection per room,
+            used when no room is sampled.
         fuse_s_per_frame: fusion per 640 x 480 frame (400 frames in 2.8 s).
         fuse_room_s: fixed fusion cost per room (grid read-back, label filling).
         panorama_s: one 512 x 1024 panorama from six 512^2 faces.
@@ -67,7 +68,7 @@ class CostFigures:
     denoise_s_per_frame: float = 0.33
     skybox_s: float = 5.315
     room_overhead_s: float = 1.1
-    selection_s: float = 3.0
+    selection_core_s: float = 5.0
     fuse_s_per_frame: float = 0.007
     fuse_room_s: float = 0.5
     panorama_s: float = 0.02
@@ -83,7 +84,8 @@ class CostFigures:
         "denoise_s_per_frame": "docs/rendering.md: denoising costs about 0.33 s of a 640x480 frame",
         "skybox_s": "benchmark/perf/bench_render.py: 5.3 s for 6 faces of 512^2",
         "room_overhead_s": "docs/rendering.md: Blender start ~1 s + scene build 0.1 s",
-        "selection_s": "benchmark/perf/bench_views.py: 1-3 s per room (used only when no room is sampled)",
+        "selection_core_s": "measured (process time): 4.8 CPU-s for the largest sample room, "
+                            "dc74ad5c.../LivingDiningRoom-9973 (used only when no room is sampled)",
         "fuse_s_per_frame": "benchmark/perf/bench_fusion.py: 400 frames of 640x480 in 2.8 s",
         "fuse_room_s": "benchmark/perf/bench_fusion.py: fixed cost of the 40-frame room (0.65 s - 40 x 7 ms)",
         "panorama_s": "benchmark/perf/bench_dataset.py: 17-22 ms per 512x1024 panorama",
@@ -148,18 +150,19 @@ def sample_frames(front: Path, uids: list[str], settings: RenderSettings, progre
 
     out = []
     for uid in uids:
-        t0 = time.perf_counter()
         house, room = room_by_uid(front, uid)
         index = house_index(house)
-        t1 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         poses, info = select_views(house, room.room_id, settings, np.random.default_rng(room_seed(settings.seed, uid)),
                                    index=index)
         row = {"room": uid, "frames": int(len(poses)), "coverage": info["coverage"], "reachable": info["reachable"],
-               "load_s": round(t1 - t0, 2), "selection_s": round(time.perf_counter() - t1, 2)}
+               "selection_s": round(time.perf_counter() - t0, 2),
+               "selection_core_s": round(time.process_time() - c0, 2)}  # CPU time of all threads: load-independent
         out.append(row)
         if progress:
             click.echo(f"  sampled {uid}: {row['frames']} frames, {100 * row['coverage']:.1f}% of the interior-visible "
-                       f"surface (reachable {100 * row['reachable']:.1f}%), {row['selection_s']:.1f} s", err=True)
+                       f"surface (reachable {100 * row['reachable']:.1f}%), {row['selection_core_s']:.1f} CPU-s",
+                       err=True)
     return out
 
 
@@ -179,7 +182,7 @@ def make_plan(front: Path, selected: list[tuple[str, Path]], settings: RenderSet
         per_room = float(settings.views)
         frames = {"method": "random", "per_room": per_room, "total": int(per_room * n), "low": int(per_room * n),
                   "high": int(per_room * n), "how": f"{settings.views} random views per room"}
-        selection_s = 0.0
+        selection_core_s = 0.0
     else:
         k = min(sample_rooms, n)
         pick = sorted(np.random.default_rng(settings.seed).choice(n, size=k, replace=False).tolist()) if k else []
@@ -187,13 +190,13 @@ def make_plan(front: Path, selected: list[tuple[str, Path]], settings: RenderSet
             sampled = sample_frames(front, [sizes[i].uid for i in pick], settings, progress)
             counts = [r["frames"] for r in sampled]
             per_room = float(np.mean(counts))
-            selection_s = float(np.mean([r["selection_s"] for r in sampled]))
+            selection_core_s = float(np.mean([r["selection_core_s"] for r in sampled]))
             how = (f"coverage-driven (target {settings.coverage_target:.0%}, cap {settings.max_views}): measured on "
                    f"{k} sampled room(s): {min(counts)}-{max(counts)} frames, mean {per_room:.1f}")
             low, high = min(counts) * n, min(max(counts) * n, settings.max_views * n)
         else:
             per_room = float(settings.max_views)
-            selection_s = figures.selection_s
+            selection_core_s = figures.selection_core_s
             how = f"coverage-driven, no room sampled: the cap, {settings.max_views} per room (an upper bound)"
             low, high = 0, settings.max_views * n
         frames = {"method": "coverage", "per_room": per_room, "total": int(round(per_room * n)), "low": int(low),
@@ -208,11 +211,11 @@ def make_plan(front: Path, selected: list[tuple[str, Path]], settings: RenderSet
     fuse_spf = figures.fuse_s_per_frame * w * h / (640 * 480)
     vox = [voxels(r.extent, voxel_size) for r in sizes]
     total_vox = int(sum(vox))
-    wall = {
+    wall = {  # wall seconds on the figures' machine (every core busy)
         "render frames": total_frames * spf,
         "skyboxes": n * sky_s,
         "Blender start + scene build": n * figures.room_overhead_s,
-        "view selection": n * selection_s,
+        "view selection": n * selection_core_s / figures.cores,  # measured in CPU-seconds
         "fusion": total_frames * fuse_spf + n * figures.fuse_room_s,
         "panoramas": n * figures.panorama_s * (pano_height / 512) ** 2,
         "packing": total_vox / figures.pack_voxels_per_s,
