@@ -308,13 +308,19 @@ def format_plan(plan: dict) -> str:
               show_default=True, help="Coverage target of the coverage-driven views.")
 @click.option("--max-views", type=click.IntRange(1), default=RenderSettings.max_views, show_default=True,
               help="Frame cap of the coverage-driven views.")
-@click.option("--width", type=click.IntRange(8), default=RenderSettings.width, show_default=True)
-@click.option("--height", type=click.IntRange(8), default=RenderSettings.height, show_default=True)
-@click.option("--samples", type=click.IntRange(1), default=RenderSettings.samples, show_default=True)
+@click.option("--width", type=click.IntRange(8), default=RenderSettings.width, show_default=True,
+              help="Frame width in pixels.")
+@click.option("--height", type=click.IntRange(8), default=RenderSettings.height, show_default=True,
+              help="Frame height in pixels.")
+@click.option("--samples", type=click.IntRange(1), default=RenderSettings.samples, show_default=True,
+              help="Cycles samples per pixel.")
 @click.option("--no-denoise", is_flag=True, help="Plan without OpenImageDenoise.")
-@click.option("--skybox-size", type=click.IntRange(8), default=RenderSettings.skybox_size, show_default=True)
-@click.option("--voxel-size", type=click.FloatRange(0, min_open=True), default=0.04, show_default=True)
-@click.option("--pano-height", type=click.IntRange(8), default=512, show_default=True)
+@click.option("--skybox-size", type=click.IntRange(8), default=RenderSettings.skybox_size, show_default=True,
+              help="Skybox face size in pixels.")
+@click.option("--voxel-size", type=click.FloatRange(0, min_open=True), default=0.04, show_default=True,
+              help="Voxel edge in metres.")
+@click.option("--pano-height", type=click.IntRange(8), default=512, show_default=True,
+              help="Panorama height (width = 2x).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the sampled rooms and their views.")
 @click.option("--sample-rooms", type=click.IntRange(0), default=3, show_default=True,
               help="Rooms on which the coverage-driven selection is run to measure frames per room (a few s each).")
