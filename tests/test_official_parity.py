@@ -339,6 +339,14 @@ def test_imported_rooms_give_the_official_inputs_and_targets(tmp_path, dtype):
     xb, yb = encode(crop["tsdf"], crop["rgb"], crop["label"], None, vol.attrs, encoding="official")
     np.testing.assert_array_equal(xb, x_off[:, 2:8, 1:7, 0:8])
     np.testing.assert_array_equal(yb, y_off[2:8, 1:7, 0:8])
+    # ... and BlockDataset itself (what block training reads) with the official encoding
+    from panorooms3d.bench.data import BlockConfig, BlockDataset
+
+    blocks = BlockDataset(tmp_path / "data", ["h_1"], BlockConfig(block=[10, 9, 8], pad_to=1, augment=False,
+                                                                   encoding="official"))
+    xt, yt = blocks[0]
+    np.testing.assert_array_equal(xt.numpy(), x_off)
+    np.testing.assert_array_equal(yt.numpy(), y_off)
     assert (sample.x[0] < -3).any() and (sample.x[0] > 3).any()  # not clipped
     if dtype == np.float16:  # -3 * sdf in float16 differs from float32 somewhere: the dtype matters
         assert not np.array_equal(x_off[0], -3 * sdf.astype(np.float32))

@@ -149,6 +149,8 @@ class BlockConfig:
             labelled (non-void) voxels, otherwise uniform; keeps blocks from being mostly empty
             space when blocks are much smaller than rooms.
         surface_fraction: see ``sampling``.
+        encoding: the input encoding (:data:`ENCODINGS`): ``project`` for rooms this project builds,
+            ``official`` for imported official rooms (the official loaders, element-wise).
     """
 
     block: int | list[int] | tuple[int, int, int] = 128
@@ -158,6 +160,7 @@ class BlockConfig:
     seed: int = 0
     sampling: str = "uniform"
     surface_fraction: float = 0.75
+    encoding: str = "project"
 
     @property
     def size(self) -> tuple[int, int, int]:
@@ -213,6 +216,9 @@ class BlockDataset(TorchDataset):
         self.samples = samples
         if config.sampling not in SAMPLINGS:
             raise ValueError(f"unknown block sampling {config.sampling!r}; use one of {SAMPLINGS}")
+        if config.encoding not in ENCODINGS:
+            raise ValueError(f"unknown input encoding {config.encoding!r}; use one of {tuple(ENCODINGS)}")
+        self._attrs: dict[str, dict] = {}
         self._ds = None
         self._surface: dict[str, np.ndarray] = {}
 
@@ -234,6 +240,13 @@ class BlockDataset(TorchDataset):
             target = get_class_set(self.config.class_set).map(label)
             self._surface[uid] = np.argwhere(target > 0).astype(np.int32)
         return self._surface[uid]
+
+    def _room_attrs(self, uid: str) -> dict:
+        """The room's stored attributes (e.g. an imported room's ``sdf_dtype``), read once per worker."""
+        if uid not in self._attrs:
+            group = self._dataset()._group(uid)
+            self._attrs[uid] = dict(group.attrs).get("attrs", {}) or {}
+        return self._attrs[uid]
 
     def draw(self, index: int) -> tuple[str, np.ndarray, tuple[bool, bool, int]]:
         """The room, block start (3,) and augmentation of sample ``index``."""
@@ -258,8 +271,8 @@ class BlockDataset(TorchDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         uid, start, aug = self.draw(index)
         crop = self._dataset().read_crop(uid, start, self.config.size, arrays=("tsdf", "rgb", "label"))
-        x = encode_input(crop["tsdf"], crop["rgb"])
-        y = encode_target(crop["label"], class_set=self.config.class_set)
+        x, y = encode(crop["tsdf"], crop["rgb"], crop["label"], None, self._room_attrs(uid), self.config.class_set,
+                      self.config.encoding)
         x, y = augment(x, y, *aug)
         return torch.from_numpy(x), torch.from_numpy(y)
 

@@ -71,6 +71,8 @@ class TrainConfig:
             to ``train_log.jsonl`` (``val_mIoU``, ``val_mIoU_void_excluded``).
         val_split: the split validated on.
         threads: torch intra-op threads (0 = torch's default).
+        input_encoding: ``project`` (rooms this project builds) or ``official`` (imported official
+            rooms; see :data:`panorooms3d.bench.data.ENCODINGS`); the protocol files set it.
         decoder_lr_mult: learning-rate multiplier of the 3D Segmenter's linear decoder (``head`` and
             ``skip``; 1 = the paper). Adam moves each weight by about lr per step, and the skip's
             per-voxel weights must grow to O(1) to draw voxel-sharp boundaries that the 4-voxel
@@ -104,6 +106,7 @@ class TrainConfig:
     val_split: str = "val"
     threads: int = 0
     decoder_lr_mult: float = 1.0
+    input_encoding: str = "project"
     class_set: str = "paper30"
     seed: int = 0
     workers: int = 2
@@ -311,7 +314,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if not rooms:
         raise ValueError(f"labelled_fraction {config.labelled_fraction} leaves no labelled room to train on")
     blocks = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, class_set=config.class_set,
-                                                                  seed=config.seed, sampling=config.sampling))
+                                                                  seed=config.seed, sampling=config.sampling,
+                                                                  encoding=config.input_encoding))
     weights = class_weights(Path(config.data), rooms, config.class_set, config.class_weights)
     if weights is not None:
         weights = weights.to(device)
