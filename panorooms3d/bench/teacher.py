@@ -55,8 +55,8 @@ from tqdm import tqdm
 
 from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
 from panorooms3d.run.atomic import atomic_path
-from panorooms3d.run.errors import UserError
 from panorooms3d.run.checkpoint import load_checkpoint
+from panorooms3d.run.errors import UserError
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
