@@ -497,7 +497,9 @@ def teacher_markdown(metrics: dict) -> str:
     trained = run.get("trained_on") or {}
     rooms = ""
     if isinstance(trained, dict) and trained:
-        rooms = "; trained on " + ", ".join(f"{k}: {len(v) if isinstance(v, list) else v}" for k, v in trained.items())
+        counts = {k: (len(v) if isinstance(v, list) else v) for k, v in trained.items()
+                  if k in ("main_rooms", "extra_rooms", "rooms")}
+        rooms = "; trained on " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()) if counts else ""
     params = run.get("params")
     size = "?" if params is None else f"{params / 1e6:.2f} M"
     return (f"The 2D teacher ({run.get('model', 'teacher')}, {size} parameters{rooms}) on the "
