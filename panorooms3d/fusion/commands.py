@@ -30,6 +30,23 @@ def _frames_room_uid(store: Path) -> str:
 
 
 def fuse_task(task) -> dict:
+    """:func:`_fuse_task` with the loader's per-item warnings shown only under ``panorooms3d -v``.
+
+    Worker processes do not inherit the command's logging set-up, so the level is set here, and
+    restored afterwards: a task run in the calling process must not leave the logger changed.
+    """
+    from panorooms3d.cli import verbose_requested
+
+    logger = logging.getLogger("panorooms3d.scene")
+    old = logger.level
+    logger.setLevel(logging.INFO if verbose_requested() else logging.ERROR)
+    try:
+        return _fuse_task(task)
+    finally:
+        logger.setLevel(old)
+
+
+def _fuse_task(task) -> dict:
     """Run-room work function: read a frames store, fuse it, optionally measure fidelity, stage it.
 
     ``task.kwargs``: ``frames`` (path of the frames store), ``dataset`` (dataset folder),
@@ -37,16 +54,12 @@ def fuse_task(task) -> dict:
     given the room's mesh bounds define the grid) and ``report`` (measure fidelity against the mesh).
     Returns the room's info: frames, fuse_seconds, invalid depth pixels and the fidelity numbers.
     """
-    from panorooms3d.cli import verbose_requested
     from panorooms3d.store.dataset import write_room_volume
     from panorooms3d.store.frames import read_frames
 
     from .fidelity import measure_fidelity
     from .fuse_room import fuse_room
 
-    # worker processes do not inherit the command's logging set-up: the loader's warnings about the
-    # house's other rooms only with `panorooms3d -v` (as in `render` and `scenes`)
-    logging.getLogger("panorooms3d.scene").setLevel(logging.INFO if verbose_requested() else logging.ERROR)
     kw = task.kwargs
     t0 = time.perf_counter()
     room = None
