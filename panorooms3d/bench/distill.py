@@ -50,7 +50,14 @@ import torch
 from tqdm import tqdm
 
 from panorooms3d.bench.data import RoomSample, labelled_subset, load_room
-from panorooms3d.bench.train import class_weights, make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
+from panorooms3d.bench.train import (
+    class_weights,
+    make_scheduler,
+    optimisation_step,
+    resolve_device,
+    resume,
+    save_checkpoint,
+)
 from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set

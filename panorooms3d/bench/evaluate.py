@@ -21,7 +21,6 @@ from panorooms3d.bench.data import load_room
 from panorooms3d.bench.metrics import METRICS, aggregate, official_rounded, pooled_metrics, room_metrics, room_weight
 from panorooms3d.taxonomy import get_class_set
 
-
 #: Rooms are padded with free space (tsdf 1, unobserved) to multiples of this many voxels before
 #: the model sees them: the 3D Segmenter's windows span 8 tokens of 4 voxels.
 PAD_TO = 32
