@@ -60,7 +60,7 @@ def step_seconds(name: str, batch: int, block, threads: int, bf16: bool, repeats
         opt.step()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     s = statistics.median(times)
     voxels = batch * block[0] * block[1] * block[2]
     return {"model": name, "batch": batch, "block": list(block), "threads": threads, "bf16": bf16,
