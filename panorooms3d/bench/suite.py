@@ -355,6 +355,11 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     return result
 
 
+#: Block-training settings added after runs were recorded: at these values they leave a run's key
+#: (its ``pretrain/<model>-<hash>`` folder) as it was, so a recorded suite resumes instead of retraining.
+_KEY_NEUTRAL = {"input_encoding": "project"}
+
+
 def run_seeds(run: RunSpec, settings: dict) -> list[int]:
     """The seeds of a run: its own ``seeds``, else ``[settings] seeds``, else ``[settings] seed``."""
     if run.seeds:
@@ -373,7 +378,8 @@ def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path,
 
     cfg = {**suite.train, **run.train, "model": run.model, "model_overrides": run.model_overrides,
            "class_set": settings["class_set"], "seed": settings["seed"]}
-    key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every", "val_every", "threads")})
+    key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every", "val_every", "threads")
+                 and not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])})
     folder = out / "pretrain" / f"{run.model}{'' if run.skip else '-noskip'}-{key}"
     config = TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
     marker = folder / "model.pt"
