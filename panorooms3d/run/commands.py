@@ -40,6 +40,22 @@ def _write_skipped(out: Path, unknown: dict[str, dict[str, int]]) -> None:
         tmp.write_text(json.dumps({"filter": "unlabelled_furniture", "rooms": unknown}, indent=2, sort_keys=True))
 
 
+
+def selected_rooms(front: Path, rooms, empty: str) -> list:
+    """``select_rooms(front, rooms)`` for a command: unreadable houses are echoed as skipped, a front
+    error or an empty selection is an ``Error:`` (``empty``: what to say, e.g. "no rooms to build")."""
+    from panorooms3d.scene.front import FrontError, select_rooms
+
+    try:
+        selected, problems = select_rooms(front, rooms)
+    except FrontError as exc:
+        raise click.ClickException(str(exc)) from None
+    for p in problems:
+        click.echo(f"skipping house: {p}", err=True)
+    if not selected:
+        raise click.ClickException(f"{empty} in {front}")
+    return selected
+
 @click.command("build")
 @click.option("--front", "front", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="3D-FRONT root (3D-FRONT/, 3D-FUTURE-model/, 3D-FRONT-texture/), e.g. from `panorooms3d synth`.")
@@ -115,7 +131,6 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     from panorooms3d.render.commands import add_mismatches_to_report, mismatched_rooms, report_mismatches
     from panorooms3d.run.build import BuildSettings, build_dataset
     from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
-    from panorooms3d.scene.front import FrontError, select_rooms
     from panorooms3d.store.commands import parse_splits
     from panorooms3d.store.dataset import room_key
 
@@ -126,15 +141,8 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     if work is not None:
         check_output_dir(work, "--work")
         check_folder_kind(work, "work", force, "--work")
-    try:
-        selected, problems = select_rooms(front, rooms)
-    except FrontError as exc:
-        raise click.ClickException(str(exc)) from None
+    selected = selected_rooms(front, rooms, "no rooms to build")
     uids = [uid for uid, _ in selected]
-    for p in problems:
-        click.echo(f"skipping house: {p}", err=True)
-    if not uids:
-        raise click.ClickException(f"no rooms to build in {front}")
     unlabelled: dict[str, dict[str, int]] = {}
     if skip_unlabelled_furniture:
         uids, unlabelled = _skip_unlabelled(front, out, uids)

@@ -196,8 +196,8 @@ def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[st
     interruption. Failed rooms are retried, then listed (with the reason) in OUT/panoramas_report.json.
     """
     from panorooms3d.render.settings import RenderSettings
+    from panorooms3d.run.commands import selected_rooms
     from panorooms3d.run.lock import output_folder
-    from panorooms3d.scene.front import FrontError, select_rooms
     from panorooms3d.store.commands import parse_splits
     from panorooms3d.store.dataset import DatasetError, read_manifest
 
@@ -213,15 +213,7 @@ def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[st
         if content != "panoramas":
             raise click.ClickException(f"--out {out}: holds a dataset with volumes (made by `build`); "
                                        "write panoramas into another folder")
-    try:
-        selected, problems = select_rooms(front, rooms)
-    except FrontError as exc:
-        raise click.ClickException(str(exc)) from None
-    uids = [uid for uid, _ in selected]
-    for p in problems:
-        click.echo(f"skipping house: {p}", err=True)
-    if not uids:
-        raise click.ClickException(f"no rooms in {front}")
+    uids = [uid for uid, _ in selected_rooms(front, rooms, "no rooms")]
     overrides = {k: v for k, v in dict(views=views, width=width, height=height, samples=samples,
                                        skybox_size=skybox_size, timeout=timeout).items() if v is not None}
     try:
