@@ -253,3 +253,60 @@ def test_evaluate_teacher_scores_an_oracle_and_a_constant(tmp_path):
     saved = json.loads(out.read_text())
     assert saved["run"]["model"] == "teacher-tiny" and saved["split"] == "test"
     assert saved["pooled"]["aAcc"] == pytest.approx(res["pooled"]["aAcc"])
+
+
+# --------------------------------------------------------------------------------------------------
+# class weights and the validation curve of the teacher's training
+
+
+def test_teacher_class_weights_follow_pixel_frequencies(tmp_path):
+    from panorooms3d.bench.teacher import TeacherConfig, TeacherDataError, pixel_class_weights
+    from panorooms3d.store.dataset import Dataset
+    from panorooms3d.taxonomy import get_class_set
+
+    folder = _panorama_folder(tmp_path / "panos", ["a/Room-1", "b/Room-2"])
+    rooms = [(str(folder), "a/Room-1"), (str(folder), "b/Room-2")]
+    cs = get_class_set("paper30")
+    ds = Dataset(folder)
+    # independent count at the stored size (16 x 32): the frequency of each class over both panoramas
+    labels = np.concatenate([cs.map(ds.load_panorama(u).label).ravel() for _, u in rooms])
+    present, counts = np.unique(labels, return_counts=True)
+    freq = counts / counts.sum()
+    for mode, power in (("sqrt-inverse", -0.5), ("inverse", -1.0)):
+        w = pixel_class_weights(rooms, TeacherConfig(data=str(folder), class_weights=mode)).numpy()
+        expect = freq**power / (freq**power).mean()
+        np.testing.assert_allclose(w[present], expect, rtol=1e-5)
+        absent = np.setdiff1d(np.arange(30), present)
+        assert (w[absent] == 1).all(), "classes that never occur keep weight 1"
+        # rarer classes weigh more
+        order = np.argsort(freq)
+        assert (np.diff(w[present][order]) <= 1e-6).all()
+    assert pixel_class_weights(rooms, TeacherConfig(data=str(folder))) is None
+    with pytest.raises(TeacherDataError, match="class_weights"):
+        pixel_class_weights(rooms, TeacherConfig(data=str(folder), class_weights="median"))
+
+
+def test_teacher_training_writes_a_validation_curve(tmp_path):
+    import json
+
+    from bench_rooms import make_dataset
+
+    from panorooms3d.bench.report import training_curves
+    from panorooms3d.bench.teacher import TeacherDataError, train_teacher
+
+    uids = [f"box{i}/Room-{i}" for i in range(4)]
+    data = make_dataset(tmp_path / "data", n_rooms=4, splits={"train": uids[:2], "val": uids[2:3], "test": uids[3:]})
+    out = tmp_path / "bench" / "teacher"
+    overrides = {"n_layers": 1}
+    train_teacher(data, out, iterations=4, lr=1e-3, batch_size=1, val_every=2, class_weights="sqrt-inverse",
+                  model_overrides=overrides, progress=False, device="cpu")
+    lines = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    val = [r for r in lines if "val_mIoU" in r]
+    assert [r["iteration"] for r in val] == [2, 4]
+    assert all(0 <= r["val_mIoU"] <= 100 for r in val)
+    curves = training_curves(tmp_path / "bench")
+    assert [c["name"] for c in curves] == ["teacher"] and curves[0]["points"] == [(2, val[0]["val_mIoU"]),
+                                                                                (4, val[1]["val_mIoU"])]
+    with pytest.raises(TeacherDataError, match="trains on"):
+        train_teacher(data, tmp_path / "t2", iterations=2, batch_size=1, val_every=1, val_split="train",
+                      model_overrides=overrides, progress=False, device="cpu")

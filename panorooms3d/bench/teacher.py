@@ -89,6 +89,12 @@ class TeacherConfig:
         panoramas: extra panorama-only dataset folders (``panorooms3d panoramas``), relative to ``data``
             or absolute, whose rooms are trained on as well (see the module docstring).
         panorama_splits: the splits of those folders that are trained on.
+        class_weights: cross-entropy class weights from the pixel frequencies of the training panoramas
+            at the training size: ``none``, ``sqrt-inverse`` or ``inverse`` (as block training's).
+        val_every: iterations between validations on the panoramas of ``val_split`` of ``data``
+            (0 = none); each adds ``val_mIoU`` to ``train_log.jsonl``, the curve that shows when the
+            teacher has flattened.
+        val_split: the split of ``data`` validated on (never a split the teacher trains on).
     """
 
     data: str
@@ -113,6 +119,9 @@ class TeacherConfig:
     model_overrides: dict = field(default_factory=dict)
     panoramas: list[str] = field(default_factory=list)
     panorama_splits: list[str] = field(default_factory=lambda: ["train"])
+    class_weights: str = "none"
+    val_every: int = 0
+    val_split: str = "val"
 
 
 class TeacherDataError(UserError):
@@ -338,6 +347,34 @@ def _pano_shapes(rooms: list[tuple[str, str]]) -> set[tuple[int, int]]:
     return shapes
 
 
+def pixel_class_weights(rooms: list[tuple[str, str]], config: TeacherConfig) -> torch.Tensor | None:
+    """Cross-entropy class weights from the label frequencies of the teacher's panoramas (None for ``none``).
+
+    Labels are counted at the training size (nearest-neighbour resize, as training sees them); classes
+    that never occur keep weight 1; the weights of the present classes have mean 1.
+    """
+    mode = config.class_weights
+    if mode == "none":
+        return None
+    if mode not in ("sqrt-inverse", "inverse"):
+        raise TeacherDataError(f"unknown teacher class_weights {mode!r}; use none, sqrt-inverse or inverse")
+    from panorooms3d.store.dataset import Dataset
+
+    cs = get_class_set(config.class_set)
+    counts = np.zeros(cs.num_classes, np.float64)
+    datasets: dict[str, object] = {}
+    for folder, uid in rooms:
+        ds = datasets.setdefault(folder, Dataset(Path(folder)))
+        label = prepare_label(cs.map(ds.load_panorama(uid).label), config.height, config.width)
+        counts += np.bincount(label.numpy().ravel(), minlength=cs.num_classes)[: cs.num_classes]
+    present = counts > 0
+    freq = counts[present] / counts[present].sum()
+    w = np.ones(cs.num_classes, np.float64)
+    w[present] = freq ** (-0.5 if mode == "sqrt-inverse" else -1.0)
+    w[present] /= w[present].mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
 def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", iterations: int = 2000,
                   lr: float = 1e-4, stop_after: int | None = None, progress: bool = True,
                   **settings) -> TeacherResult:
@@ -369,6 +406,15 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     first = Dataset(Path(folder0)).load_panorama(uid0)
     size = (config.height or first.rgb.shape[0], config.width or first.rgb.shape[1])
     device = resolve_device(config.device)
+    if config.val_every > 0 and config.val_split == config.split:
+        raise TeacherDataError(f"the teacher validates on the {config.val_split!r} split, which it trains on; "
+                               "set val_split to a held-out split (e.g. val)")
+    val_rooms = _training_rooms(Dataset(Path(data)), config.val_split) if config.val_every > 0 else []
+    if config.val_every > 0 and not val_rooms:
+        raise TeacherDataError(f"{data}: no rooms of the {config.val_split!r} split have a panorama to validate the "
+                               "teacher on; set val_every = 0 or build panoramas for that split")
+    weight = pixel_class_weights(rooms, config)
+    weight = None if weight is None else weight.to(device)
     model = build_teacher(config, size).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = make_scheduler(optimizer, config)
@@ -391,6 +437,14 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
                           "scheduler": scheduler.state_dict(), "iteration": iteration, "config": asdict(config),
                           "teacher_config": dict(model.config)})
 
+    def validate(iteration: int) -> None:
+        result = evaluate_teacher(model, data, split=config.val_split, rooms=val_rooms, class_set=config.class_set,
+                                  height=size[0], width=size[1], device=str(device), progress=False)
+        model.train()
+        log.write(json.dumps({"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
+                              "val_aAcc": result["metrics"]["aAcc"], "seconds": time.perf_counter() - t0}) + "\n")
+        log.flush()
+
     t0 = time.perf_counter()
     loss_value = math.nan
     bar = tqdm(total=config.iterations, initial=start, desc=f"teacher {config.variant}", unit="it",
@@ -400,7 +454,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
         torch.manual_seed(config.seed * 1_000_003 + it)
         x, y = x.to(device), y.to(device)
         logits = model(model.normalize(x))
-        loss_value = optimisation_step(F.cross_entropy(logits.float(), y), optimizer, scheduler,
+        loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weight), optimizer, scheduler,
                                        on_diverge=lambda it=it: checkpoint(it), where=f"teacher iteration {it + 1}")
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
@@ -408,6 +462,8 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
             log.write(json.dumps({"iteration": it + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
                                   "seconds": time.perf_counter() - t0}) + "\n")
             log.flush()
+        if val_rooms and ((it + 1) % config.val_every == 0 or it + 1 == config.iterations):
+            validate(it + 1)
         if (it + 1) % config.checkpoint_every == 0:
             checkpoint(it + 1)
     done = max(end, start)
