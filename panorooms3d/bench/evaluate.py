@@ -142,6 +142,63 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     return result
 
 
+def evaluate_on_panoramas(predictions: dict, dataset_dir: Path, *, class_set: str = "paper30",
+                          input_encoding: str = "project") -> dict:
+    """Score 3D predictions on the panorama pixels, the unit of the 2D teacher's score.
+
+    Each room's predicted class ids (X, Y, Z) are seen from its panorama camera
+    (:func:`panorooms3d.bench.report.project_labels`: rays marched through the room's tsdf to the
+    zero crossing, the nearest voxel's class at the hit, void where a ray hits nothing) at the
+    stored panorama size and scored against the stored panorama labels, per room with the
+    project's metric functions. The same call with the ground-truth volume labels as
+    ``predictions`` gives the ceiling of any 3D model at this voxel size on these pixels.
+
+    Args:
+        predictions: {uid: (X, Y, Z) class ids} (``evaluate(..., keep_predictions=True)``).
+        dataset_dir: the dataset folder; rooms without a panorama or camera are left out.
+
+    Returns the layout of :func:`panorooms3d.bench.teacher.evaluate_teacher` (each panorama weighs 1):
+    ``unit``, ``metrics``, ``pooled``, ``void_excluded``, ``per_class_iou``, ``confusion``, ``rooms``.
+
+    Raises:
+        ValueError: none of the rooms has a panorama and a camera.
+    """
+    from panorooms3d.bench.report import project_labels
+    from panorooms3d.store.dataset import Dataset
+
+    ds = Dataset(Path(dataset_dir))
+    cs = get_class_set(class_set)
+    per_room, no_void, records = [], [], []
+    for uid, pred in predictions.items():
+        sample = load_room(ds, uid, class_set, encoding=input_encoding)
+        pano = ds.load_panorama(uid) if sample.camera is not None else None
+        if pano is None:
+            continue
+        gt = cs.map(pano.label)
+        labels, _ = project_labels(sample, np.asarray(pred), *gt.shape)
+        m = room_metrics(labels, gt, cs.num_classes)
+        mv = room_metrics(labels, gt, cs.num_classes, exclude_void=True)
+        per_room.append(m)
+        no_void.append(mv)
+        records.append({"uid": uid, "weight": 1.0, "pixels": m["voxels"], **{k: m[k] for k in METRICS},
+                        "void_excluded": {k: mv[k] for k in METRICS},
+                        "counts": {c: m[c].tolist() for c in ("I", "P", "L")}})
+    if not per_room:
+        raise ValueError(f"{dataset_dir}: none of the {len(predictions)} room(s) has a panorama and a camera")
+    pooled = pooled_metrics(per_room)
+    weights = [1.0] * len(per_room)
+    return {
+        "class_set": class_set,
+        "unit": "panorama pixels",
+        "metrics": aggregate(per_room, weights),
+        "pooled": {k: pooled[k] for k in METRICS},
+        "void_excluded": aggregate(no_void, weights),
+        "per_class_iou": {name: _num(v) for name, v in zip(cs.class_names, pooled["per_class"]["IoU"])},
+        "confusion": np.sum([m["confusion"] for m in per_room], axis=0).tolist(),
+        "rooms": records,
+    }
+
+
 def _num(v: float) -> float | None:
     return None if not np.isfinite(v) else float(v)
 

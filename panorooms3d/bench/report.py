@@ -64,21 +64,22 @@ def _finite(v) -> float | None:
 # -- reading a suite's results ---------------------------------------------------------------------------------
 
 
-def metrics_files(run_dir: Path) -> list[tuple[str, Path]]:
+def metrics_files(run_dir: Path, name: str = "metrics.json") -> list[tuple[str, Path]]:
     """The evaluation files of one run of a suite, as (seed label, path), seeds in numeric order.
 
-    ``<run_dir>/seed<k>/metrics.json`` (several seeds: label ``k``) when any exists, else
-    ``<run_dir>/metrics.json`` (one seed: label ``single``), else nothing.
+    ``<run_dir>/seed<k>/<name>`` (several seeds: label ``k``) when any exists, else
+    ``<run_dir>/<name>`` (one seed: label ``single``), else nothing. ``name``: ``metrics.json``
+    (the volume evaluation) or ``panorama_metrics.json`` (the same predictions on the panorama pixels).
     """
     run_dir = Path(run_dir)
     seeded = []
-    for p in run_dir.glob("seed*/metrics.json"):
+    for p in run_dir.glob(f"seed*/{name}"):
         k = p.parent.name[len("seed"):]
         if k.lstrip("-").isdigit():
             seeded.append((int(k), p))
     if seeded:
         return [(str(k), p) for k, p in sorted(seeded)]
-    single = run_dir / "metrics.json"
+    single = run_dir / name
     return [("single", single)] if single.is_file() else []
 
 
@@ -422,8 +423,8 @@ def plot_sample(sample, pred: np.ndarray, path: Path, class_set: str = "paper30"
 def training_curves(out: Path) -> list[dict]:
     """The validation curves of a suite's trainings: block training and room-level runs.
 
-    Reads ``<out>/pretrain/*/train_log.jsonl`` and ``<out>/runs/**/distill/distill_log.jsonl``
-    (lines with ``val_mIoU``). Returns one dict per training with ``name``, ``kind``, ``points``
+    Reads ``<out>/pretrain/*/train_log.jsonl``, ``<out>/runs/**/distill/distill_log.jsonl`` and the
+    2D teacher's ``<out>/teacher/train_log.jsonl`` (lines with ``val_mIoU``; the teacher's are panorama mIoU). Returns one dict per training with ``name``, ``kind``, ``points``
     ([(iteration, val mIoU)]), ``final`` (the last value), ``at_80`` (the last value at or before
     80% of the final iteration) and ``gain_last_20`` (final - at_80: flattened when < 1 point).
     """
@@ -445,6 +446,8 @@ def training_curves(out: Path) -> list[dict]:
     logs = [("block training", pretrain_name(p.parent), p) for p in sorted(out.glob("pretrain/*/train_log.jsonl"))]
     logs += [("room level", str(p.parent.parent.relative_to(out / "runs")), p)
              for p in sorted(out.glob("runs/**/distill/distill_log.jsonl"))]
+    if (out / "teacher" / "train_log.jsonl").is_file():
+        logs.append(("teacher (panorama pixels)", "teacher", out / "teacher" / "train_log.jsonl"))
     rows = []
     for kind, name, path in logs:
         points = []
@@ -506,3 +509,60 @@ def teacher_markdown(metrics: dict) -> str:
             f"{metrics.get('split', 'test')} rooms' panoramas: mIoU {_fmt(m.get('mIoU'))}, aAcc {_fmt(m.get('aAcc'))}, "
             f"void-excluded mIoU {_fmt((metrics.get('void_excluded') or {}).get('mIoU'))} "
             f"({len(metrics.get('rooms', []))} panoramas).")
+
+
+PANORAMA_HEADER = ("model", "panorama mIoU", "aAcc", "mAcc", "teacher − model (mIoU)", "seeds", "panoramas")
+
+
+def panorama_markdown(runs: list[tuple[str, list[dict], list[str]]], teacher: dict | None,
+                      oracle: dict | None, *, n_boot: int = stats.N_BOOT) -> str:
+    """The runs, the 2D teacher and the 3D ground truth on the same panorama pixels (Markdown; "" without runs).
+
+    Args:
+        runs: (label, the run's ``panorama_metrics.json`` dicts, their seed labels) per run; runs
+            without files are left out.
+        teacher: the teacher's ``metrics.json`` (:func:`panorooms3d.bench.teacher.evaluate_teacher`) or None.
+        oracle: ``panorama_oracle.json`` (the ground-truth volume seen from the cameras) or None.
+
+    Each value is the mean over panoramas (and seeds) with its 95% bootstrap interval. "teacher −
+    model" is the paired difference on the same resampled panoramas: above 0 (interval included)
+    the teacher knows more than that model on these pixels, which is what distillation needs.
+    """
+    runs = [(label, res, seeds) for label, res, seeds in runs if res]
+    if not runs:
+        return ""
+    t_rec = None
+    if teacher is not None:
+        try:
+            t_rec = stats.RunRecords.from_metrics([teacher], ["single"])
+        except (ValueError, KeyError, TypeError):
+            t_rec = None
+
+    def line(label: str, results: list[dict], seeds: list[str], versus: bool) -> list[str]:
+        e = summarise_run(results, seeds, n_boot=n_boot)
+        iv = e["intervals"].get("paper", {})
+        cells = [label] + [_fmt_ci(e["metrics"].get(k), *iv.get(k, (None, None))) for k in ("mIoU", "aAcc", "mAcc")]
+        diff = "–"
+        if versus and t_rec is not None and e["records"] is not None:
+            try:
+                c = stats.compare(t_rec, e["records"], "mIoU", "paper", n_boot=n_boot)
+            except ValueError:
+                pass
+            else:
+                diff = (f"{c.mean:+.1f}" if not math.isfinite(c.lo) else f"{c.mean:+.1f} [{c.lo:+.1f}, {c.hi:+.1f}]")
+        return cells + [diff, _count(e["n_seeds"]), _count(e["n_rooms"])]
+
+    rows = []
+    if teacher is not None:
+        rows.append(line("2D teacher (its own prediction)", [teacher], ["single"], False))
+    if oracle is not None:
+        rows.append(line("3D ground truth seen from the camera (the ceiling of a 3D model here)", [oracle], ["single"],
+                         True))
+    rows += [line(label, res, seeds, True) for label, res, seeds in runs]
+    note = ("On the panorama pixels (the 2D teacher's unit; NOT the paper's protocol): each run's test predictions "
+            "seen from the rooms' panorama cameras (rays to the tsdf's zero crossing, the nearest voxel's class) and "
+            "scored against the panorama labels (`panorama_metrics.json`), beside the teacher's own prediction of the "
+            "same panoramas. Mean over panoramas (and seeds) with 95% intervals. \"teacher − model\": the paired "
+            "difference in mIoU; above 0 the teacher knows more than that model on these pixels, the premise of "
+            "distillation.")
+    return note + "\n\n" + _md_table(PANORAMA_HEADER, rows) + "\n"

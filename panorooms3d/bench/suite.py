@@ -10,7 +10,9 @@ A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
     [train]      TrainConfig fields (block training defaults: iterations, batch_size, block, lr, ...)
     [teacher]    TeacherConfig fields (variant, iterations, lr, height, width, init, model_overrides, ...)
     [distill]    DistillConfig fields (iterations, tau, lr, val_every, val_split, projection, ...)
-    [eval]       split, max_voxels, samples (rooms drawn in sample plots)
+    [eval]       split, max_voxels, samples (rooms drawn in sample plots), panorama (also score each run
+                 on the panorama pixels, the teacher's unit: ``panorama_metrics.json``, and the 3D ground
+                 truth seen from the panorama cameras once: ``<out>/panorama_oracle.json``)
 
     [[run]]
     name = "3dseg-t-dist"                # folder name, unique
@@ -56,7 +58,7 @@ from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
 SETTINGS = {"class_set", "seed", "seeds", "device", "workers"}
-EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to"}
+EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to", "panorama"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
             "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description", "seeds",
             "labelled_fraction"}
@@ -347,7 +349,11 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
                 cache = _teacher(suite, settings, data, teacher_dir, log, progress)
             checkpoint = _room_level(suite, run, rs, data, pre, cache, run_dir, log, progress)
         _evaluate(suite, run, rs, data, checkpoint, run_dir, log, progress)
+        if suite.eval.get("panorama"):
+            _evaluate_panoramas(suite, run, rs, data, checkpoint, run_dir, log, progress)
         _plots(suite, run, rs, data, checkpoint, run_dir, log)
+    if suite.eval.get("panorama"):
+        _panorama_oracle(suite, settings, data, out, log)
     result = write_tables(suite, out)
     if progress:
         tqdm.write(f"suite {suite.name}: {len(selected)} run(s) in {time.perf_counter() - t_start:.1f} s; "
@@ -458,6 +464,56 @@ def _evaluate(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint
     log.step(run.name, "evaluate", marker, go)
 
 
+def _evaluate_panoramas(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, run_dir: Path,
+                        log: SuiteLog, progress: bool) -> None:
+    """The run's predictions scored on the panorama pixels (``panorama_metrics.json``), the teacher's unit."""
+    from panorooms3d.bench.evaluate import evaluate, evaluate_on_panoramas, write_metrics
+    from panorooms3d.bench.train import resolve_device
+    from panorooms3d.run.atomic import atomic_path
+
+    marker = run_dir / "panorama_metrics.json"
+
+    def go() -> None:
+        model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
+        ev = suite.eval
+        encoding = ev.get("input_encoding", "project")
+        result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
+                          max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
+                          progress=progress, input_encoding=encoding, keep_predictions=True,
+                          **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}))
+        pano = evaluate_on_panoramas(result["predictions"], data, class_set=settings["class_set"],
+                                     input_encoding=encoding)
+        pano.update(split=ev.get("split", "test"), run={"name": run.name, "label": run.label, "model": run.model,
+                                                        "checkpoint": str(checkpoint)})
+        with atomic_path(marker) as tmp:
+            write_metrics(pano, tmp)
+
+    log.step(run.name, "evaluate on panorama pixels", marker, go)
+
+
+def _panorama_oracle(suite: Suite, settings: dict, data: Path, out: Path, log: SuiteLog) -> None:
+    """The 3D ground truth seen from the panorama cameras: the ceiling of a 3D model on the panorama pixels."""
+    from panorooms3d.bench.data import load_room
+    from panorooms3d.bench.evaluate import evaluate_on_panoramas, write_metrics
+    from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.store.dataset import Dataset
+
+    marker = out / "panorama_oracle.json"
+
+    def go() -> None:
+        ds = Dataset(data)
+        split = suite.eval.get("split", "test")
+        encoding = suite.eval.get("input_encoding", "project")
+        truth = {u: load_room(ds, u, settings["class_set"], encoding=encoding).y for u in ds.split(split)}
+        result = evaluate_on_panoramas(truth, data, class_set=settings["class_set"], input_encoding=encoding)
+        result.update(split=split, run={"name": "3D ground truth", "label": "3D ground truth seen from the panorama "
+                                        "camera (the ceiling of a 3D model on these pixels)"})
+        with atomic_path(marker) as tmp:
+            write_metrics(result, tmp)
+
+    log.step("ground truth", "panorama oracle", marker, go)
+
+
 def _plots(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, run_dir: Path,
            log: SuiteLog) -> None:
     from panorooms3d.bench import report
@@ -525,8 +581,17 @@ def write_tables(suite: Suite | str | Path, out: str | Path) -> SuiteResult:
     md = report.markdown_table(rows, title=f"{suite.name}: results", note=note.strip(), reference=suite.reference,
                                claims=claims)
     teacher_metrics = out / "teacher" / "metrics.json"
-    if teacher_metrics.is_file():
-        md += "\n" + report.teacher_markdown(json.loads(teacher_metrics.read_text())) + "\n"
+    teacher = json.loads(teacher_metrics.read_text()) if teacher_metrics.is_file() else None
+    if teacher is not None:
+        md += "\n" + report.teacher_markdown(teacher) + "\n"
+    oracle_file = out / "panorama_oracle.json"
+    pano_md = report.panorama_markdown(
+        [(run.label, [json.loads(p.read_text()) for _, p in report.metrics_files(out / "runs" / run.name,
+                                                                                "panorama_metrics.json")],
+          [s for s, _ in report.metrics_files(out / "runs" / run.name, "panorama_metrics.json")])
+         for run in suite.runs], teacher, json.loads(oracle_file.read_text()) if oracle_file.is_file() else None)
+    if pano_md:
+        md += "\n" + pano_md
     curves = report.training_curves(out)
     if curves:
         # curves.json holds the points; the picture is redrawn only when they changed
