@@ -229,3 +229,26 @@ def test_the_demo_suite_runs_at_a_reduced_size(tmp_path: Path) -> None:
         assert f"| {run.label} |" in table
         metrics = json.loads((tmp_path / "out" / "runs" / run.name / "metrics.json").read_text())
         assert set(metrics["metrics"]) == set(METRICS)
+
+
+def test_a_changed_teacher_section_is_refused_not_silently_reused(tmp_path):
+    """The suite's teacher folder has no settings hash: a teacher trained with other settings must not be reused."""
+    import dataclasses
+    import json
+
+    from panorooms3d.bench.suite import SuiteError, _check_teacher_settings
+    from panorooms3d.bench.teacher import TeacherConfig
+
+    folder = tmp_path / "teacher"
+    _check_teacher_settings(folder, TeacherConfig(data="d"))  # nothing trained yet: fine
+    folder.mkdir()
+    old = dataclasses.asdict(TeacherConfig(data="d", out=str(folder), iterations=1200, patch_size=16))
+    del old["class_weights"], old["val_every"], old["val_split"]  # a teacher recorded before these settings existed
+    (folder / "config.json").write_text(json.dumps(old))
+    # the same settings (new fields at their defaults; where it runs and how often it reports do not count)
+    _check_teacher_settings(folder, TeacherConfig(data="elsewhere", out="x", iterations=1200, val_every=100,
+                                                  checkpoint_every=7, device="cuda"))
+    with pytest.raises(SuiteError, match=r"patch_size: 16 -> 8.*move the folder away"):
+        _check_teacher_settings(folder, TeacherConfig(data="d", iterations=1200, patch_size=8))
+    with pytest.raises(SuiteError, match=r"class_weights: 'none' -> 'sqrt-inverse'"):
+        _check_teacher_settings(folder, TeacherConfig(data="d", iterations=1200, class_weights="sqrt-inverse"))

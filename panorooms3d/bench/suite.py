@@ -393,6 +393,34 @@ def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path,
     return marker
 
 
+#: TeacherConfig fields that do not change what the teacher learns (where it runs, how often it reports).
+_TEACHER_NEUTRAL = {"data", "out", "checkpoint_every", "log_every", "workers", "device", "val_every", "val_split"}
+
+
+def _check_teacher_settings(folder: Path, config: TeacherConfig) -> None:
+    """Refuse to reuse (or resume) a suite's teacher that was trained with other settings.
+
+    The teacher folder is shared by every distilling run of a suite and has no settings hash in its
+    name, so a changed ``[teacher]`` section would otherwise silently keep the old teacher.
+
+    Raises:
+        SuiteError: ``<folder>/config.json`` differs in a setting that changes the teacher.
+    """
+    stored_file = folder / "config.json"
+    if not stored_file.is_file():
+        return
+    stored = json.loads(stored_file.read_text())
+    new = dataclasses.asdict(config)
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(TeacherConfig)}
+    changed = [f"{k}: {stored.get(k, defaults.get(k))!r} -> {v!r}" for k, v in new.items()
+               if k not in _TEACHER_NEUTRAL and stored.get(k, defaults.get(k)) != v]
+    if changed:
+        raise SuiteError(f"the teacher in {folder} was trained with other settings ({'; '.join(changed)}). "
+                         "It is shared by every distilling run: move the folder away together with the runs that "
+                         "distilled from it (runs/*/distill of distilling runs), or use another --out")
+
+
 def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteLog, progress: bool) -> Path:
     from panorooms3d.bench.teacher import cache_teacher_predictions, train_teacher, write_teacher_metrics
 
@@ -400,6 +428,9 @@ def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteL
     variant, iterations, lr = tcfg.pop("variant", "tiny"), tcfg.pop("iterations", 2000), tcfg.pop("lr", 1e-4)
     teacher_input = tcfg.pop("teacher_input", "rgb")  # the protocol's channel order for the teacher cache
     marker = folder / "teacher.pt"
+    _check_teacher_settings(folder, TeacherConfig(data=str(data), out=str(folder), variant=variant,
+                                                  iterations=iterations, lr=lr, class_set=settings["class_set"],
+                                                  seed=settings["seed"], device=settings["device"], **tcfg))
     log.step("teacher", "train-teacher", marker, lambda: train_teacher(
         data, folder, variant=variant, iterations=iterations, lr=lr, progress=progress, class_set=settings["class_set"],
         seed=settings["seed"], device=settings["device"], **tcfg))
