@@ -70,7 +70,9 @@ class TeacherConfig:
     Attributes:
         data: dataset folder.
         out: run folder (checkpoints, logs, ``teacher.pt``).
-        variant: Segmenter2D size: tiny | small | base | large (the paper: base or large).
+        variant: Segmenter2D size: tiny | small | base | large (the paper: base or large), or a
+            convolutional teacher of :mod:`panorooms3d.nn.unet2d` (``unet2d-s``, ``unet2d-m``: no
+            patch grid, the panorama's wrap built in; for CPU budgets without pretrained weights).
         iterations: optimisation steps.
         batch_size: panoramas per step.
         lr: Adam learning rate.
@@ -225,9 +227,15 @@ def build_teacher(config: TeacherConfig, image_size: tuple[int, int]):
     its encoder and decoder blocks; the class-shaped decoder parameters (``cls_emb``, ``mask_norm``) are new.
     """
     from panorooms3d.nn.segmenter2d import Segmenter2D
+    from panorooms3d.nn.unet2d import UNET2D_VARIANTS, UNet2D
 
     num_classes = get_class_set(config.class_set).num_classes
     torch.manual_seed(config.seed)
+    if config.variant in UNET2D_VARIANTS:
+        if config.init:
+            raise TeacherDataError(f"teacher variant {config.variant} starts from random weights; init is for "
+                                   "Segmenter checkpoints")
+        return UNet2D(num_classes=num_classes, **{**UNET2D_VARIANTS[config.variant], **config.model_overrides})
     if not config.init:
         size = tuple(int(math.ceil(s / config.patch_size) * config.patch_size) for s in image_size)
         return Segmenter2D(num_classes=num_classes, variant=config.variant, image_size=size,
@@ -244,7 +252,9 @@ def build_teacher(config: TeacherConfig, image_size: tuple[int, int]):
 
 
 def load_teacher(path: Path):
-    """A Segmenter2D from a local file: our ``teacher.pt``, a teacher run's ``last.pt``, or an official checkpoint.
+    """A teacher from a local file: our ``teacher.pt``, a teacher run's ``last.pt``, or an official checkpoint.
+
+    Ours are a Segmenter2D or, when their config names ``arch = "unet2d"``, a :class:`~panorooms3d.nn.unet2d.UNet2D`.
 
     Official checkpoints (``rstrudel/segmenter``: a dict with ``"model"``) need ``variant.yml`` beside them.
 
@@ -253,15 +263,17 @@ def load_teacher(path: Path):
         ValueError: the file is not a checkpoint of a known layout.
     """
     from panorooms3d.nn.segmenter2d import Segmenter2D, load_official_segmenter
+    from panorooms3d.nn.unet2d import ARCH, UNet2D
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher checkpoint not found: {path}")
     data = load_checkpoint(path, "cpu")
     if isinstance(data, dict) and "state_dict" in data and "config" in data:
-        return Segmenter2D.from_checkpoint(path)
+        return (UNet2D if data["config"].get("arch") == ARCH else Segmenter2D).from_checkpoint(path)
     if isinstance(data, dict) and "teacher_config" in data and "model" in data:  # a run's last.pt
-        model = Segmenter2D(**data["teacher_config"])
+        cls = UNet2D if data["teacher_config"].get("arch") == ARCH else Segmenter2D
+        model = cls(**data["teacher_config"])
         model.load_state_dict(data["model"])
         return model
     if isinstance(data, dict) and "model" in data:
@@ -642,6 +654,11 @@ def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: l
     }
 
 
+def _teacher_name(teacher) -> str:
+    cfg = getattr(teacher, "config", {}) or {}
+    return str(cfg.get("variant") or f"{cfg.get('arch', 'unknown')}-c{cfg.get('channels', '?')}")
+
+
 def write_teacher_metrics(checkpoint: str | Path, data: str | Path, out: str | Path, *, split: str = "test",
                           class_set: str = "paper30", height: int | None = None, width: int | None = None,
                           device: str = "auto", progress: bool = True) -> dict:
@@ -658,7 +675,7 @@ def write_teacher_metrics(checkpoint: str | Path, data: str | Path, out: str | P
     result = evaluate_teacher(teacher, data, split=split, class_set=class_set, height=height, width=width,
                               device=device, progress=progress)
     trained_on = checkpoint.parent / "teacher_data.json"
-    result["run"] = {"name": "teacher", "label": "Teacher (2D, panoramas)", "model": f"teacher-{getattr(teacher, 'config', {}).get('variant', '')}",
+    result["run"] = {"name": "teacher", "label": "Teacher (2D, panoramas)", "model": f"teacher-{_teacher_name(teacher)}",
                      "checkpoint": str(checkpoint),
                      "params": int(sum(p.numel() for p in teacher.parameters())), "size": [height, width],
                      "trained_on": json.loads(trained_on.read_text()) if trained_on.is_file() else None}
