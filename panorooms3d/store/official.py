@@ -202,14 +202,17 @@ def read_official_splits(folder: Path) -> dict[str, list[str]]:
     return out
 
 
-def read_official_block(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_official_block(path: Path, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """One block of the official sparse block release, densified as the official trainer's ``collate``.
 
-    ``targetsdf128`` (N,) fills a 128^3 grid whose default is -3 (it is the network's channel 0, -3 *
-    sdf), ``targetsdf128color`` (N, 3) one whose default is 0 (then ``* 2 - 1``), ``semanticlabel``
-    (N,) one whose default is 0 (paper30 classes, used as they are), at ``targetsdf128loc`` (N, 3).
+    ``targetsdf128`` (N,) fills a ``size``^3 grid whose default is -3 (it is the network's channel 0,
+    -3 * sdf), ``targetsdf128color`` (N, 3) one whose default is 0 (then ``* 2 - 1``, in the file's
+    colour dtype), ``semanticlabel`` (N,) one whose default is 0 (paper30 classes, used as they are:
+    no mask), at ``targetsdf128loc`` (N, 3). ``size`` is the block edge: the official ``collate``
+    hard-codes 128 (the default); smaller edges serve tests and CPU runs on official-format blocks.
 
-    Returns (x (4, 128, 128, 128) float32, y (128, 128, 128) int64). Raises DatasetError naming the file.
+    Returns (x (4, size, size, size) float32, y (size, size, size) int64). Raises DatasetError naming
+    the file (and, for a block that does not fit, the edge to use).
     """
     path = Path(path)
     try:
@@ -222,14 +225,20 @@ def read_official_block(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise
     except Exception as exc:
         raise DatasetError(f"{path}: cannot read as .npz: {exc}") from None
-    n = 128
+    n = int(size)
+    if loc.size % 3 or colour.size % 3:
+        raise DatasetError(f"{path}: targetsdf128loc {loc.shape} / targetsdf128color {colour.shape} are not (N, 3)")
     loc = loc.reshape(-1, 3).astype(np.int64)
     sdf, sem = sdf.reshape(-1), sem.reshape(-1)
     colour = colour.reshape(-1, 3)
     if not (len(loc) == len(sdf) == len(colour) == len(sem)):
         raise DatasetError(f"{path}: {len(loc)} locations but {len(sdf)} sdf, {len(colour)} colour, {len(sem)} labels")
-    if len(loc) and (loc.min() < 0 or loc.max() >= n):
-        raise DatasetError(f"{path}: targetsdf128loc outside 0..{n - 1}")
+    if len(loc) and loc.min() < 0:
+        raise DatasetError(f"{path}: targetsdf128loc holds negative voxel indices")
+    if len(loc) and loc.max() >= n:
+        raise DatasetError(f"{path}: targetsdf128loc reaches voxel {int(loc.max())}, outside a {n}^3 block; the "
+                           f"blocks of {path.parent} are larger than block = {n}: set block to their edge "
+                           "(the official release: 128)")
     if len(sem) and (sem.min() < 0 or sem.max() >= len(PAPER30)):
         raise DatasetError(f"{path}: semanticlabel outside 0..{len(PAPER30) - 1} "
                            "(the block release holds paper30 classes)")
@@ -249,22 +258,39 @@ class OfficialBlocks:
     """A map-style dataset (for ``torch.utils.data.DataLoader``) of a folder of official block files.
 
     Item ``i`` is :func:`read_official_block` of the i-th ``*.npz`` of ``folder`` in sorted order:
-    (x (4, 128, 128, 128) float32, y (128, 128, 128) int64), as the official ``BlockDataset`` +
+    (x (4, size, size, size) float32, y (size, size, size) int64), as the official ``BlockDataset`` +
     ``collate`` give them (the official trainer shuffles the files each epoch; a DataLoader with
-    ``shuffle=True`` does the same).
+    ``shuffle=True`` does the same, :class:`panorooms3d.bench.data.OfficialBlockStream` as a pure
+    function of a seed and the sample index).
+
+    The first file is read when the folder is opened, so a wrong folder, format or ``size`` fails
+    at once; a later file that does not fit fails when it is read, naming the file. A block whose
+    voxels all lie below ``size`` is densified into the ``size``^3 grid with the defaults, as the
+    official ``collate`` does (a smaller block cannot be told apart from a sparse one).
+
+    Raises DatasetError naming the folder when it is missing, is not a folder or holds no ``*.npz``.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, size: int = 128) -> None:
         self.folder = Path(folder)
+        self.size = int(size)
+        if not self.folder.exists():
+            raise DatasetError(f"official block folder not found: {self.folder}; pass the folder of the "
+                               "official block release (its train/*.npz) or a folder of block .npz files")
+        if not self.folder.is_dir():
+            raise DatasetError(f"{self.folder} is a file, not a folder of official block files (*.npz)")
         self.files = sorted(self.folder.glob("*.npz"))
         if not self.files:
-            raise DatasetError(f"no official block files (*.npz) in {self.folder}")
+            raise DatasetError(f"no official block files (*.npz) in {self.folder}; pass the folder that holds "
+                               "the block .npz files (targetsdf128loc, targetsdf128, targetsdf128color, "
+                               "semanticlabel)")
+        read_official_block(self.files[0], self.size)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return read_official_block(self.files[int(index)])
+        return read_official_block(self.files[int(index)], self.size)
 
 
 def find_official_panoramas(panoramas: Path) -> dict[str, tuple[Path, Path, str]]:
