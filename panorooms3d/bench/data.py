@@ -1,4 +1,4 @@
-"""Training and evaluation data: the official input encoding, random blocks, whole rooms.
+"""Training and evaluation data: the official input encoding, random blocks, official blocks, whole rooms.
 
 Input encoding (the official 3D Segmenter code, paper.md): a 4-channel volume
 ``x = [-3 * tsdf, r, g, b]`` with colour mapped from uint8 to [-1, 1]; unobserved voxels
@@ -10,6 +10,9 @@ Rooms are padded as the paper does: each spatial dimension up to a multiple of `
 room; augmentation flips x and/or y and turns 0/90/180/270 degrees about z, identically for the
 volume and the labels. Every sample is a pure function of (seed, index), so training is
 deterministic and resumable whatever the number of DataLoader workers.
+
+The official sparse block release (pre-cut 128^3 blocks) is read by :class:`OfficialBlockStream`:
+the files in a fresh shuffle each epoch, no augmentation, as the official ``train.py`` draws them.
 """
 
 from __future__ import annotations
@@ -274,6 +277,55 @@ class BlockDataset(TorchDataset):
         x, y = encode(crop["tsdf"], crop["rgb"], crop["label"], None, self._room_attrs(uid), self.config.class_set,
                       self.config.encoding)
         x, y = augment(x, y, *aug)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class OfficialBlockStream(TorchDataset):
+    """The official sparse block release as a training stream: epochs of a fresh shuffle of the files.
+
+    The official ``train.py`` iterates a DataLoader with ``shuffle=True`` over the block files, epoch
+    after epoch, without augmentation. Here sample ``index`` is block ``perm_e[index % n]`` of the
+    ``n`` files (sorted by name), with ``e = index // n`` and ``perm_e`` a permutation drawn from
+    (seed, e): a pure function of (seed, index), so training stays deterministic and resumable and
+    DDP ranks (which draw interleaved indices) share out each epoch's files. Every file is seen once
+    per epoch, as in the official trainer; unlike it, a batch may straddle two epochs (batches are
+    always full, the official last batch of an epoch is short).
+
+    Items are (x (4, B, B, B) float32, y (B, B, B) int64) tensors, element-wise as the official
+    ``collate`` builds them (:func:`panorooms3d.store.official.read_official_block`); ``len`` is
+    nominal (``samples``), any index is valid.
+
+    Args:
+        folder: a folder of official block ``.npz`` files.
+        seed: the shuffling seed.
+        size: the block edge B (the official release: 128).
+    """
+
+    def __init__(self, folder: Path, seed: int = 0, size: int = 128, samples: int = 10**9) -> None:
+        from panorooms3d.store.official import OfficialBlocks
+
+        self.blocks = OfficialBlocks(Path(folder), size=size)
+        self.seed = int(seed)
+        self.samples = samples
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def block_of(self, index: int) -> int:
+        """The position (in sorted file order) of the block file of sample ``index``."""
+        n = len(self.blocks)
+        epoch, position = divmod(int(index), n)
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 11, epoch]).permutation(n))
+        return int(self._perm[1][position])
+
+    def file_of(self, index: int) -> Path:
+        """The block file of sample ``index``."""
+        return self.blocks.files[self.block_of(index)]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.blocks[self.block_of(index)]
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
