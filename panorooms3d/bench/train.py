@@ -22,6 +22,10 @@ blocks centred on labelled voxels (``sampling="surface"``), class-frequency weig
 validation during training (``val_every``) whose curve shows when training has flattened.
 ``labelled_fraction`` < 1 trains on a fixed subset of the training rooms (the rooms whose 3D
 labels the run may use; :func:`panorooms3d.bench.data.labelled_subset`).
+
+Where the blocks come from is a setting too (``blocks``, :data:`BLOCK_SOURCES`): ``crops`` (random
+crops of the dataset's rooms, above) or ``official:<folder>``, the official sparse block release as
+the official ``train.py`` reads it (:class:`panorooms3d.bench.data.OfficialBlockStream`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from panorooms3d.bench.data import BlockConfig, BlockDataset, labelled_subset
+from panorooms3d.bench.data import BlockConfig, BlockDataset, OfficialBlockStream, block_size, labelled_subset
 from panorooms3d.run.atomic import atomic_path
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
@@ -52,7 +56,13 @@ class TrainConfig:
     """Settings of a block-training run (all JSON-able; stored in every checkpoint).
 
     Attributes:
-        data: dataset folder (``manifest.json``).
+        data: dataset folder (``manifest.json``): the rooms of ``crops`` blocks and the rooms validated
+            on (``val_every``). Optional with ``official:`` blocks (then no validation).
+        blocks: where training blocks come from (:data:`BLOCK_SOURCES`): ``crops`` (random ``block``
+            crops of the ``split`` rooms of ``data``) or ``official:<folder>`` (the official sparse
+            block release: ``<folder>/<split>/*.npz`` when that folder exists, as the official
+            ``train.py --train_data`` reads ``train/``, else ``<folder>/*.npz``; ``block`` is their
+            edge, 128 in the release; inputs and targets element-wise as the official ``collate``).
         model: registered model name (``3dseg-t`` ...).
         out: run folder (checkpoints, logs, final weights).
         iterations: optimisation steps.
@@ -89,7 +99,7 @@ class TrainConfig:
         model_overrides: constructor overrides (e.g. ``{"skip": False}``).
     """
 
-    data: str
+    data: str | None = None
     model: str = "3dseg-t"
     out: str = "runs/3dseg-t"
     iterations: int = 20000
@@ -117,6 +127,7 @@ class TrainConfig:
     split: str = "train"
     init: str | None = None
     model_overrides: dict = field(default_factory=dict)
+    blocks: str = "crops"
 
 
 @dataclass
@@ -213,6 +224,87 @@ def class_weights(data: Path, rooms: list[str], class_set: str, mode: str) -> to
     return torch.tensor(w, dtype=torch.float32)
 
 
+@dataclass
+class TrainingBlocks:
+    """The training samples of a run.
+
+    Attributes:
+        dataset: a map-style dataset whose item ``i`` is (x (4, bx, by, bz) float32, y (bx, by, bz)
+            int64), a pure function of (seed, i) (the DataLoader draws indices, see :func:`train`).
+        weights: cross-entropy class weights (K,) or None.
+        description: one line naming the source (for logs and errors).
+    """
+
+    dataset: torch.utils.data.Dataset
+    weights: torch.Tensor | None
+    description: str
+
+
+def _crop_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
+    """``crops``: random crops of the ``split`` rooms of the dataset ``data`` (this module's docstring)."""
+    from panorooms3d.store.dataset import Dataset
+
+    if argument:
+        raise ValueError(f"blocks = {config.blocks!r}: 'crops' takes no folder (the rooms come from data)")
+    if not config.data:
+        raise ValueError("no dataset to crop blocks from: set data (a dataset folder) or "
+                         "blocks = 'official:<folder>' (the official block release)")
+    rooms = Dataset(Path(config.data)).split(config.split)
+    if not rooms:
+        raise ValueError(f"{config.data}: the {config.split!r} split has no rooms")
+    rooms = labelled_subset(rooms, config.labelled_fraction)
+    if not rooms:
+        raise ValueError(f"labelled_fraction {config.labelled_fraction} leaves no labelled room to train on")
+    dataset = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, class_set=config.class_set,
+                                                                   seed=config.seed, sampling=config.sampling,
+                                                                   encoding=config.input_encoding))
+    return TrainingBlocks(dataset, class_weights(Path(config.data), rooms, config.class_set, config.class_weights),
+                          f"random crops of {len(rooms)} {config.split} room(s) of {config.data}")
+
+
+#: Settings of random crops that official blocks (pre-cut, labels already paper30) cannot honour,
+#: with the value they must keep.
+_OFFICIAL_FIXED = {"sampling": "uniform", "labelled_fraction": 1.0, "class_weights": "none", "class_set": "paper30"}
+
+
+def _official_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
+    """``official:<folder>``: the official sparse block release, drawn as the official ``train.py`` does."""
+    if not argument:
+        raise ValueError(f"blocks = {config.blocks!r}: name the folder, e.g. 'official:/data/panorooms3d-blocks'")
+    bad = [f"{k} = {getattr(config, k)!r}" for k, v in _OFFICIAL_FIXED.items() if getattr(config, k) != v]
+    if bad:
+        raise ValueError(f"blocks = {config.blocks!r}: {', '.join(bad)} does not apply to the official blocks "
+                         "(pre-cut blocks holding paper30 classes, no per-room labels); use "
+                         + ", ".join(f"{k} = {v!r}" for k, v in _OFFICIAL_FIXED.items()))
+    edge = block_size(config.block)
+    if len(set(edge)) != 1:
+        raise ValueError(f"blocks = {config.blocks!r}: official blocks are cubes; block {list(edge)} must be one "
+                         "edge (the release: 128)")
+    root = Path(argument)
+    folder = root / config.split if (root / config.split).is_dir() else root
+    stream = OfficialBlockStream(folder, seed=config.seed, size=edge[0])
+    return TrainingBlocks(stream, None, f"official blocks: {len(stream.blocks)} file(s) of {folder}, "
+                                        "a fresh shuffle each epoch")
+
+
+#: Sources of training blocks: ``TrainConfig.blocks`` = ``<name>`` or ``<name>:<argument>`` ->
+#: fn(config, argument) -> :class:`TrainingBlocks`. ``crops``: random crops of a dataset's rooms (this
+#: project); ``official``: a folder of the official sparse block release (the official trainer).
+BLOCK_SOURCES = {"crops": _crop_blocks, "official": _official_blocks}
+
+
+def training_blocks(config: TrainConfig) -> TrainingBlocks:
+    """The training samples of ``config`` from its ``blocks`` source (:data:`BLOCK_SOURCES`).
+
+    Raises ValueError (unknown source, settings that do not apply, no rooms) or
+    :class:`panorooms3d.store.dataset.DatasetError` (a missing or bad folder), naming what to change.
+    """
+    name, _, argument = str(config.blocks).partition(":")
+    if name not in BLOCK_SOURCES:
+        raise ValueError(f"unknown blocks {config.blocks!r}; use one of: crops, official:<folder>")
+    return BLOCK_SOURCES[name](config, argument)
+
+
 def load_weights(path: Path, model: torch.nn.Module) -> dict:
     """Load a run checkpoint's model weights into ``model``; returns the checkpoint dict."""
     path = Path(path)
@@ -271,11 +363,13 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             and time-sliced schedulers; the run resumes later from there.
         progress: show a progress bar.
     """
-    from panorooms3d.store.dataset import Dataset
-
     out = Path(config.out)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    if config.val_every > 0 and not config.data:
+        raise ValueError(f"val_every = {config.val_every} validates on the {config.val_split!r} rooms of a dataset, "
+                         "and data is not set: set data (e.g. the imported official dataset) or val_every = 0")
+    source = training_blocks(config)  # a bad source fails here, before the run folder is written
     if rank == 0:  # DDP: only rank 0 writes in the run folder
         out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -306,25 +400,17 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    ds = Dataset(Path(config.data))
-    rooms = ds.split(config.split)
-    if not rooms:
-        raise ValueError(f"{config.data}: the {config.split!r} split has no rooms")
-    rooms = labelled_subset(rooms, config.labelled_fraction)
-    if not rooms:
-        raise ValueError(f"labelled_fraction {config.labelled_fraction} leaves no labelled room to train on")
-    blocks = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, class_set=config.class_set,
-                                                                  seed=config.seed, sampling=config.sampling,
-                                                                  encoding=config.input_encoding))
-    weights = class_weights(Path(config.data), rooms, config.class_set, config.class_weights)
-    if weights is not None:
-        weights = weights.to(device)
-    val_rooms = ds.split(config.val_split) if config.val_every > 0 else []
+    weights = source.weights.to(device) if source.weights is not None else None
+    val_rooms: list[str] = []
+    if config.val_every > 0:
+        from panorooms3d.store.dataset import Dataset
+
+        val_rooms = Dataset(Path(config.data)).split(config.val_split)
     b = config.batch_size
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
     # Sample index of (iteration, rank, item): a pure function, so resuming draws the same blocks.
     indices = [(it * world + rank) * b + j for it in range(start, end) for j in range(b)]
-    loader = DataLoader(blocks, batch_size=b, sampler=indices, num_workers=config.workers,
+    loader = DataLoader(source.dataset, batch_size=b, sampler=indices, num_workers=config.workers,
                         persistent_workers=False, pin_memory=device.type == "cuda")
 
     writer = None
@@ -343,7 +429,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         from panorooms3d.bench.evaluate import evaluate
 
         result = evaluate(model, Path(config.data), rooms=val_rooms, split=config.val_split,
-                          class_set=config.class_set, device=str(device), progress=False)
+                          class_set=config.class_set, device=str(device), progress=False,
+                          input_encoding=config.input_encoding)
         net.train()
         record = {"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
                   "val_mIoU_void_excluded": result["void_excluded"]["mIoU"], "seconds": time.perf_counter() - t0}
@@ -364,31 +451,33 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
                disable=not progress or rank != 0, dynamic_ncols=True)
     net.train()
     it = start
-    for it, (x, y) in enumerate(loader, start=start):
-        torch.manual_seed(config.seed * 1_000_003 + it * world + rank)
-        x = x.to(device, non_blocking=True)
-        y = y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            logits = net(x)
-        loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weights), optimizer, scheduler,
-                                       on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}")
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if rank == 0 and ((it + 1) % config.log_every == 0 or it + 1 == end):
-            record = {"iteration": it + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                      "seconds": time.perf_counter() - t0}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            if writer is not None:
-                writer.add_scalar("train/loss", loss_value, it + 1)
-                writer.add_scalar("train/lr", record["lr"], it + 1)
-        if rank == 0 and val_rooms and ((it + 1) % config.val_every == 0 or it + 1 == config.iterations):
-            validate(it + 1)
-        if (it + 1) % config.checkpoint_every == 0:
-            checkpoint(it + 1)
+    try:  # the bar ends its line even when a block fails to load, so the error starts on its own line
+        for it, (x, y) in enumerate(loader, start=start):
+            torch.manual_seed(config.seed * 1_000_003 + it * world + rank)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(x)
+            loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weights), optimizer, scheduler,
+                                           on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if rank == 0 and ((it + 1) % config.log_every == 0 or it + 1 == end):
+                record = {"iteration": it + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                          "seconds": time.perf_counter() - t0}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if writer is not None:
+                    writer.add_scalar("train/loss", loss_value, it + 1)
+                    writer.add_scalar("train/lr", record["lr"], it + 1)
+            if rank == 0 and val_rooms and ((it + 1) % config.val_every == 0 or it + 1 == config.iterations):
+                validate(it + 1)
+            if (it + 1) % config.checkpoint_every == 0:
+                checkpoint(it + 1)
+    finally:
+        bar.close()
     done = end if end > start else start
     checkpoint(done)
-    bar.close()
     if log is not None:
         log.close()
     if writer is not None:
