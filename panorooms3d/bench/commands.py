@@ -7,6 +7,7 @@ Every command takes a packed dataset (``--data``, a folder with ``manifest.json`
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,9 +29,22 @@ def _user_errors():
         yield
     except (SuiteError, DatasetError, FileNotFoundError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        raise click.ClickException(str(msg)) from None
+        raise click.ClickException(_worker_message(str(msg))) from None
     except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(_worker_message(str(exc))) from None
+
+
+def _worker_message(msg: str) -> str:
+    """The error itself of one raised in a DataLoader worker.
+
+    torch re-raises it in the main process with the worker's traceback in the message ("Caught
+    DatasetError in DataLoader worker process 0. Original Traceback ... DatasetError: <message>");
+    the user needs the last line's message, not the traceback.
+    """
+    if "Original Traceback" not in msg:
+        return msg
+    last = msg.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def _check_data(data: Path) -> Path:
@@ -71,6 +85,25 @@ class DeviceType(click.ParamType):
 
 
 DEVICE = DeviceType()
+
+
+class BlockSourceType(click.ParamType):
+    """``crops`` or ``official:DIR`` (:data:`panorooms3d.bench.train.BLOCK_SOURCES`); the folder is checked by training."""
+
+    name = "source"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        name, sep, folder = text.partition(":")
+        if name == "crops" and not sep:
+            return text
+        if name == "official" and folder:
+            return text
+        self.fail(f"{value!r}: use crops or official:DIR (DIR: the official block release, or a folder of "
+                  "its block .npz files)", param, ctx)
+
+
+BLOCK_SOURCE = BlockSourceType()
 SPLITS = click.Choice(["train", "val", "test"])
 
 
@@ -107,7 +140,14 @@ def _suite_device(suite: Path) -> None:
 
 
 @benchmark.command("train")
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder (manifest.json).")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder (manifest.json): the rooms cropped into blocks, and the rooms validated on "
+                   "with --val-every. Optional with --blocks official:DIR.")
+@click.option("--blocks", type=BLOCK_SOURCE, default="crops", show_default=True,
+              help="Where training blocks come from: crops (random crops of --data's training rooms, with flips "
+                   "and turns) or official:DIR, the official sparse block release (DIR/train/*.npz, or DIR/*.npz) "
+                   "drawn as the official train.py does: each file once per epoch in a fresh shuffle, no "
+                   "augmentation; --block is their edge (the release: 128).")
 @click.option("--model", default="3dseg-t", show_default=True, help="Registered model (`panorooms3d models`).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--iterations", type=click.IntRange(1), default=20000, show_default=True)
@@ -121,28 +161,38 @@ def _suite_device(suite: Path) -> None:
 @click.option("--no-skip", is_flag=True, help="Drop the 3D Segmenter's skip connection (Table 4).")
 @click.option("--init", type=click.Path(path_type=Path), default=None, help="Initialise from a run checkpoint.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
+@click.option("--val-every", type=click.IntRange(0), default=0, show_default=True,
+              help="Validate on --data's val split every N iterations (0 = never); needs --data.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Resume from <out>/checkpoints/last.pt when present.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train")
-def train_command(data, model, out, iterations, batch_size, block, lr, schedule, seed, workers, device, no_skip,
-                  init, checkpoint_every, resume, force) -> None:
-    """Train a model on random blocks of the training rooms (resumable)."""
+def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, seed, workers, device,
+                  no_skip, init, checkpoint_every, val_every, resume, force) -> None:
+    """Train a model on blocks (resumable): random crops of the training rooms, or the official block release."""
     from panorooms3d.bench.train import CHECKPOINT, TrainConfig, train
 
-    _check_data(data)
+    if data is None and (blocks == "crops" or val_every > 0):
+        need = "--blocks crops" if blocks == "crops" else f"--val-every {val_every}"
+        raise click.ClickException(f"{need} needs --data (a dataset folder with manifest.json)"
+                                   + ("; or train on the official blocks with --blocks official:DIR"
+                                      if blocks == "crops" else "; or pass --val-every 0"))
+    if data is not None:
+        _check_data(data)
     if init:
         _check_file(init, "init checkpoint")
     if not resume and (out / CHECKPOINT).exists():
         raise click.ClickException(f"{out / CHECKPOINT} exists; pass --resume or choose another --out")
-    cfg = TrainConfig(data=str(data), model=model, out=str(out), iterations=iterations, batch_size=batch_size,
-                      block=block, lr=lr, schedule=schedule, seed=seed, workers=workers, device=device,
-                      init=str(init) if init else None, checkpoint_every=checkpoint_every,
+    cfg = TrainConfig(data=str(data) if data is not None else None, blocks=blocks, model=model, out=str(out),
+                      iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule, seed=seed,
+                      workers=workers, device=device, init=str(init) if init else None,
+                      checkpoint_every=checkpoint_every, val_every=val_every,
                       model_overrides={"skip": False} if no_skip else {})
     with _user_errors():
         res = train(cfg)
-    click.echo(f"trained {model}: {res.iterations} iterations (resumed from {res.resumed_from}), final loss "
-               f"{res.final_loss:.4f}, {res.seconds:.1f} s; weights: {out / 'model.pt'}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: one summary, not one per rank
+        click.echo(f"trained {model}: {res.iterations} iterations (resumed from {res.resumed_from}), final loss "
+                   f"{res.final_loss:.4f}, {res.seconds:.1f} s; weights: {out / 'model.pt'}")
 
 
 @benchmark.command("train-teacher")
