@@ -19,6 +19,15 @@ REPORT_NAME = "render_report.json"
 #: when deciding whether a stored room was rendered with the asked settings.
 IGNORED_SETTINGS = ("timeout", "threads", "device")
 
+#: Settings read by one view mode (``view_selection``) only: random views draw ``views`` poses pitched
+#: ``pitch_range_deg``; coverage-driven views pick among ``candidates`` poses pitched
+#: ``candidate_pitch_range_deg`` until ``coverage_target`` or ``max_views``. A setting that neither the
+#: stored room's mode nor the asked mode reads cannot change the frames, so it is not compared.
+VIEW_MODE_SETTINGS = {
+    "random": ("views", "pitch_range_deg"),
+    "coverage": ("coverage_target", "max_views", "candidates", "candidate_pitch_range_deg"),
+}
+
 #: Picture formats of ``preview --out``, by suffix.
 PICTURE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
@@ -39,16 +48,21 @@ def stored_render_settings(store: Path) -> dict | None:
 
 
 def settings_differences(stored: dict, wanted: dict) -> dict[str, list]:
-    """``{setting: [stored, wanted]}`` for every setting (but :data:`IGNORED_SETTINGS`) that differs.
+    """``{setting: [stored, wanted]}`` for every setting that differs and can change the frames.
 
-    A setting missing from an older store counts as its default value.
+    Not compared: :data:`IGNORED_SETTINGS`, and the settings of a view mode (:data:`VIEW_MODE_SETTINGS`)
+    that neither the stored room nor the asked settings use (e.g. ``max_views`` when both render random
+    views). A setting missing from an older store counts as its default value.
     """
     from dataclasses import fields
 
     defaults = {f.name: f.default for f in fields(RenderSettings)}
+    modes = {str(stored.get("view_selection", defaults["view_selection"])).lower(),
+             str(wanted.get("view_selection", defaults["view_selection"])).lower()}
+    unused = {key for mode, keys in VIEW_MODE_SETTINGS.items() if mode not in modes for key in keys}
     out = {}
     for key, value in wanted.items():
-        if key in IGNORED_SETTINGS:
+        if key in IGNORED_SETTINGS or key in unused:
             continue
         old = stored.get(key, defaults.get(key))
         if _plain(old) != _plain(value):
