@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from panorooms3d.run.atomic import atomic_path
-from panorooms3d.run.runner import RoomTask, run_rooms
+from panorooms3d.run.runner import NotEnoughGPUsError, RoomTask, run_rooms
 
 
 def write_room(task: RoomTask) -> dict:
@@ -108,7 +108,7 @@ def test_ray_tasks_ask_for_what_the_cluster_recipe_says(tmp_path: Path) -> None:
         cpu = run_rooms(write_room, _tasks(tmp_path / "fuse", 2), executor="ray", retries=0, progress=False)
         assert [r.info["ray"]["resources"] for r in cpu.done] == [{"CPU": 1.0}] * 2
         assert all(r.info["ray"]["gpu_ids"] == [] for r in cpu.done)
-        with pytest.raises(ValueError, match="asks Ray for 2 GPU .* has 1; start GPU workers"):
+        with pytest.raises(NotEnoughGPUsError, match="asks Ray for 2 GPU, .* has 1 GPU.* start GPU workers"):
             run_rooms(write_room, _tasks(tmp_path / "two", 1), executor="ray", ray_num_gpus=2.0, progress=False)
     finally:
         ray.shutdown()

@@ -30,12 +30,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from panorooms3d.run.atomic import atomic_path, clean_stale_temporaries
+from panorooms3d.run.errors import UserError
 
 #: Environment of worker processes: one thread of BLAS/OpenMP each (measured 6x faster label
 #: voting than letting every worker start one thread per core).
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 EXECUTORS = ("local", "ray")
+
+
+class NotEnoughGPUsError(UserError):
+    """Each room asks for more GPUs than the cluster has (a task no node can take would wait forever)."""
 
 
 @dataclass
@@ -203,8 +208,9 @@ def run_rooms(
         ray_address: Ray cluster address (``auto`` by default, ``ray://host:port``, ``local``).
         ray_num_gpus: GPUs per Ray task (rendering on GPU nodes; Ray sets CUDA_VISIBLE_DEVICES for
             the task, so Cycles sees only its GPU). Every Ray task also asks for one CPU. A
-            cluster with fewer GPUs than one task asks for is an error, not a wait. Each room's
-            ``info["ray"]`` records its node and the resources Ray assigned.
+            cluster with fewer GPUs than one task asks for is a :class:`NotEnoughGPUsError`
+            (a UserError), not a wait; it is raised before any room runs and before the report is
+            written. Each room's ``info["ray"]`` records its node and the resources Ray assigned.
         progress: show a tqdm progress bar.
         info_postfix: an ``info`` key summed over finished rooms and shown per second in the bar
             (e.g. ``"frames"``).
@@ -233,6 +239,8 @@ def run_rooms(
         else:
             pending.append(t)
 
+    if executor == "ray" and pending:  # before the bar and the report: a refusal leaves nothing behind
+        _connect_ray(ray_address, ray_num_gpus)
     bar = tqdm(total=len(tasks), initial=len(tasks) - len(pending), desc=desc, unit="room", disable=not progress,
                dynamic_ncols=True)
     extra = 0.0
@@ -333,7 +341,8 @@ def _call_on_ray(fn: Callable[[RoomTask], dict], task: RoomTask) -> tuple[float,
     return seconds, info
 
 
-def _run_ray(fn, pending, retries, finished, address, num_gpus) -> None:
+def _connect_ray(address: str | None, num_gpus: float) -> None:
+    """Connect to (or start, for ``local``) the Ray cluster; refuse when a room asks for more GPUs than it has."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the optional extra
@@ -344,9 +353,15 @@ def _run_ray(fn, pending, retries, finished, address, num_gpus) -> None:
     if num_gpus > 0:  # a task no node can take would wait forever: say so instead
         have = float(ray.cluster_resources().get("GPU", 0.0))
         if have < num_gpus:
-            raise ValueError(f"each room asks Ray for {num_gpus:g} GPU (--device gpu) but the Ray cluster at "
-                               f"{address or 'auto'} has {have:g}; start GPU workers (`ray start --address ... "
-                               f"--num-gpus N`, pipelines/ray-build.md) or render with --device cpu")
+            raise NotEnoughGPUsError(
+                f"--device gpu: each room asks Ray for {num_gpus:g} GPU, but the Ray cluster at {address or 'auto'} "
+                f"has {have:g} GPU(s) in all; start GPU workers (`ray start --address ... --num-gpus N`, "
+                "pipelines/ray-build.md) or render on the CPUs with --device cpu")
+
+
+def _run_ray(fn, pending, retries, finished, address, num_gpus) -> None:
+    import ray  # connected (and the GPUs checked) by run_rooms
+
     remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=retries, retry_exceptions=True)(_call_on_ray)
     refs = {remote.remote(fn, t): t for t in pending}
     waiting = list(refs)
