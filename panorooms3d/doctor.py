@@ -921,7 +921,8 @@ def throughput_summary(report: dict) -> dict:
               help="Where the data will go (free disk is measured there).")
 @click.option("--json", "as_json", is_flag=True, help="Print the environment report as JSON.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Also write the JSON report (environment, and the GPU check with --gpu) to this file.")
+              help="Also write the JSON report (environment, and the GPU check with --gpu) to this .json file "
+                   "(written whole or not at all; its folder is created).")
 @click.option("--models", default=None, metavar="NAME,NAME",
               help="--gpu: only these models [default: all on CUDA; the 3D models and teacher-tiny on a CPU].")
 @click.option("--skip", multiple=True, type=click.Choice(["render", "models", "projection", "ddp"]),
@@ -935,8 +936,10 @@ def doctor(gpu: bool, path: Path, as_json: bool, out: Path | None, models: str |
       panorooms3d doctor
       panorooms3d doctor --gpu --out gpu-check.json      # JSON on stdout, progress on stderr
     """
-    if out is not None and Path(out).is_dir():
-        raise click.ClickException(f"--out {out}: is a folder; give a file name such as {Path(out) / 'doctor.json'}")
+    if out is not None:  # checked before any check runs (the GPU check takes minutes), as every file output is
+        from panorooms3d.run.lock import check_output_file
+
+        check_output_file(Path(out), "--out", suffixes=(".json",))
     names = None
     if models:
         from panorooms3d.nn.registry import list_models

@@ -41,6 +41,68 @@ def _write_skipped(out: Path, unknown: dict[str, dict[str, int]]) -> None:
 
 
 
+#: ``source`` of a panorama staged by ``panoramas`` (its pano.zarr's ``attrs``): marks a panorama-only dataset.
+PANORAMA_ONLY_SOURCE = "panorama-only build (skybox render, no volume)"
+
+
+def dataset_content(folder: Path) -> str | None:
+    """What the dataset folder ``folder`` holds, or is being built into: ``"volumes"``, ``"panoramas"`` or None.
+
+    The first that answers: ``manifest.json``'s ``content`` (absent: volumes); the report of the command
+    that writes the folder (``build_report.json``, ``fuse_report.json``: volumes; ``panoramas_report.json``:
+    panoramas); the staged rooms (a ``volume.zarr``: volumes; a ``pano.zarr`` staged by ``panoramas``:
+    panoramas; one staged by ``panorama``, waiting for ``fuse``: volumes). None for a folder with none of
+    these (new, empty, or not a dataset). An unreadable manifest says nothing (packing rewrites it).
+    """
+    import json
+
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict) and "rooms" in manifest:
+        return "panoramas" if manifest.get("content") == "panoramas" else "volumes"
+    if (folder / "build_report.json").is_file() or (folder / "fuse_report.json").is_file():
+        return "volumes"
+    if (folder / "panoramas_report.json").is_file():
+        return "panoramas"
+    staging = folder / "staging"
+    rooms = sorted(d for d in staging.iterdir() if d.is_dir() and not d.name.startswith(".")) if staging.is_dir() else []
+    if any((d / "volume.zarr").is_dir() for d in rooms):
+        return "volumes"
+    for d in rooms:
+        if (d / "pano.zarr").is_dir():
+            try:
+                meta = json.loads((d / "pano.zarr" / "zarr.json").read_text())
+                source = meta["attributes"]["attrs"].get("source")
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            return "panoramas" if source == PANORAMA_ONLY_SOURCE else "volumes"
+    return None
+
+
+def check_dataset_content(out: Path, wanted: str) -> None:
+    """Refuse (:class:`~panorooms3d.run.lock.FolderError`) an ``out`` that holds the other kind of dataset.
+
+    ``wanted`` is ``"volumes"`` (``build``) or ``"panoramas"`` (``panoramas``). ``--force`` does not
+    override this: the two kinds are never mixed in one folder.
+    """
+    from panorooms3d.run.lock import FolderError
+
+    have = dataset_content(out)
+    if have is None or have == wanted:
+        return
+    if wanted == "volumes":
+        raise FolderError(f"--out {out}: holds a panorama-only dataset (made by `panorooms3d panoramas`: panoramas, "
+                          "no volumes); `build` makes a dataset with volumes and never mixes the two in one folder, "
+                          "even with --force; choose another --out (a teacher trains on both when its `panoramas` "
+                          "setting names this folder)")
+    raise FolderError(f"--out {out}: holds a dataset with volumes (made by `build`, or `fuse`/`panorama`/`pack`), "
+                      "whose rooms have their panoramas already; `panoramas` makes a panorama-only dataset and never "
+                      "mixes the two in one folder, even with --force; choose another --out")
+
+
 def selected_rooms(front: Path, rooms, empty: str) -> list:
     """``select_rooms(front, rooms)`` for a command: unreadable houses are echoed as skipped, a front
     error or an empty selection is an ``Error:`` (``empty``: what to say, e.g. "no rooms to build")."""
@@ -138,6 +200,7 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     work_dir = Path(work) if work is not None else Path(out) / "work"
     check_output_dir(out)
     check_folder_kind(out, "dataset", force)
+    check_dataset_content(out, "volumes")  # not a panorama-only dataset (`panoramas`), --force or not
     if work is not None:
         check_output_dir(work, "--work")
         check_folder_kind(work, "work", force, "--work")
@@ -160,6 +223,7 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     say = lambda m: click.echo(m, err=True)  # noqa: E731
     with ExitStack() as stack:
         stack.enter_context(output_folder(out, "dataset", force=force, command="build", on_message=say))
+        check_dataset_content(out, "volumes")  # again under the lock: a `panoramas` may have ended meanwhile
         if work is not None:
             stack.enter_context(output_folder(work_dir, "work", force=force, command="build", option="--work",
                                               on_message=say))

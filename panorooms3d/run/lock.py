@@ -39,7 +39,10 @@ LOCK_NAME = ".panorooms3d.lock"
 KIND_MARKERS: dict[str, tuple[str, ...]] = {
     "front": ("3D-FRONT", "3D-FUTURE-model", "3D-FRONT-texture", "synth_report.json"),
     "work": ("*.zarr", "render_report.json"),
-    "dataset": ("manifest.json", "staging", "shards", "splits", "build_report.json", "fuse_report.json"),
+    # work/*.zarr: frames (or skybox) stores of `build` (`panoramas`) in their default OUT/work, as a build
+    # interrupted before its first room was staged leaves them
+    "dataset": ("manifest.json", "staging", "shards", "splits", "build_report.json", "fuse_report.json",
+                "panoramas_report.json", "work/*.zarr"),
     "suite": ("suite_log.jsonl", "runs", "pretrain", "teacher", "table.md"),
     "run": ("config.json", "checkpoints", "model.pt", "teacher.pt", "best.pt", "final.pt", "cache"),
     "site": ("index.json",),

@@ -53,6 +53,7 @@ def panorama_room(task: RoomTask) -> dict:
     from panorooms3d.panorama.equirect import make_panorama
     from panorooms3d.render.render_room import render_room
     from panorooms3d.render.settings import RenderSettings
+    from panorooms3d.run.commands import PANORAMA_ONLY_SOURCE
     from panorooms3d.scene.front import room_by_uid
     from panorooms3d.store.dataset import write_room_panorama
     from panorooms3d.store.frames import read_frames
@@ -73,7 +74,7 @@ def panorama_room(task: RoomTask) -> dict:
     t1 = time.perf_counter()
     frames = read_frames(skybox_path)
     pano = make_panorama(frames, settings.pano_height, settings.pano_width)
-    attrs = {"source": "panorama-only build (skybox render, no volume)", "render": render.to_dict(),
+    attrs = {"source": PANORAMA_ONLY_SOURCE, "render": render.to_dict(),
              "skybox_size": render.skybox_size}
     write_room_panorama(dataset, task.room_uid, pano, attrs)  # last: its existence marks the room done
     info["panorama_seconds"] = time.perf_counter() - t1
@@ -142,9 +143,11 @@ def build_panoramas(front: Path, dataset: Path, room_uids: list[str], *, work: P
     work = Path(work) if work is not None else dataset / "work"
     work_existed = work.exists()
     tasks = panorama_tasks(Path(front), dataset, work, room_uids, render or {}, panorama or {})
+    # On Ray a room task renders its skybox, so it asks for a GPU when the render settings say GPU (as `build`).
+    gpus = 1.0 if str((render or {}).get("device", "CPU")).upper() == "GPU" else 0.0
     report = run_rooms(panorama_room, tasks, executor=executor, workers=workers, retries=retries, desc="panoramas",
                        report_path=dataset / "panoramas_report.json", ray_address=ray_address, progress=progress,
-                       info_postfix="panoramas")
+                       info_postfix="panoramas", ray_num_gpus=gpus)
     manifest = pack_dataset(dataset, rooms_per_shard=rooms_per_shard, splits=splits, seed=seed, panoramas_only=True)
     if not work_existed and work.is_dir() and not any(work.iterdir()):  # nothing kept in it: leave no trace
         work.rmdir()
@@ -181,7 +184,9 @@ def build_panoramas(front: Path, dataset: Path, room_uids: list[str], *, work: P
               help="Rooms in parallel (local). Blender already uses every core for one room.")
 @click.option("--retries", type=int, default=1, show_default=True, help="Extra attempts for a failing room.")
 @click.option("--ray-address", default=None, help="Ray cluster address (auto, ray://host:port) [default auto].")
-@click.option("--force", is_flag=True, help="Write into a non-empty folder that is not a dataset folder.")
+@click.option("--force", is_flag=True,
+              help="Write into a non-empty OUT (or WORK) that is not a dataset (work) folder. Never into a dataset "
+                   "with volumes.")
 def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], skybox_size, samples,
                       pano_height: int, seed: int, views, width, height, device: str, timeout, rooms_per_shard: int,
                       splits: str, keep_skybox: bool, executor: str, workers: int, retries: int,
@@ -194,25 +199,32 @@ def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[st
 
     Resumable: rooms whose panorama is staged are skipped; run the same command again after an
     interruption. Failed rooms are retried, then listed (with the reason) in OUT/panoramas_report.json.
+
+    OUT is checked before any work, as `build` checks its OUT: a file, or a non-empty folder that is
+    not a dataset folder (e.g. a work folder of `render`), is refused unless --force; a dataset with
+    volumes (made by `build`) is always refused; one writer at a time per OUT and per WORK (a
+    second run is refused, naming the first one's pid).
     """
+    from contextlib import ExitStack, suppress
+
     from panorooms3d.render.settings import RenderSettings
-    from panorooms3d.run.commands import selected_rooms
-    from panorooms3d.run.lock import output_folder
+    from panorooms3d.run.commands import check_dataset_content, selected_rooms
+    from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
     from panorooms3d.store.commands import parse_splits
-    from panorooms3d.store.dataset import DatasetError, read_manifest
+    from panorooms3d.store.dataset import DatasetError
 
     if pano_height < 8:
         raise click.BadParameter(f"must be >= 8, got {pano_height}", param_hint="--pano-height")
     if rooms_per_shard < 1:
         raise click.BadParameter(f"must be >= 1, got {rooms_per_shard}", param_hint="--rooms-per-shard")
-    if (out / "manifest.json").is_file():
-        try:
-            content = read_manifest(out).get("content", "volumes")
-        except DatasetError as exc:
-            raise click.ClickException(str(exc)) from None
-        if content != "panoramas":
-            raise click.ClickException(f"--out {out}: holds a dataset with volumes (made by `build`); "
-                                       "write panoramas into another folder")
+    out = Path(out)
+    check_output_dir(out)
+    check_folder_kind(out, "dataset", force)
+    check_dataset_content(out, "panoramas")  # not a dataset with volumes (`build`), --force or not
+    work_existed = work is not None and Path(work).exists()
+    if work is not None:
+        check_output_dir(work, "--work")
+        check_folder_kind(work, "work", force, "--work")
     uids = [uid for uid, _ in selected_rooms(front, rooms, "no rooms")]
     overrides = {k: v for k, v in dict(views=views, width=width, height=height, samples=samples,
                                        skybox_size=skybox_size, timeout=timeout).items() if v is not None}
@@ -231,14 +243,24 @@ def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[st
     click.echo(f"panoramas of {len(uids)} room(s) from {front} into {out} (skybox {render.skybox_size} px, "
                f"panorama {pano_height} x {2 * pano_height})")
     t0 = time.perf_counter()
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
-        with output_folder(out, kind="dataset", force=force, command="panoramas", on_message=click.echo):
+        with ExitStack() as stack:
+            stack.enter_context(output_folder(out, "dataset", force=force, command="panoramas", on_message=say))
+            check_dataset_content(out, "panoramas")  # again under the lock: a `build` may have ended meanwhile
+            if work is not None:
+                stack.enter_context(output_folder(work, "work", force=force, command="panoramas", option="--work",
+                                                  on_message=say))
             report, manifest = build_panoramas(front, out, uids, work=work, render=render.to_dict(),
                                                panorama=asdict(settings), executor=executor, workers=workers,
                                                retries=retries, rooms_per_shard=rooms_per_shard, splits=fractions,
                                                seed=seed, ray_address=ray_address)
     except (ValueError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:  # a --work this run created and left empty (skybox stores deleted) leaves no trace
+        if work is not None and not work_existed and Path(work).is_dir() and not any(Path(work).iterdir()):
+            with suppress(OSError):
+                Path(work).rmdir()
     click.echo(report.summary())
     if report.done:
         secs = sum(r.info.get("skybox_seconds", 0) for r in report.done)
