@@ -168,8 +168,8 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
     assert all(not r.skip for r in suites["table4"].runs)
     assert {r.finetune_only for r in suites["table3"].runs} == {True, False}
     bad = tmp_path / "bad.toml"
-    bad.write_text('[train]\nblocks = 3\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
-    with pytest.raises(SuiteError, match="unknown key.*blocks"):
+    bad.write_text('[train]\nblockz = 3\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
+    with pytest.raises(SuiteError, match="unknown key.*blockz"):
         load_suite(bad)
 
 
