@@ -70,3 +70,26 @@ def test_a_unet2d_teacher_trains_resumes_and_learns(tmp_path):
     assert 0 <= res["metrics"]["mIoU"] <= 100
     with pytest.raises(Exception, match="random weights"):
         train_teacher(data, tmp_path / "c", iterations=2, init=str(tmp_path / "a" / "teacher.pt"), **kw)
+
+
+def test_train_teacher_command_with_the_convolutional_teacher(tmp_path):
+    import json
+
+    from bench_rooms import make_dataset
+    from click.testing import CliRunner
+
+    from panorooms3d.cli import cli as main
+
+    uids = [f"box{i}/Room-{i}" for i in range(3)]
+    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": uids[:1], "val": uids[1:2], "test": uids[2:]})
+    out = tmp_path / "teacher"
+    res = CliRunner().invoke(main, ["benchmark", "train-teacher", "--data", str(data), "--out", str(out), "--variant",
+                                    "unet2d-s", "--iterations", "2", "--batch-size", "1", "--class-weights",
+                                    "sqrt-inverse", "--val-every", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["class_weights"] == "sqrt-inverse"
+    assert sum("val_mIoU" in line for line in (out / "train_log.jsonl").read_text().splitlines()) == 2
+    assert len(list((out / "cache").glob("*.npy"))) == 1
+    bad = CliRunner().invoke(main, ["benchmark", "train-teacher", "--data", str(data), "--out", str(tmp_path / "t2"),
+                                    "--variant", "unet2d-s", "--layers", "2"])
+    assert bad.exit_code != 0 and "--layers and --init apply to the Segmenter variants" in bad.output

@@ -198,7 +198,9 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
 @benchmark.command("train-teacher")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Teacher run folder.")
-@click.option("--variant", type=click.Choice(["tiny", "small", "base", "large"]), default="tiny", show_default=True)
+@click.option("--variant", type=click.Choice(["tiny", "small", "base", "large", "unet2d-s", "unet2d-m"]), default="tiny",
+              show_default=True, help="Segmenter ViT size, or a convolutional teacher (unet2d-*: learns from random "
+              "weights in a CPU budget; see docs/teacher.md).")
 @click.option("--iterations", type=click.IntRange(1), default=2000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-4, show_default=True)
@@ -207,24 +209,31 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
 @click.option("--layers", type=click.IntRange(1), default=None, help="ViT layers (override the variant; for tiny demos).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint to start from (ours, or official Segmenter with variant.yml beside it).")
+@click.option("--class-weights", type=click.Choice(["none", "sqrt-inverse", "inverse"]), default="none",
+              show_default=True, help="Cross-entropy class weights from the training panoramas' pixel frequencies.")
+@click.option("--val-every", type=click.IntRange(0), default=0, show_default=True,
+              help="Score the val panoramas every N iterations (the teacher's curve in train_log.jsonl); 0: never.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache/--no-cache", default=True, show_default=True,
               help="Also cache the teacher's logits of the training panoramas in <out>/cache.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train-teacher")
-def train_teacher_command(data, out, variant, iterations, batch_size, lr, height, width, layers, init, seed, device,
-                          cache, force) -> None:
+def train_teacher_command(data, out, variant, iterations, batch_size, lr, height, width, layers, init, class_weights,
+                          val_every, seed, device, cache, force) -> None:
     """Finetune the 2D Segmenter teacher on the training panoramas and cache its predictions."""
     from panorooms3d.bench.teacher import cache_teacher_predictions, train_teacher
 
     _check_data(data)
     if init:
         _check_file(init, "teacher init checkpoint")
+    if variant.startswith("unet2d") and (layers or init):
+        raise click.UsageError(f"--layers and --init apply to the Segmenter variants, not to {variant}")
     with _user_errors():
         res = train_teacher(data, out, variant=variant, iterations=iterations, lr=lr, batch_size=batch_size,
                             height=height, width=width, init=str(init) if init else None, seed=seed, device=device,
-                            model_overrides={"n_layers": layers} if layers else {})
+                            model_overrides={"n_layers": layers} if layers else {}, class_weights=class_weights,
+                            val_every=val_every)
         click.echo(f"teacher {variant}: {res.iterations} iterations, final loss {res.final_loss:.4f}, "
                    f"{res.seconds:.1f} s; weights: {res.checkpoint}")
         if cache:
