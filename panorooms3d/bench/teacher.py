@@ -2,7 +2,9 @@
 
 ``train_teacher`` finetunes :class:`panorooms3d.nn.segmenter2d.Segmenter2D` on the equirect
 panoramas of a dataset's *training* rooms (RGB -> class ids of a class set, ``paper30`` by
-default), the paper's step "finetuned on the rendered training panoramas". It is
+default), the paper's step "finetuned on the rendered training panoramas"; ``variant = "unet2d-s"``
+(or ``-m``) trains the convolutional :class:`panorooms3d.nn.unet2d.UNet2D` instead, for CPU budgets
+without pretrained weights. It is
 
 - deterministic: sample ``i`` (room, roll, flip) is a pure function of (seed, i) and the torch
   RNG is re-seeded at every iteration (as :mod:`panorooms3d.bench.train` does);
