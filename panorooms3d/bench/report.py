@@ -500,9 +500,13 @@ def teacher_markdown(metrics: dict) -> str:
     trained = run.get("trained_on") or {}
     rooms = ""
     if isinstance(trained, dict) and trained:
-        counts = {k: (len(v) if isinstance(v, list) else v) for k, v in trained.items()
-                  if k in ("main_rooms", "extra_rooms", "rooms")}
-        rooms = "; trained on " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()) if counts else ""
+        count = lambda k: len(trained[k]) if isinstance(trained.get(k), list) else trained.get(k)  # noqa: E731
+        total, main, extra = count("rooms"), count("main_rooms"), count("extra_rooms")
+        if total is not None:
+            parts = [f"{main} of the dataset's {trained.get('split', 'training')} rooms" if main is not None else "",
+                     f"{extra} panorama-only rooms" if extra else ""]
+            detail = " + ".join(p for p in parts if p)
+            rooms = f"; trained on the panoramas of {total} rooms" + (f": {detail}" if detail else "")
     params = run.get("params")
     size = "?" if params is None else f"{params / 1e6:.2f} M"
     return (f"The 2D teacher ({run.get('model', 'teacher')}, {size} parameters{rooms}) on the "
