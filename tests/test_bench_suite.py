@@ -43,6 +43,7 @@ val_every = 1
 [eval]
 split = "test"
 samples = 1
+panorama = true
 
 [[run]]
 name = "t"
@@ -101,6 +102,15 @@ def test_suite_writes_tables_in_the_paper_order(finished: dict) -> None:
     assert (out / "runs" / "t-dist" / "distill" / "best.pt").exists()
     assert (out / "teacher" / "teacher.pt").exists() and len(list((out / "teacher" / "cache").glob("*.npy"))) == 1
     assert json.loads((out / "runs" / "t-dist" / "metrics.json").read_text())["run"]["distill"] is True
+    # [eval] panorama: the evaluation's own predictions scored on the panorama pixels, and the ground truth's
+    for run in ("t", "t-dist"):
+        pano = json.loads((out / "runs" / run / "panorama_metrics.json").read_text())
+        assert pano["unit"] == "panorama pixels" and [r["uid"] for r in pano["rooms"]] == ["box2/Room-2"]
+    assert json.loads((out / "panorama_oracle.json").read_text())["run"]["name"] == "3D ground truth"
+    log = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()]
+    assert {r["status"] for r in log if r["step"] == "evaluate on panorama pixels"} == {"skipped"}, \
+        "written by the evaluation step from the same predictions, not predicted again"
+    assert "teacher − model (mIoU)" in (out / "table.md").read_text()
 
 
 def test_rerun_skips_finished_steps_and_cli_prints_the_table(finished: dict) -> None:
@@ -117,6 +127,17 @@ def test_rerun_skips_finished_steps_and_cli_prints_the_table(finished: dict) -> 
     assert {r["step"] for r in log} >= {"train-teacher", "cache", "distill", "evaluate", "plot samples"}
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before, "nothing finished was redone"
+
+
+def test_a_run_evaluated_before_panorama_scoring_gets_it_on_resume(finished: dict) -> None:
+    out = finished["out"]
+    target = out / "runs" / "t" / "panorama_metrics.json"
+    expected = json.loads(target.read_text())
+    target.unlink()
+    run_suite(finished["suite"], finished["data"], out, progress=False)
+    log = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in log if r["step"] == "evaluate on panorama pixels"][-2:] == ["done", "skipped"]
+    assert json.loads(target.read_text())["metrics"] == expected["metrics"]
 
 
 def test_eval_command_prints_the_paper_columns(finished: dict, tmp_path: Path) -> None:

@@ -120,16 +120,35 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
         per_room.append(m)
         no_void.append(mv)
         weights.append(w)
-        records.append({"uid": uid, "weight": w, "voxels": m["voxels"], **{k: m[k] for k in METRICS},
-                        # for intervals (bench/stats.py): void-excluded values, per-class I/P/L counts (pooled)
-                        "void_excluded": {k: mv[k] for k in METRICS},
-                        "counts": {c: m[c].tolist() for c in ("I", "P", "L")}})
+        records.append(room_record(uid, m, mv, w))
         if keep_predictions:
             preds[uid] = pred.astype(np.uint8)
+    result = {"class_set": class_set, "split": split, **scores(per_room, no_void, weights, records, class_set)}
+    if keep_predictions:
+        result["predictions"] = preds
+    return result
+
+
+def room_record(uid: str, m: dict, mv: dict, weight: float, size_key: str = "voxels") -> dict:
+    """One room's entry of a result's ``rooms``: its metrics and weight, and for intervals
+    (:mod:`panorooms3d.bench.stats`) its void-excluded metrics and per-class I/P/L counts.
+
+    ``m``, ``mv``: :func:`room_metrics` with and without void; ``size_key``: ``voxels`` or ``pixels``.
+    """
+    return {"uid": uid, "weight": weight, size_key: m["voxels"], **{k: m[k] for k in METRICS},
+            "void_excluded": {k: mv[k] for k in METRICS}, "counts": {c: m[c].tolist() for c in ("I", "P", "L")}}
+
+
+def scores(per_room: list[dict], no_void: list[dict], weights: list[float], records: list[dict],
+           class_set: str) -> dict:
+    """The aggregated part of an evaluation result from its rooms (percent; NaN where undefined).
+
+    ``metrics`` (weighted mean over rooms), ``pooled`` (summed confusion), ``void_excluded`` (weighted,
+    class 0 left out), ``per_class_iou`` (pooled, by class name), ``confusion`` (pooled), ``rooms``.
+    """
+    cs = get_class_set(class_set)
     pooled = pooled_metrics(per_room)
-    result = {
-        "class_set": class_set,
-        "split": split,
+    return {
         "metrics": aggregate(per_room, weights),
         "pooled": {k: pooled[k] for k in METRICS},
         "void_excluded": aggregate(no_void, weights),
@@ -137,9 +156,6 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
         "confusion": np.sum([m["confusion"] for m in per_room], axis=0).tolist(),
         "rooms": records,
     }
-    if keep_predictions:
-        result["predictions"] = preds
-    return result
 
 
 def evaluate_on_panoramas(predictions: dict, dataset_dir: Path, *, class_set: str = "paper30",
@@ -180,23 +196,11 @@ def evaluate_on_panoramas(predictions: dict, dataset_dir: Path, *, class_set: st
         mv = room_metrics(labels, gt, cs.num_classes, exclude_void=True)
         per_room.append(m)
         no_void.append(mv)
-        records.append({"uid": uid, "weight": 1.0, "pixels": m["voxels"], **{k: m[k] for k in METRICS},
-                        "void_excluded": {k: mv[k] for k in METRICS},
-                        "counts": {c: m[c].tolist() for c in ("I", "P", "L")}})
+        records.append(room_record(uid, m, mv, 1.0, size_key="pixels"))
     if not per_room:
         raise ValueError(f"{dataset_dir}: none of the {len(predictions)} room(s) has a panorama and a camera")
-    pooled = pooled_metrics(per_room)
-    weights = [1.0] * len(per_room)
-    return {
-        "class_set": class_set,
-        "unit": "panorama pixels",
-        "metrics": aggregate(per_room, weights),
-        "pooled": {k: pooled[k] for k in METRICS},
-        "void_excluded": aggregate(no_void, weights),
-        "per_class_iou": {name: _num(v) for name, v in zip(cs.class_names, pooled["per_class"]["IoU"])},
-        "confusion": np.sum([m["confusion"] for m in per_room], axis=0).tolist(),
-        "rooms": records,
-    }
+    return {"class_set": class_set, "unit": "panorama pixels",
+            **scores(per_room, no_void, [1.0] * len(per_room), records, class_set)}
 
 
 def _num(v: float) -> float | None:

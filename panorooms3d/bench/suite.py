@@ -466,58 +466,70 @@ def _room_level(suite: Suite, run: RunSpec, settings: dict, data: Path, student:
     return folder / "best.pt"
 
 
+def _score_split(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, progress: bool,
+                 **options):
+    """The run's model and its evaluation on the suite's eval split (``options``: more ``evaluate`` arguments)."""
+    from panorooms3d.bench.evaluate import evaluate
+    from panorooms3d.bench.train import resolve_device
+
+    model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
+    ev = suite.eval
+    result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
+                      max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
+                      progress=progress, input_encoding=ev.get("input_encoding", "project"),
+                      **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}), **options)
+    return model, result
+
+
+def _write_panorama_metrics(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path,
+                            predictions: dict, marker: Path) -> None:
+    """Score a run's predictions on the panorama pixels and write ``panorama_metrics.json`` (atomically)."""
+    from panorooms3d.bench.evaluate import evaluate_on_panoramas, write_metrics
+    from panorooms3d.run.atomic import atomic_path
+
+    pano = evaluate_on_panoramas(predictions, data, class_set=settings["class_set"],
+                                 input_encoding=suite.eval.get("input_encoding", "project"))
+    pano.update(split=suite.eval.get("split", "test"), run={"name": run.name, "label": run.label, "model": run.model,
+                                                             "checkpoint": str(checkpoint)})
+    with atomic_path(marker) as tmp:
+        write_metrics(pano, tmp)
+
+
 def _evaluate(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, run_dir: Path,
               log: SuiteLog, progress: bool) -> None:
-    from panorooms3d.bench.evaluate import evaluate, write_metrics
+    """``metrics.json``; with ``[eval] panorama`` also ``panorama_metrics.json`` from the same predictions."""
+    from panorooms3d.bench.evaluate import write_metrics
     from panorooms3d.nn.registry import count_parameters, get_spec
+    from panorooms3d.run.atomic import atomic_path
 
     marker = run_dir / "metrics.json"
+    panorama = bool(suite.eval.get("panorama"))
 
     def go() -> None:
-        from panorooms3d.bench.train import resolve_device
-
-        model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
         ev = suite.eval
-        result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
-                          max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
-                          progress=progress, room_weights=ev.get("weights", "project"),
-                          round_per_room=bool(ev.get("round_per_room", False)),
-                          input_encoding=ev.get("input_encoding", "project"),
-                          **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}))
+        model, result = _score_split(suite, run, settings, data, checkpoint, progress,
+                                     room_weights=ev.get("weights", "project"),
+                                     round_per_room=bool(ev.get("round_per_room", False)), keep_predictions=panorama)
         result["run"] = {"name": run.name, "label": run.label, "model": run.model, "checkpoint": str(checkpoint),
                          "distill": run.distill, "finetune_only": run.finetune_only, "skip": run.skip,
                          "params": count_parameters(model), "paper_params": get_spec(run.model).paper_params}
-        from panorooms3d.run.atomic import atomic_path
-
         with atomic_path(marker) as tmp:
             write_metrics(result, tmp)
+        if panorama and not (run_dir / "panorama_metrics.json").exists():
+            _write_panorama_metrics(suite, run, settings, data, checkpoint, result["predictions"],
+                                    run_dir / "panorama_metrics.json")
 
     log.step(run.name, "evaluate", marker, go)
 
 
 def _evaluate_panoramas(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, run_dir: Path,
                         log: SuiteLog, progress: bool) -> None:
-    """The run's predictions scored on the panorama pixels (``panorama_metrics.json``), the teacher's unit."""
-    from panorooms3d.bench.evaluate import evaluate, evaluate_on_panoramas, write_metrics
-    from panorooms3d.bench.train import resolve_device
-    from panorooms3d.run.atomic import atomic_path
-
+    """The run's predictions on the panorama pixels, for a run evaluated before ``[eval] panorama`` was set."""
     marker = run_dir / "panorama_metrics.json"
 
     def go() -> None:
-        model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
-        ev = suite.eval
-        encoding = ev.get("input_encoding", "project")
-        result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
-                          max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
-                          progress=progress, input_encoding=encoding, keep_predictions=True,
-                          **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}))
-        pano = evaluate_on_panoramas(result["predictions"], data, class_set=settings["class_set"],
-                                     input_encoding=encoding)
-        pano.update(split=ev.get("split", "test"), run={"name": run.name, "label": run.label, "model": run.model,
-                                                        "checkpoint": str(checkpoint)})
-        with atomic_path(marker) as tmp:
-            write_metrics(pano, tmp)
+        _, result = _score_split(suite, run, settings, data, checkpoint, progress, keep_predictions=True)
+        _write_panorama_metrics(suite, run, settings, data, checkpoint, result["predictions"], marker)
 
     log.step(run.name, "evaluate on panorama pixels", marker, go)
 

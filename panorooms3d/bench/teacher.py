@@ -55,7 +55,14 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from panorooms3d.bench.train import make_scheduler, optimisation_step, resolve_device, resume, save_checkpoint
+from panorooms3d.bench.train import (
+    make_scheduler,
+    optimisation_step,
+    resolve_device,
+    resume,
+    save_checkpoint,
+    weights_from_counts,
+)
 from panorooms3d.run.atomic import atomic_path
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.run.errors import UserError
@@ -381,12 +388,7 @@ def pixel_class_weights(rooms: list[tuple[str, str]], config: TeacherConfig) -> 
         ds = datasets.setdefault(folder, Dataset(Path(folder)))
         label = prepare_label(cs.map(ds.load_panorama(uid).label), config.height, config.width)
         counts += np.bincount(label.numpy().ravel(), minlength=cs.num_classes)[: cs.num_classes]
-    present = counts > 0
-    freq = counts[present] / counts[present].sum()
-    w = np.ones(cs.num_classes, np.float64)
-    w[present] = freq ** (-0.5 if mode == "sqrt-inverse" else -1.0)
-    w[present] /= w[present].mean()
-    return torch.tensor(w, dtype=torch.float32)
+    return weights_from_counts(counts, mode)
 
 
 def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", iterations: int = 2000,
@@ -609,7 +611,8 @@ def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: l
 
     Raises TeacherDataError when the split has no room with a panorama.
     """
-    from panorooms3d.bench.metrics import METRICS, aggregate, pooled_metrics, room_metrics
+    from panorooms3d.bench.evaluate import room_record, scores
+    from panorooms3d.bench.metrics import room_metrics
     from panorooms3d.store.dataset import Dataset
 
     if not isinstance(teacher, torch.nn.Module):
@@ -637,23 +640,9 @@ def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: l
         mv = room_metrics(pred, gt, cs.num_classes, exclude_void=True)
         per_room.append(m)
         no_void.append(mv)
-        records.append({"uid": uid, "weight": 1, "pixels": m["voxels"], **{k: m[k] for k in METRICS},
-                        "void_excluded": {k: mv[k] for k in METRICS},
-                        "counts": {c: m[c].tolist() for c in ("I", "P", "L")}})
-    pooled = pooled_metrics(per_room)
-    weights = [1.0] * len(per_room)
-    return {
-        "class_set": class_set,
-        "split": split,
-        "unit": "panorama pixels",
-        "metrics": aggregate(per_room, weights),
-        "pooled": {k: pooled[k] for k in METRICS},
-        "void_excluded": aggregate(no_void, weights),
-        "per_class_iou": {name: (float(v) if np.isfinite(v) else None)
-                          for name, v in zip(cs.class_names, pooled["per_class"]["IoU"])},
-        "confusion": np.sum([m["confusion"] for m in per_room], axis=0).tolist(),
-        "rooms": records,
-    }
+        records.append(room_record(uid, m, mv, 1.0, size_key="pixels"))
+    return {"class_set": class_set, "split": split, "unit": "panorama pixels",
+            **scores(per_room, no_void, [1.0] * len(per_room), records, class_set)}
 
 
 def _teacher_name(teacher) -> str:

@@ -216,9 +216,18 @@ def class_weights(data: Path, rooms: list[str], class_set: str, mode: str) -> to
     for uid in rooms:
         label = ds.read_crop(uid, (0, 0, 0), ds.room_info(uid).shape, arrays=("label",))["label"]
         counts += np.bincount(cs.map(label).ravel(), minlength=cs.num_classes)[: cs.num_classes]
+    return weights_from_counts(counts, mode)
+
+
+def weights_from_counts(counts: np.ndarray, mode: str) -> torch.Tensor:
+    """Class weights (K,) from class counts: frequency^-0.5 (``sqrt-inverse``) or ^-1 (``inverse``).
+
+    Classes that never occur keep weight 1; the weights of the present classes have mean 1.
+    """
+    counts = np.asarray(counts, np.float64)
     present = counts > 0
     freq = counts[present] / counts[present].sum()
-    w = np.ones(cs.num_classes, np.float64)
+    w = np.ones(len(counts), np.float64)
     w[present] = freq ** (-0.5 if mode == "sqrt-inverse" else -1.0)
     w[present] /= w[present].mean()
     return torch.tensor(w, dtype=torch.float32)
