@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("data", type=Path, help="the CPU track's dataset (out/cpu-track/data)")
     ap.add_argument("--iterations", type=int, default=1400)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=None, help="base learning rate (default: the track's)")
     ap.add_argument("--work", type=Path, default=Path("out/length-check"), help="run folder (resumable)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmark/results/diagnosis/length.json")
     args = ap.parse_args()
@@ -37,7 +38,9 @@ def main() -> None:
 
     suite = tomllib.loads((ROOT / "benchmark/cpu-track.toml").read_text())
     settings = {**suite["train"], "iterations": args.iterations, "seed": args.seed}
-    folder = args.work / f"3dseg-t-{args.iterations}-seed{args.seed}"
+    if args.lr is not None:
+        settings["lr"] = args.lr
+    folder = args.work / f"3dseg-t-{args.iterations}-seed{args.seed}-lr{settings['lr']:g}"
     config = TrainConfig(data=str(args.data), out=str(folder), model="3dseg-t", class_set="paper30",
                          device="cpu", workers=0, **settings)
     t0 = time.perf_counter()
