@@ -103,6 +103,20 @@ def check_dataset_content(out: Path, wanted: str) -> None:
                       "mixes the two in one folder, even with --force; choose another --out")
 
 
+def hold_dataset_folders(stack, out: Path, work, *, command: str, content: str, force: bool) -> None:
+    """Lock ``out`` (a dataset folder) and ``work`` (when given) for ``command`` on ``stack`` (an
+    :class:`~contextlib.ExitStack`), then check ``out``'s kind of dataset again under the lock
+    (:func:`check_dataset_content` with ``content``): another command may have ended meanwhile."""
+    from panorooms3d.run.lock import output_folder
+
+    say = lambda m: click.echo(m, err=True)  # noqa: E731
+    stack.enter_context(output_folder(out, "dataset", force=force, command=command, on_message=say))
+    check_dataset_content(out, content)
+    if work is not None:
+        stack.enter_context(output_folder(Path(work), "work", force=force, command=command, option="--work",
+                                          on_message=say))
+
+
 def selected_rooms(front: Path, rooms, empty: str) -> list:
     """``select_rooms(front, rooms)`` for a command: unreadable houses are echoed as skipped, a front
     error or an empty selection is an ``Error:`` (``empty``: what to say, e.g. "no rooms to build")."""
@@ -192,7 +206,7 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
 
     from panorooms3d.render.commands import add_mismatches_to_report, mismatched_rooms, report_mismatches
     from panorooms3d.run.build import BuildSettings, build_dataset
-    from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
+    from panorooms3d.run.lock import check_folder_kind, check_output_dir
     from panorooms3d.store.commands import parse_splits
     from panorooms3d.store.dataset import room_key
 
@@ -220,13 +234,8 @@ def build(front: Path, out: Path, work: Path | None, rooms: tuple[str, ...], vie
     mismatched = mismatched_rooms({u: work_dir / f"{room_key(u)}.zarr" for u in uids}, render.to_dict())
     report_mismatches(mismatched, overwrite)
     click.echo(f"building {len(uids)} room(s) from {front} into {out}")
-    say = lambda m: click.echo(m, err=True)  # noqa: E731
     with ExitStack() as stack:
-        stack.enter_context(output_folder(out, "dataset", force=force, command="build", on_message=say))
-        check_dataset_content(out, "volumes")  # again under the lock: a `panoramas` may have ended meanwhile
-        if work is not None:
-            stack.enter_context(output_folder(work_dir, "work", force=force, command="build", option="--work",
-                                              on_message=say))
+        hold_dataset_folders(stack, out, work, command="build", content="volumes", force=force)
         try:
             report, manifest = build_dataset(front, out, uids, work=work, render=render.to_dict(),
                                              build=asdict(settings), executor=executor, workers=workers,

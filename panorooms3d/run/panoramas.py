@@ -208,8 +208,8 @@ def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[st
     from contextlib import ExitStack, suppress
 
     from panorooms3d.render.settings import RenderSettings
-    from panorooms3d.run.commands import check_dataset_content, selected_rooms
-    from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
+    from panorooms3d.run.commands import check_dataset_content, hold_dataset_folders, selected_rooms
+    from panorooms3d.run.lock import check_folder_kind, check_output_dir
     from panorooms3d.store.commands import parse_splits
     from panorooms3d.store.dataset import DatasetError
 
@@ -243,14 +243,9 @@ def panoramas_command(front: Path, out: Path, work: Path | None, rooms: tuple[st
     click.echo(f"panoramas of {len(uids)} room(s) from {front} into {out} (skybox {render.skybox_size} px, "
                f"panorama {pano_height} x {2 * pano_height})")
     t0 = time.perf_counter()
-    say = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
         with ExitStack() as stack:
-            stack.enter_context(output_folder(out, "dataset", force=force, command="panoramas", on_message=say))
-            check_dataset_content(out, "panoramas")  # again under the lock: a `build` may have ended meanwhile
-            if work is not None:
-                stack.enter_context(output_folder(work, "work", force=force, command="panoramas", option="--work",
-                                                  on_message=say))
+            hold_dataset_folders(stack, out, work, command="panoramas", content="panoramas", force=force)
             report, manifest = build_panoramas(front, out, uids, work=work, render=render.to_dict(),
                                                panorama=asdict(settings), executor=executor, workers=workers,
                                                retries=retries, rooms_per_shard=rooms_per_shard, splits=fractions,
