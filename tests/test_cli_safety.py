@@ -13,14 +13,12 @@ import logging
 import os
 import pickle
 import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from lock_holder import start_lock_holder
 from raycast_frames import box_room, raycast_frames, room_cameras
 
 from panorooms3d.cli import cli, user_error_message
@@ -292,16 +290,8 @@ def test_failed_room_line_carries_type_and_message(tmp_path: Path) -> None:
 def test_second_writer_is_refused_and_a_dead_writers_lock_is_taken_over(place: dict) -> None:
     out = place["tmp"] / "d"
     out.mkdir()
-    code = textwrap.dedent(f"""
-        import sys, time
-        from panorooms3d.run.lock import FolderLock
-        FolderLock({str(out)!r}, "build --out d").acquire()
-        print("held", flush=True)
-        time.sleep(120)
-    """)
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = start_lock_holder(out, "build --out d")
     try:
-        assert holder.stdout.readline().strip() == "held"
         r = run("fuse", "--work", place["work"], "--out", out, "--workers", "1", "--no-progress")
         assert_clean_error(r, out, f"pid {holder.pid}", "build --out d")
         with pytest.raises(LockError, match="in use"):

@@ -21,13 +21,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from lock_holder import start_lock_holder
 from raycast_frames import box_room, raycast_frames, room_cameras
 
 from panorooms3d.cli import cli
@@ -147,16 +147,8 @@ def test_panoramas_refuses_a_folder_in_use_naming_its_writer(place: dict) -> Non
     for option in ("--out", "--work"):
         folder = place["tmp"] / f"busy{option}"
         folder.mkdir()
-        code = textwrap.dedent(f"""
-            import time
-            from panorooms3d.run.lock import FolderLock
-            FolderLock({str(folder)!r}, "build --out busy").acquire()
-            print("held", flush=True)
-            time.sleep(120)
-        """)
-        holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        holder = start_lock_holder(folder, "build --out busy")
         try:
-            assert holder.stdout.readline().strip() == "held"
             out = folder if option == "--out" else place["tmp"] / "panos"
             extra = [] if option == "--out" else ["--work", folder]
             r = run("panoramas", "--front", place["front"], "--out", out, *extra)
