@@ -7,7 +7,8 @@ Trains 3DSeg-T with exactly the CPU track's block-training settings (``benchmark
 ``val_every`` iterations on the val rooms, then scores the final weights on the test rooms with
 the suite's evaluation. It was run when the track trained 700 iterations (its seed-0 3DSeg-T
 scored test mIoU 28.5 then; ``benchmark/results/cpu-track/700-iterations/``); the 1,400 it
-measured are now the track's own setting. The run folder (``--work``) resumes when killed.
+measured are now the track's own setting. ``--lr``, ``--block`` and ``--batch-size`` change one
+more setting each (the record names them). The run folder (``--work``) resumes when killed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=1400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=None, help="base learning rate (default: the track's)")
+    ap.add_argument("--block", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"),
+                    help="block shape in voxels (default: the track's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="blocks per step (default: the track's)")
     ap.add_argument("--work", type=Path, default=Path("out/length-check"), help="run folder (resumable)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmark/results/diagnosis/length.json")
     args = ap.parse_args()
@@ -40,7 +44,14 @@ def main() -> None:
     settings = {**suite["train"], "iterations": args.iterations, "seed": args.seed}
     if args.lr is not None:
         settings["lr"] = args.lr
+    if args.block is not None:
+        settings["block"] = list(args.block)
+    if args.batch_size is not None:
+        settings["batch_size"] = args.batch_size
+    shape = "x".join(str(n) for n in settings["block"])
     folder = args.work / f"3dseg-t-{args.iterations}-seed{args.seed}-lr{settings['lr']:g}"
+    if args.block is not None or args.batch_size is not None:
+        folder = folder.with_name(f"{folder.name}-{settings['batch_size']}x{shape}")
     config = TrainConfig(data=str(args.data), out=str(folder), model="3dseg-t", class_set="paper30",
                          device="cpu", workers=0, **settings)
     t0 = time.perf_counter()
