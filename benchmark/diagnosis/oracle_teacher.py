@@ -1,8 +1,8 @@
-"""Is the teacher or the pixel-to-voxel link what keeps distillation from helping on the CPU track?
+"""What can distillation's KD term carry on the CPU track? An oracle teacher: the true panorama labels.
 
     .venv/bin/python benchmark/diagnosis/oracle_teacher.py out/cpu-track/data \\
         --student out/cpu-track/bench/pretrain/3dseg-t-3c9e1408/model.pt \\
-        --teacher-cache out/cpu-track/bench/teacher/cache --kd-weight 1 --kd-weight 3 \\
+        --teacher-cache out/cpu-track/bench/teacher/cache --kd-weight 1 --kd-weight 3 --kd-weight 10 \\
         --out benchmark/results/diagnosis/oracle-teacher.json
 
 Distils the CPU track's seed-0 3DSeg-T (its block-trained ``model.pt``) with exactly the track's
@@ -12,8 +12,11 @@ neighbour, as logits ``c * one_hot``. ``c`` is the real teacher's mean margin (t
 mean of its logits, over the cached pixels), so that at tau = 20 the oracle's soft targets are as
 peaked as the real teacher's and only their content differs. Each ``--kd-weight`` is one run,
 validated as the suite validates and scored on the test rooms with the suite's evaluation. A
-teacher that is right on every pixel bounds what any better 2D teacher could give through this
-projection. The run folders (``--work``) resume when killed.
+teacher that is right on every pixel shows what the KD term can carry through this projection.
+``--labelled-fraction 0.5`` is the track's half-labelled setting (CE on half the rooms, KD on all:
+there the oracle brings labels the student has no other way to see); ``--tau`` changes the
+temperature; ``--targets teacher`` runs the same with the real teacher's cached logits, for
+comparison. The run folders (``--work``) resume when killed.
 """
 
 from __future__ import annotations
@@ -70,9 +73,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="the CPU track's dataset (out/cpu-track/data)")
     ap.add_argument("--student", type=Path, required=True, help="a block-trained 3DSeg-T model.pt of the track")
-    ap.add_argument("--teacher-cache", type=Path, required=True, help="the track's teacher/cache (for the margin)")
+    ap.add_argument("--teacher-cache", type=Path, required=True,
+                    help="the track's teacher/cache (the oracle's margin; the targets with --targets teacher)")
     ap.add_argument("--kd-weight", type=float, action="append", required=True, help="one run each (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--targets", choices=("oracle", "teacher"), default="oracle",
+                    help="KD toward the oracle (default) or, for comparison, the real teacher's cached logits")
+    ap.add_argument("--tau", type=float, default=None, help="KD temperature (default: the track's, 20)")
+    ap.add_argument("--labelled-fraction", type=float, default=1.0,
+                    help="share of the training rooms with 3D labels (CE there, KD on all), as the track's half "
+                         "rows; give the matching student (block-trained on those rooms)")
     ap.add_argument("--work", type=Path, default=Path("out/oracle-teacher"), help="run folders (resumable)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmark/results/diagnosis/oracle-teacher.json")
     args = ap.parse_args()
@@ -86,17 +96,23 @@ def main() -> None:
     teacher, dcfg = suite["teacher"], dict(suite["distill"])
     class_set = suite["settings"]["class_set"]
     margin = teacher_margin(args.teacher_cache)
-    cache = args.work / "oracle-cache"
-    write_oracle_cache(args.data, cache, margin, teacher["height"], teacher["width"], class_set)
+    cache = args.work / "oracle-cache" if args.targets == "oracle" else args.teacher_cache
+    if args.targets == "oracle":
+        write_oracle_cache(args.data, cache, margin, teacher["height"], teacher["width"], class_set)
     iterations, tau, lr = dcfg.pop("iterations"), dcfg.pop("tau"), dcfg.pop("lr")
-    record = {"student": str(args.student), "seed": args.seed, "teacher_margin": margin, "distill": suite["distill"],
-              "runs": []}
+    tau = tau if args.tau is None else args.tau
+    record = {"targets": args.targets, "student": str(args.student), "seed": args.seed, "tau": tau, "labelled_fraction": args.labelled_fraction,
+              "teacher_margin": margin, "distill": suite["distill"], "runs": []}
     for weight in args.kd_weight:
-        folder = args.work / f"oracle-kd{weight:g}-seed{args.seed}"
+        folder = args.work / f"{args.targets}-kd{weight:g}-seed{args.seed}"
+        if args.labelled_fraction != 1:
+            folder = folder.with_name(f"{folder.name}-labelled{args.labelled_fraction:g}")
+        if tau != suite["distill"]["tau"]:
+            folder = folder.with_name(f"{folder.name}-tau{tau:g}")
         t0 = time.perf_counter()
         distill(args.data, args.student, cache, folder, iterations=iterations, tau=tau, lr=lr,
                 finetune_only=False, progress=False, model="3dseg-t", class_set=class_set, seed=args.seed,
-                device="cpu", **{**dcfg, "kd_weight": weight})
+                device="cpu", **{**dcfg, "kd_weight": weight, "labelled_fraction": args.labelled_fraction})
         seconds = time.perf_counter() - t0
         log = [json.loads(line) for line in (folder / "distill_log.jsonl").read_text().splitlines()]
         curve = [(r["iteration"], r["val_mIoU"]) for r in log if r.get("val_mIoU") is not None]
@@ -104,7 +120,7 @@ def main() -> None:
                           progress=False)
         record["runs"].append({"kd_weight": weight, "val_curve": curve, "seconds_this_call": seconds,
                                "test": {k: result[k]["mIoU"] for k in ("metrics", "void_excluded", "pooled")}})
-        print(f"oracle teacher, kd_weight {weight:g}: val {curve[-1][1]:.1f}, test mIoU "
+        print(f"{args.targets} targets, kd_weight {weight:g}: val {curve[-1][1]:.1f}, test mIoU "
               f"{record['runs'][-1]['test']['metrics']:.1f}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:

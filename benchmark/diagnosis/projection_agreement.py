@@ -1,0 +1,91 @@
+"""How faithful is distillation's link from panorama pixels to voxels? The ground-truth volume seen through it.
+
+    .venv/bin/python benchmark/diagnosis/projection_agreement.py out/cpu-track/data \\
+        --out benchmark/results/diagnosis/projection-agreement.json
+
+For every room of ``--split`` (default: the training rooms, the ones distillation visits), the
+room's ground-truth voxel labels are rendered into its panorama with distillation's ``surface``
+projection (:func:`panorooms3d.panorama.projection.render_equirect`: one ray per pixel, the first
+zero crossing of the trilinear tsdf) at the CPU track's teacher size (128 x 256), and compared with
+the panorama's own labels (nearest-neighbour resized, as the teacher sees them):
+
+- ``trilinear``: the argmax of the one-hot labels interpolated at the hit (what KD's gradient sees);
+- ``nearest``: the label of the voxel that contains the hit.
+
+Only pixels whose ray hits a surface count (KD's projected logits are a constant 0 elsewhere). The
+record has, per mode, the share of pixels that hit, the pixel agreement and the mIoU over the
+classes present (a confusion pooled over the rooms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", type=Path, help="a dataset with panoramas (out/cpu-track/data)")
+    ap.add_argument("--split", default="train")
+    ap.add_argument("--height", type=int, default=128)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmark/results/diagnosis/projection-agreement.json")
+    args = ap.parse_args()
+
+    import torch
+
+    from panorooms3d.bench.data import load_room
+    from panorooms3d.bench.teacher import prepare_label
+    from panorooms3d.geometry import equirect_directions
+    from panorooms3d.panorama.projection import render_equirect
+    from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.store.dataset import Dataset
+    from panorooms3d.taxonomy import get_class_set
+
+    ds = Dataset(args.data)
+    k = get_class_set("paper30").num_classes
+    h, w = args.height, args.width
+    dirs = np.asarray(equirect_directions(h, w), np.float64)
+    confusion = {mode: np.zeros((k, k), np.int64) for mode in ("trilinear", "nearest")}
+    hits = pixels = 0
+    rooms = [uid for uid in ds.split(args.split) if ds.load_panorama(uid) is not None]
+    if not rooms:
+        raise SystemExit(f"{args.data}: no room of split {args.split!r} has a panorama")
+    for uid in rooms:
+        s = load_room(ds, uid)
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(s.y), k).permute(3, 0, 1, 2).float()
+        res = render_equirect(torch.as_tensor(s.tsdf), onehot, origin=s.origin, voxel_size=s.voxel_size,
+                              camera=s.camera, height=h, width=w)
+        label = prepare_label(s.panorama_label, h, w).numpy()
+        hit = res.hit.numpy()
+        hits, pixels = hits + int(hit.sum()), pixels + hit.size
+        points = np.asarray(s.camera)[None, None] + res.depth.numpy()[..., None] * dirs
+        idx = np.floor((points - np.asarray(s.origin)) / s.voxel_size).astype(int)
+        idx = np.stack([np.clip(idx[..., a], 0, s.y.shape[a] - 1) for a in range(3)], -1)
+        predicted = {"trilinear": res.values.argmax(0).numpy(), "nearest": s.y[idx[..., 0], idx[..., 1], idx[..., 2]]}
+        for mode, pred in predicted.items():
+            np.add.at(confusion[mode], (label[hit], pred[hit]), 1)
+    record = {"data": str(args.data), "split": args.split, "rooms": len(rooms), "size": [h, w],
+              "hit_share": hits / pixels}
+    for mode, c in confusion.items():
+        tp = np.diag(c)
+        iou = tp / np.maximum(c.sum(0) + c.sum(1) - tp, 1)
+        present = c.sum(1) > 0
+        record[mode] = {"pixel_agreement": float(tp.sum() / c.sum()), "mIoU": float(100 * iou[present].mean()),
+                        "per_class_iou": {get_class_set("paper30").class_names[i]: float(100 * iou[i])
+                                          for i in np.flatnonzero(present)}}
+        print(f"{mode}: {record[mode]['pixel_agreement']:.1%} of the hit pixels agree, mIoU {record[mode]['mIoU']:.1f}")
+    print(f"rays that hit a surface: {record['hit_share']:.1%} of the pixels")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
