@@ -101,8 +101,9 @@ def main() -> None:
         write_oracle_cache(args.data, cache, margin, teacher["height"], teacher["width"], class_set)
     iterations, tau, lr = dcfg.pop("iterations"), dcfg.pop("tau"), dcfg.pop("lr")
     tau = tau if args.tau is None else args.tau
-    record = {"targets": args.targets, "student": str(args.student), "seed": args.seed, "tau": tau, "labelled_fraction": args.labelled_fraction,
-              "teacher_margin": margin, "distill": suite["distill"], "runs": []}
+    record = {"targets": args.targets, "student": str(args.student), "seed": args.seed, "tau": tau,
+              "labelled_fraction": args.labelled_fraction, "teacher_margin": margin, "distill": suite["distill"],
+              "runs": []}
     for weight in args.kd_weight:
         folder = args.work / f"{args.targets}-kd{weight:g}-seed{args.seed}"
         if args.labelled_fraction != 1:
