@@ -13,8 +13,10 @@ the panorama's own labels (nearest-neighbour resized, as the teacher sees them):
 - ``nearest``: the label of the voxel that contains the hit.
 
 Only pixels whose ray hits a surface count (KD's projected logits are a constant 0 elsewhere). The
-record has, per mode, the share of pixels that hit, the pixel agreement and the mIoU over the
-classes present (a confusion pooled over the rooms).
+record has the share of pixels that hit, per mode the pixel agreement and the mIoU over the
+classes present (a confusion pooled over the rooms), and how much of each room's ceiling was
+fused: the share of the room's labelled footprint (columns with any label) whose column holds a
+ceiling voxel (``ceiling_footprint_share``, mean over the rooms).
 """
 
 from __future__ import annotations
@@ -53,11 +55,14 @@ def main() -> None:
     dirs = np.asarray(equirect_directions(h, w), np.float64)
     confusion = {mode: np.zeros((k, k), np.int64) for mode in ("trilinear", "nearest")}
     hits = pixels = 0
+    ceiling = get_class_set("paper30").class_names.index("ceiling")
+    ceiling_shares = []
     rooms = [uid for uid in ds.split(args.split) if ds.load_panorama(uid) is not None]
     if not rooms:
         raise SystemExit(f"{args.data}: no room of split {args.split!r} has a panorama")
     for uid in rooms:
         s = load_room(ds, uid)
+        ceiling_shares.append(float((s.y == ceiling).any(2).sum() / max((s.y > 0).any(2).sum(), 1)))
         onehot = torch.nn.functional.one_hot(torch.as_tensor(s.y), k).permute(3, 0, 1, 2).float()
         res = render_equirect(torch.as_tensor(s.tsdf), onehot, origin=s.origin, voxel_size=s.voxel_size,
                               camera=s.camera, height=h, width=w)
@@ -71,7 +76,8 @@ def main() -> None:
         for mode, pred in predicted.items():
             np.add.at(confusion[mode], (label[hit], pred[hit]), 1)
     record = {"data": str(args.data), "split": args.split, "rooms": len(rooms), "size": [h, w],
-              "hit_share": hits / pixels}
+              "hit_share": hits / pixels, "ceiling_footprint_share": float(np.mean(ceiling_shares)),
+              "ceiling_footprint_share_range": [min(ceiling_shares), max(ceiling_shares)]}
     for mode, c in confusion.items():
         tp = np.diag(c)
         iou = tp / np.maximum(c.sum(0) + c.sum(1) - tp, 1)
@@ -80,7 +86,8 @@ def main() -> None:
                         "per_class_iou": {get_class_set("paper30").class_names[i]: float(100 * iou[i])
                                           for i in np.flatnonzero(present)}}
         print(f"{mode}: {record[mode]['pixel_agreement']:.1%} of the hit pixels agree, mIoU {record[mode]['mIoU']:.1f}")
-    print(f"rays that hit a surface: {record['hit_share']:.1%} of the pixels")
+    print(f"rays that hit a surface: {record['hit_share']:.1%} of the pixels; ceiling fused over "
+          f"{record['ceiling_footprint_share']:.0%} of the rooms' footprint")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         tmp.write_text(json.dumps(record, indent=1))
