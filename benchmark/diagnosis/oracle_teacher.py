@@ -44,7 +44,12 @@ def teacher_margin(cache: Path) -> float:
 
 
 def write_oracle_cache(data: Path, out: Path, margin: float, height: int, width: int, class_set: str) -> int:
-    """Ground-truth panorama labels of the training rooms as logits ``c * one_hot``, float16 [K, h, w]."""
+    """Ground-truth panorama labels of the training rooms as logits ``c * one_hot``, float16 [K, h, w].
+
+    The layout of the teacher cache (:func:`panorooms3d.bench.teacher.cache_teacher_predictions`): one
+    ``<room key>.npy`` per room, class ids of ``class_set``, the stored panorama's equirect convention.
+    Returns the number of files written (existing ones are kept).
+    """
     from panorooms3d.bench.teacher import prepare_label, teacher_cache_path
     from panorooms3d.run.atomic import atomic_path
     from panorooms3d.store.dataset import Dataset
