@@ -12,10 +12,17 @@ P=".venv/bin/panorooms3d"
 mkdir -p "$OUT"
 t0=$(date +%s)
 
-echo "== 1/4 the 3D dataset: 16 synthetic houses (40 rooms), 8 cm voxels, 24 train / 4 val / 12 test rooms"
-[ -d "$OUT/front/3D-FRONT" ] || $P synth --out "$OUT/front" --houses 16 --seed 1
-$P build --front "$OUT/front" --out "$OUT/data" --views 48 --width 192 --height 144 --skybox-size 256 \
-  --pano-height 256 --voxel-size 0.08 --splits 0.6,0.1,0.3 --seed 0 --delete-frames
+echo "== 1/4 the 3D dataset: 20 synthetic houses (51 rooms), 8 cm voxels, 24 train / 10 val / 17 test rooms,"
+echo "   coverage-driven views (build's default: ceilings fused; random views left them half fused)"
+[ -d "$OUT/front/3D-FRONT" ] || $P synth --out "$OUT/front" --houses 20 --seed 1
+houses=$(find "$OUT/front/3D-FRONT" -maxdepth 1 -name '*.json' | wc -l)
+if [ "$houses" != 20 ]; then  # e.g. a folder of the first track (16 houses, 48 random views)
+  echo "error: $OUT/front holds $houses houses, not this track's 20: it was made by an earlier version." >&2
+  echo "       Use another folder (TRACK_OUT=out/cpu-track-2 bash $0) or delete $OUT/front and $OUT/data." >&2
+  exit 2
+fi
+$P build --front "$OUT/front" --out "$OUT/data" --width 192 --height 144 --skybox-size 256 \
+  --pano-height 256 --voxel-size 0.08 --splits 0.47,0.2,0.33 --seed 0 --delete-frames
 
 echo "== 2/4 the 2D data: 100 other synthetic houses (249 rooms), panoramas only (skybox render, no volume)"
 [ -d "$OUT/front-2d/3D-FRONT" ] || $P synth --out "$OUT/front-2d" --houses 100 --seed 2

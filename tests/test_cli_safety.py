@@ -366,3 +366,23 @@ def test_help_shows_ranges_choices_and_no_raw_markup() -> None:
     assert "``" not in scenes
     ev = run("benchmark", "eval", "--help").output
     assert "train|val|test" in ev and "[default: auto]" in ev
+
+
+def test_cpu_track_pipeline_refuses_a_folder_of_its_earlier_version(tmp_path: Path) -> None:
+    """pipelines/cpu-track.sh resumes in its folder; one made by the first track (16 houses, random
+    views) would be mixed with the new settings, so the script stops before writing anything."""
+    import subprocess
+
+    root = Path(__file__).parents[1]
+    houses = tmp_path / "front" / "3D-FRONT"
+    houses.mkdir(parents=True)
+    for i in range(16):
+        (houses / f"house-{i}.json").write_text("{}")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    if not (root / ".venv" / "bin" / "panorooms3d").exists():  # `make test` creates it; without it the script runs `make setup`
+        pytest.skip("no .venv/bin/panorooms3d in this checkout")
+    r = subprocess.run(["bash", str(root / "pipelines" / "cpu-track.sh")], env={**os.environ, "TRACK_OUT": str(tmp_path)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "holds 16 houses, not this track's 20" in r.stderr and "TRACK_OUT=" in r.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
