@@ -6,7 +6,7 @@ Trains 3DSeg-T with exactly the CPU track's block-training settings (``benchmark
 ``[train]``, seed 0) except ``iterations`` (the cosine schedule stretches with it), validates every
 ``val_every`` iterations on the val rooms, then scores the final weights on the test rooms with
 the suite's evaluation. It was run when the track trained 700 iterations (its seed-0 3DSeg-T
-scored test mIoU 28.5 then; ``benchmark/results/cpu-track/700-iterations/``); the 1,400 it
+scored test mIoU 28.5 then; ``benchmark/results/cpu-track/random-views/700-iterations/``); the 1,400 it
 measured are now the track's own setting. ``--lr``, ``--block`` and ``--batch-size`` change one
 more setting each (the record names them). The run folder (``--work``) resumes when killed.
 """
