@@ -13,8 +13,10 @@ the panorama's own labels (nearest-neighbour resized, as the teacher sees them):
 - ``nearest``: the label of the voxel that contains the hit.
 
 Only pixels whose ray hits a surface count (KD's projected logits are a constant 0 elsewhere). The
-record has the share of pixels that hit, per mode the pixel agreement and the mIoU over the
-classes present (a confusion pooled over the rooms), and how much of each room's ceiling was
+record has the share of pixels that hit, per mode the pixel agreement and the mIoU of a
+confusion pooled over the rooms (:func:`panorooms3d.bench.metrics.metrics_from_confusion`, the
+project's definition: the mean over the classes with a non-empty union, void excluded as the
+panorama labels of hit pixels are never void), and how much of each room's ceiling was
 fused: the share of the room's labelled footprint (columns with any label) whose column holds a
 ceiling voxel (``ceiling_footprint_share``, mean over the rooms).
 """
@@ -42,6 +44,7 @@ def main() -> None:
     import torch
 
     from panorooms3d.bench.data import load_room
+    from panorooms3d.bench.metrics import confusion, metrics_from_confusion
     from panorooms3d.bench.teacher import prepare_label
     from panorooms3d.geometry import equirect_directions
     from panorooms3d.panorama.projection import render_equirect
@@ -50,12 +53,13 @@ def main() -> None:
     from panorooms3d.taxonomy import get_class_set
 
     ds = Dataset(args.data)
-    k = get_class_set("paper30").num_classes
+    classes = get_class_set("paper30")
+    k = classes.num_classes
     h, w = args.height, args.width
     dirs = np.asarray(equirect_directions(h, w), np.float64)
-    confusion = {mode: np.zeros((k, k), np.int64) for mode in ("trilinear", "nearest")}
+    pooled = {mode: np.zeros((k, k), np.int64) for mode in ("trilinear", "nearest")}
     hits = pixels = 0
-    ceiling = get_class_set("paper30").class_names.index("ceiling")
+    ceiling = classes.class_names.index("ceiling")
     ceiling_shares = []
     rooms = [uid for uid in ds.split(args.split) if ds.load_panorama(uid) is not None]
     if not rooms:
@@ -74,18 +78,16 @@ def main() -> None:
         idx = np.stack([np.clip(idx[..., a], 0, s.y.shape[a] - 1) for a in range(3)], -1)
         predicted = {"trilinear": res.values.argmax(0).numpy(), "nearest": s.y[idx[..., 0], idx[..., 1], idx[..., 2]]}
         for mode, pred in predicted.items():
-            np.add.at(confusion[mode], (label[hit], pred[hit]), 1)
+            pooled[mode] += confusion(pred[hit], label[hit], k)
     record = {"data": str(args.data), "split": args.split, "rooms": len(rooms), "size": [h, w],
               "hit_share": hits / pixels, "ceiling_footprint_share": float(np.mean(ceiling_shares)),
               "ceiling_footprint_share_range": [min(ceiling_shares), max(ceiling_shares)]}
-    for mode, c in confusion.items():
-        tp = np.diag(c)
-        iou = tp / np.maximum(c.sum(0) + c.sum(1) - tp, 1)
-        present = c.sum(1) > 0
-        record[mode] = {"pixel_agreement": float(tp.sum() / c.sum()), "mIoU": float(100 * iou[present].mean()),
-                        "per_class_iou": {get_class_set("paper30").class_names[i]: float(100 * iou[i])
-                                          for i in np.flatnonzero(present)}}
-        print(f"{mode}: {record[mode]['pixel_agreement']:.1%} of the hit pixels agree, mIoU {record[mode]['mIoU']:.1f}")
+    for mode, c in pooled.items():
+        m = metrics_from_confusion(c, exclude=(0,))
+        iou = m["per_class"]["IoU"]
+        record[mode] = {"pixel_agreement": float(np.trace(c) / c.sum()), "mIoU_void_excluded": m["mIoU"],
+                        "per_class_iou": {classes.class_names[i]: float(iou[i]) for i in np.flatnonzero(np.isfinite(iou))}}
+        print(f"{mode}: {record[mode]['pixel_agreement']:.1%} of the hit pixels agree, void-excluded mIoU {record[mode]['mIoU_void_excluded']:.1f}")
     print(f"rays that hit a surface: {record['hit_share']:.1%} of the pixels; ceiling fused over "
           f"{record['ceiling_footprint_share']:.0%} of the rooms' footprint")
     args.out.parent.mkdir(parents=True, exist_ok=True)
