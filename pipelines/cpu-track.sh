@@ -14,10 +14,11 @@ t0=$(date +%s)
 
 echo "== 1/4 the 3D dataset: 20 synthetic houses (51 rooms), 8 cm voxels, 24 train / 10 val / 17 test rooms,"
 echo "   coverage-driven views (build's default: ceilings fused; random views left them half fused)"
-[ -d "$OUT/front/3D-FRONT" ] || $P synth --out "$OUT/front" --houses 20 --seed 1
-houses=$(find "$OUT/front/3D-FRONT" -maxdepth 1 -name '*.json' | wc -l)
+# synth writes its report last: no report means a cut-short synth, which is rerun (it is deterministic)
+[ -f "$OUT/front/synth_report.json" ] || $P synth --out "$OUT/front" --houses 20 --seed 1
+houses=$(.venv/bin/python -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["houses"]))' "$OUT/front/synth_report.json")
 if [ "$houses" != 20 ]; then  # e.g. a folder of the first track (16 houses, 48 random views)
-  echo "error: $OUT/front holds $houses houses, not this track's 20: it was made by an earlier version." >&2
+  echo "error: $OUT/front holds $houses houses, not this track's 20 (its synth_report.json): it was made by an earlier version." >&2
   echo "       Use another folder (TRACK_OUT=out/cpu-track-2 bash $0) or delete $OUT/front and $OUT/data." >&2
   exit 2
 fi
@@ -25,7 +26,7 @@ $P build --front "$OUT/front" --out "$OUT/data" --width 192 --height 144 --skybo
   --pano-height 256 --voxel-size 0.08 --splits 0.47,0.2,0.33 --seed 0 --delete-frames
 
 echo "== 2/4 the 2D data: 100 other synthetic houses (249 rooms), panoramas only (skybox render, no volume)"
-[ -d "$OUT/front-2d/3D-FRONT" ] || $P synth --out "$OUT/front-2d" --houses 100 --seed 2
+[ -f "$OUT/front-2d/synth_report.json" ] || $P synth --out "$OUT/front-2d" --houses 100 --seed 2
 $P panoramas --front "$OUT/front-2d" --out "$OUT/panos" --skybox-size 256 --pano-height 256 --seed 0
 
 echo "== 3/4 check both"

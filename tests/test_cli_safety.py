@@ -378,6 +378,7 @@ def test_cpu_track_pipeline_refuses_a_folder_of_its_earlier_version(tmp_path: Pa
     houses.mkdir(parents=True)
     for i in range(16):
         (houses / f"house-{i}.json").write_text("{}")
+    (tmp_path / "front" / "synth_report.json").write_text(json.dumps({"seed": 1, "houses": [f"house-{i}" for i in range(16)]}))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     if not (root / ".venv" / "bin" / "panorooms3d").exists():  # `make test` creates it; without it the script runs `make setup`
         pytest.skip("no .venv/bin/panorooms3d in this checkout")
