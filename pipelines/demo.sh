@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 
 echo "== 1/6 synthesise houses in the 3D-FRONT layout"
-[ -d "$OUT/front/3D-FRONT" ] || $P synth --out "$OUT/front" --houses 8 --seed 0
+[ -f "$OUT/front/synth_report.json" ] || $P synth --out "$OUT/front" --houses 8 --seed 0  # its report is written last
 $P scenes --front "$OUT/front"
 
 echo "== 2/6 export one room's labelled mesh (world frame, Z up)"
