@@ -16,9 +16,11 @@ room) together with W_x and b (shared by all rooms, as in the model) directly to
 truth by gradient descent on the cross-entropy (``--class-weights``: none or sqrt-inverse, as the
 CPU track trains), then scores the argmax with the benchmark's own protocol
 (:func:`panorooms3d.bench.metrics.room_metrics`, volume-weighted :func:`aggregate`, void included
-and excluded). The result is the decoder's ceiling on these rooms at that stride, up to the
-optimiser (a fit that stops early only lowers it): a model with this decoder cannot score above it,
-however good its encoder. ``--no-skip`` drops the W_x x + b term (the Table 4 ablation).
+and excluded). The result estimates the decoder's ceiling on these rooms at that stride: what
+a model with this decoder scores if its encoder produced the best tokens for the cross-entropy.
+It is not a strict bound (the fit minimises the weighted cross-entropy, not 1 - mIoU, and may stop
+short of its minimum), but the token values it finds exist: a score this high is within the
+decoder's reach. ``--no-skip`` drops the W_x x + b term (the Table 4 ablation).
 
 Rooms are taken whole, padded at the far end with free space to a multiple of the stride (as
 evaluation pads them), so the token grid starts at voxel 0 as in the model.
