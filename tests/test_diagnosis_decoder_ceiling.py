@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from bench_rooms import make_dataset
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmark" / "diagnosis" / "decoder_ceiling.py"
+from script_module import load_script
 
 
 @pytest.fixture(scope="module")
 def ceiling():
-    spec = importlib.util.spec_from_file_location("decoder_ceiling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark/diagnosis/decoder_ceiling.py")
 
 
 @pytest.mark.parametrize("skip", [True, False])

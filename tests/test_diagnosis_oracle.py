@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from bench_rooms import CEILING, FLOOR, WALL, make_dataset
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmark" / "diagnosis" / "oracle_teacher.py"
+from script_module import load_script
 
 
 @pytest.fixture(scope="module")
 def oracle():
-    spec = importlib.util.spec_from_file_location("oracle_teacher", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark/diagnosis/oracle_teacher.py")
 
 
 def test_oracle_cache_holds_the_true_labels_with_the_teachers_margin(tmp_path, oracle):

@@ -104,8 +104,7 @@ def main() -> None:
         wx = torch.zeros(k, xs[0].shape[0], requires_grad=True)
         b = torch.zeros(k, requires_grad=True)
         skip = None if args.no_skip else (wx, b)
-        params = tokens + ([] if args.no_skip else [wx, b])
-        opt = torch.optim.Adam(params, lr=args.lr)
+        opt = torch.optim.Adam(tokens + list(skip or ()), lr=args.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
 
         total = sum(int(y.numel()) for y in ys)
@@ -139,7 +138,7 @@ def main() -> None:
               f"void-excluded {mv['mIoU']:.1f}, aAcc {m['aAcc']:.1f} ({time.time() - t0:.0f} s)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 
