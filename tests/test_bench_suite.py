@@ -194,6 +194,33 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
         load_suite(bad)
 
 
+def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
+    base = tmp_path / "base.toml"
+    base.write_text('protocol = "official"\n[settings]\nseed = 3\n[train]\niterations = 7\nlr = 0.5\n'
+                    '[distill]\ntau = 5.0\n[[run]]\nname = "base-run"\nmodel = "3dseg-t"\n')
+    child = tmp_path / "sub" / "child.toml"
+    child.parent.mkdir()
+    child.write_text('extends = "../base.toml"\nname = "child"\n[train]\nlr = 0.25\n'
+                     '[[run]]\nname = "mine"\nmodel = "3dseg-t"\ndistill = true\n'
+                     'distill_settings = {kd_weight = 10.0}\n')
+    s = load_suite(child)
+    assert s.name == "child" and s.protocol == "official" and s.settings == {"seed": 3}
+    assert s.train["iterations"] == 7 and s.train["lr"] == 0.25  # the base's key, the child's key
+    assert s.distill["tau"] == 5.0 and s.runs[0].distill_settings == {"kd_weight": 10.0}
+    assert [r.name for r in s.runs] == ["mine"]  # runs are not inherited
+    # the shipped derived suite has the CPU track's settings
+    kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
+    track = load_suite("cpu-track")
+    assert (kd.train, kd.teacher, kd.distill, kd.eval) == (track.train, track.teacher, track.distill, track.eval)
+    (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
+    (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
+    with pytest.raises(SuiteError, match="makes a cycle"):
+        load_suite(tmp_path / "loop.toml")
+    (tmp_path / "missing.toml").write_text('extends = "nosuch.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
+    with pytest.raises(SuiteError, match=r"missing.toml: extends = 'nosuch.toml': suite file not found"):
+        load_suite(tmp_path / "missing.toml")
+
+
 def test_markdown_and_csv_from_hand_made_rows() -> None:
     rows = table_rows([{"label": "A", "metrics": {"aAcc": 90.0, "mIoU": 50.0, "mAcc": 60.0, "mDice": 55.0,
                                                   "mFscore": 70.0, "mPrecision": 65.0, "mRecall": 60.0},

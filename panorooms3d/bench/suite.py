@@ -3,6 +3,8 @@
 A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
 
     name = "table1"                      # used in titles
+    extends = "cpu-track.toml"           # optional: another suite whose protocol and sections are the
+                                         # defaults here (runs and claims are not inherited)
     description = "..."
     reference = "Table 1"                # where the paper's numbers come from
 
@@ -146,12 +148,7 @@ def load_suite(path: str | Path) -> Suite:
         SuiteError: the file is missing, not TOML, or has unknown sections/keys, duplicate or missing run names.
     """
     path = find_suite(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise SuiteError(f"{path}: not valid TOML: {e}") from e
-    _check_keys(path, "the top level", data, {"name", "description", "reference", "run", "claim", "protocol",
-                                              *SECTIONS})
+    data = _read_with_base(path, ())
     sections = {s: data.get(s, {}) for s in SECTIONS}
     for s, v in sections.items():
         if not isinstance(v, dict):
@@ -208,6 +205,46 @@ def load_suite(path: str | Path) -> Suite:
     return Suite(path=path, name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                  reference=str(data.get("reference", "")), runs=runs, claims=_claims(path, data, runs),
                  protocol=protocol.name, **sections)
+
+
+def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict:
+    """The suite file's TOML, with ``extends = "base.toml"`` resolved.
+
+    A suite that extends another takes the base's ``protocol`` and sections (``[settings]``,
+    ``[train]``, ``[teacher]``, ``[distill]``, ``[eval]``) as defaults, key by key; its own keys win.
+    Its runs, claims, name, description and reference are its own: a derived suite is a new
+    experiment on the base's settings (e.g. benchmark/cpu-track-kd.toml on the CPU track's). The base
+    path is relative to the suite file (else a suite name, as for ``benchmark run``).
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SuiteError(f"{path}: not valid TOML: {e}") from e
+    _check_keys(path, "the top level", data, {"name", "description", "reference", "run", "claim", "protocol",
+                                              "extends", *SECTIONS})
+    if "extends" not in data:
+        return data
+    base_name = data.pop("extends")
+    if not isinstance(base_name, str) or not base_name:
+        raise SuiteError(f"{path}: extends must name a suite file, got {base_name!r}")
+    local = path.parent / base_name
+    try:
+        base_path = (local if local.is_file() else find_suite(base_name)).resolve()
+    except SuiteError as e:
+        raise SuiteError(f"{path}: extends = {base_name!r}: {e}") from e
+    chain = (*chain, path.resolve())
+    if base_path in chain:
+        raise SuiteError(f"{path}: extends = {base_name!r} makes a cycle: "
+                         + " -> ".join(str(p) for p in (*chain, base_path)))
+    base = _read_with_base(base_path, chain)
+    for s in SECTIONS:
+        if not isinstance(data.get(s, {}), dict) or not isinstance(base.get(s, {}), dict):
+            continue  # reported by load_suite's section check
+        if s in base or s in data:
+            data[s] = {**base.get(s, {}), **data.get(s, {})}
+    if "protocol" in base and "protocol" not in data:
+        data["protocol"] = base["protocol"]
+    return data
 
 
 def _protocol(path: Path, name):
