@@ -1,4 +1,4 @@
-"""Import a script that is not part of the package (``benchmark/diagnosis/*.py``) as a module, for its tests."""
+"""Import a script that is not part of the package (``benchmark/diagnosis/*.py``, ``tests/fixtures/*.py``) as a module."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ expected errors into ``Error: ...`` is exercised) on tiny inputs; nothing here r
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -20,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from lock_holder import start_lock_holder
 from raycast_frames import box_room, raycast_frames, room_cameras
+from script_module import load_script
 
 from panorooms3d.cli import cli, user_error_message
 from panorooms3d.render.settings import RenderSettings
@@ -28,9 +28,7 @@ from panorooms3d.run.checkpoint import CheckpointError, load_checkpoint
 from panorooms3d.run.lock import LOCK_NAME, FolderLock, LockError, output_folder
 from panorooms3d.store.frames import write_frames
 
-_spec = importlib.util.spec_from_file_location("tiny_front", Path(__file__).parent / "fixtures" / "tiny_front.py")
-tf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tf)
+tf = load_script("tests/fixtures/tiny_front.py")
 
 ROOM = "house1/Bedroom-1"  # the one room of tiny_front's base house
 

@@ -14,7 +14,6 @@ real Blender render (in its subprocess) where a build has to run for a while.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -29,6 +28,7 @@ import pytest
 from click.testing import CliRunner
 from lock_holder import start_lock_holder
 from raycast_frames import box_room, raycast_frames, room_cameras
+from script_module import load_script
 
 from panorooms3d.cli import cli
 from panorooms3d.geometry import SKYBOX_FACES, skybox_cam_to_world
@@ -39,9 +39,7 @@ from panorooms3d.run.lock import LOCK_NAME
 from panorooms3d.store.dataset import pack_dataset, write_room_panorama, write_room_volume
 from panorooms3d.store.frames import write_frames
 
-_spec = importlib.util.spec_from_file_location("tiny_front", Path(__file__).parent / "fixtures" / "tiny_front.py")
-tf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tf)
+tf = load_script("tests/fixtures/tiny_front.py")
 
 ROOM = "house1/Bedroom-1"  # the one room of tiny_front's base house: floor x 0..4, y -3..0 (Z up), 2.8 m high
 ROOM_KEY = "house1__Bedroom-1"

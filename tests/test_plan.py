@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from script_module import load_script
 
 from panorooms3d.cli import cli
 from panorooms3d.run.plan import CostFigures, render_seconds_per_frame, voxels
 
-_spec = importlib.util.spec_from_file_location("tiny_front", Path(__file__).parent / "fixtures" / "tiny_front.py")
-tf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tf)
+tf = load_script("tests/fixtures/tiny_front.py")
 
 
 @pytest.fixture(scope="module")

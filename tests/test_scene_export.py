@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -10,15 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from script_module import load_script
 
 from panorooms3d.scene.commands import export_command, scenes_command
 from panorooms3d.scene.export import PlyError, export_room_ply, read_ply_faces, write_ply
 from panorooms3d.scene.front import load_house
 from panorooms3d.taxonomy import colourise
 
-_spec = importlib.util.spec_from_file_location("tiny_front", Path(__file__).parent / "fixtures" / "tiny_front.py")
-tf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tf)
+tf = load_script("tests/fixtures/tiny_front.py")
 
 
 def _vertex_block(path: Path, n_vertices: int) -> np.ndarray:

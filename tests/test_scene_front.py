@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from script_module import load_script
 
 from panorooms3d.scene.front import (
     FrontLayoutError,
@@ -26,9 +26,7 @@ from panorooms3d.scene.front import (
 )
 from panorooms3d.scene.obj import ObjError, read_obj
 
-_spec = importlib.util.spec_from_file_location("tiny_front", Path(__file__).parent / "fixtures" / "tiny_front.py")
-tf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tf)
+tf = load_script("tests/fixtures/tiny_front.py")
 
 
 def _house(root: Path, uid: str = "house1", **kw):
