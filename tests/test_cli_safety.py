@@ -23,7 +23,7 @@ from script_module import load_script
 
 from panorooms3d.cli import cli, user_error_message
 from panorooms3d.render.settings import RenderSettings
-from panorooms3d.run.atomic import OutputPathError, atomic_path
+from panorooms3d.run.atomic import OutputPathError, atomic_path, write_json
 from panorooms3d.run.checkpoint import CheckpointError, load_checkpoint
 from panorooms3d.run.lock import LOCK_NAME, FolderLock, LockError, output_folder
 from panorooms3d.store.frames import write_frames
@@ -100,6 +100,16 @@ def test_atomic_writer_never_replaces_a_folder_or_a_link(tmp_path: Path) -> None
         (tmp / "new").write_text("n")
     assert [p.name for p in store.iterdir()] == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "link", "s.zarr", "t.txt"]  # no temporaries
+
+
+def test_write_json_makes_its_folder_and_never_replaces_a_folder(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "record.json"
+    write_json(out, {"mIoU": 35.9, "rooms": [1, 2]})
+    assert json.loads(out.read_text()) == {"mIoU": 35.9, "rooms": [1, 2]} and out.read_text().endswith("\n")
+    assert [p.name for p in out.parent.iterdir()] == ["record.json"]  # no temporaries
+    (tmp_path / "full").mkdir()
+    with pytest.raises(OutputPathError, match="is a folder"):
+        write_json(tmp_path / "full", {})
 
 
 def test_preview_keeps_a_folder_and_writes_the_format_of_its_suffix(place: dict) -> None:

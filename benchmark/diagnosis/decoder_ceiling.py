@@ -29,7 +29,6 @@ evaluation pads them), so the token grid starts at voxel 0 as in the model.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def main() -> None:
     from panorooms3d.bench.data import load_room
     from panorooms3d.bench.metrics import aggregate, room_metrics, room_weight
     from panorooms3d.bench.train import weights_from_counts
-    from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.run.atomic import write_json
     from panorooms3d.store.dataset import Dataset
     from panorooms3d.taxonomy import get_class_set
 
@@ -136,9 +135,7 @@ def main() -> None:
         }
         print(f"stride {stride} ({stride * rooms[0].voxel_size:.2f} m tokens): mIoU {m['mIoU']:.1f}, "
               f"void-excluded {mv['mIoU']:.1f}, aAcc {m['aAcc']:.1f} ({time.time() - t0:.0f} s)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

@@ -30,7 +30,6 @@ excluded: panorama labels of hit pixels are never void). Percent, like the bench
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +66,7 @@ def main(argv=None) -> None:
     from panorooms3d.bench.teacher import prepare_label, teacher_cache_path
     from panorooms3d.nn.losses import distillation_loss
     from panorooms3d.nn.registry import build_model
-    from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.run.atomic import write_json
     from panorooms3d.run.checkpoint import load_checkpoint
     from panorooms3d.store.dataset import Dataset
     from panorooms3d.taxonomy import get_class_set
@@ -137,9 +136,7 @@ def main(argv=None) -> None:
                                               f" KD {row['kd_official']:.3f}")
         print(f"{name}: accuracy {row['vs_labels']['pixel_accuracy']:.1f}%, mIoU {m['mIoU']:.1f}{extra}; "
               f"logit spread {row['logit_spread']:.2f}, softened top probability {row['softened_top_probability']:.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
+    write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

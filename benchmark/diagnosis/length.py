@@ -48,7 +48,7 @@ def main() -> None:
     from panorooms3d.bench.evaluate import evaluate
     from panorooms3d.bench.suite import load_model
     from panorooms3d.bench.train import TrainConfig, train
-    from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.run.atomic import write_json
 
     suite = tomllib.loads((ROOT / "benchmark/cpu-track.toml").read_text())
     settings = {**suite["train"], "iterations": args.iterations, "seed": args.seed}
@@ -92,9 +92,7 @@ def main() -> None:
                                                                            ("metrics", "void_excluded", "pooled")},
               "train": {k: on_train[k]["mIoU"] for k in ("metrics", "void_excluded", "pooled")},
               "train_seconds_this_call": seconds}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
+    write_json(args.out, record)
     print(json.dumps({k: record[k] for k in ("iterations", "gain_last_20", "test", "train")}, indent=1))
 
 

@@ -95,7 +95,7 @@ def main() -> None:
     from panorooms3d.bench.distill import distill
     from panorooms3d.bench.evaluate import evaluate
     from panorooms3d.bench.suite import load_model
-    from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.run.atomic import write_json
 
     suite = tomllib.loads((ROOT / "benchmark/cpu-track.toml").read_text())
     teacher, dcfg = suite["teacher"], dict(suite["distill"])
@@ -128,9 +128,7 @@ def main() -> None:
                                "test": {k: result[k]["mIoU"] for k in ("metrics", "void_excluded", "pooled")}})
         print(f"{args.targets} targets, kd_weight {weight:g}: val {curve[-1][1]:.1f}, test mIoU "
               f"{record['runs'][-1]['test']['metrics']:.1f}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
+    write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

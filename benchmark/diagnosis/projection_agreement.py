@@ -24,7 +24,6 @@ ceiling voxel (``ceiling_footprint_share``, mean over the rooms).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ def main() -> None:
     from panorooms3d.bench.teacher import prepare_label
     from panorooms3d.geometry import equirect_directions
     from panorooms3d.panorama.projection import render_equirect
-    from panorooms3d.run.atomic import atomic_path
+    from panorooms3d.run.atomic import write_json
     from panorooms3d.store.dataset import Dataset
     from panorooms3d.taxonomy import get_class_set
 
@@ -90,9 +89,7 @@ def main() -> None:
         print(f"{mode}: {record[mode]['pixel_agreement']:.1%} of the hit pixels agree, void-excluded mIoU {record[mode]['mIoU_void_excluded']:.1f}")
     print(f"rays that hit a surface: {record['hit_share']:.1%} of the pixels; ceiling fused over "
           f"{record['ceiling_footprint_share']:.0%} of the rooms' footprint")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
+    write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

@@ -240,8 +240,7 @@ def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict:
     for s in SECTIONS:
         if not isinstance(data.get(s, {}), dict) or not isinstance(base.get(s, {}), dict):
             continue  # reported by load_suite's section check
-        if s in base or s in data:
-            data[s] = {**base.get(s, {}), **data.get(s, {})}
+        data[s] = {**base.get(s, {}), **data.get(s, {})}
     if "protocol" in base and "protocol" not in data:
         data["protocol"] = base["protocol"]
     return data

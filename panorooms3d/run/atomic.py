@@ -7,6 +7,7 @@ by a file, and a target that is neither (a link, a device, a pipe) is refused.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -92,6 +93,14 @@ def atomic_path(path: Path, kind: str | None = None) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically, creating its parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
 
 
 def _remove(p: Path) -> None:
