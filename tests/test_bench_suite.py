@@ -212,6 +212,12 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
     track = load_suite("cpu-track")
     assert (kd.train, kd.teacher, kd.distill, kd.eval) == (track.train, track.teacher, track.distill, track.eval)
+    patch = load_suite("cpu-track-patch")
+    assert (patch.train, patch.distill) == (track.train, track.distill)
+    assert patch.eval == {**track.eval, "panorama": False}
+    assert {r.name: (r.model_overrides, r.train) for r in patch.runs} == {
+        "3dseg-t": ({}, {}), "3dseg-t-patch2": ({"patch_size": 2}, {"iterations": 700}),
+        "3dseg-t-patch2-finetune": ({"patch_size": 2}, {"iterations": 700})}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
