@@ -96,10 +96,8 @@ def atomic_path(path: Path, kind: str | None = None) -> Iterator[Path]:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically, creating its parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    """Write ``obj`` as indented JSON to ``path`` atomically (:func:`atomic_path` creates its folder)."""
+    with atomic_path(Path(path)) as tmp:
         tmp.write_text(json.dumps(obj, indent=1) + "\n")
 
 
