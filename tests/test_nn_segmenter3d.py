@@ -17,6 +17,7 @@ from panorooms3d.nn.official import (
 )
 from panorooms3d.nn.segmenter3d import (
     MASK_VALUE,
+    ConvStem3D,
     Segmenter3D,
     effective_window,
     relative_position_index,
@@ -83,6 +84,35 @@ def test_forward_backward_odd_size_3dseg_t():
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     for name, p in m.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_conv_stem_replaces_only_the_patch_embedding():
+    # stem="conv": log2(P) stride-2 3x3x3 convolutions (in -> D/2 -> D for P = 4), the rest of the model unchanged.
+    a = Segmenter3D(embed_dim=48, depths=[2, 2], num_heads=[3, 3])
+    b = Segmenter3D(embed_dim=48, depths=[2, 2], num_heads=[3, 3], stem="conv")
+    stem = (27 * 4 * 24 + 24) + (24 + 24) + (27 * 24 * 48 + 48)  # conv, LayerNorm, conv
+    assert n_params(b) - n_params(a) == stem - (64 * 4 * 48 + 48)
+    assert isinstance(b.patch_embed, ConvStem3D) and len(b.patch_embed.convs) == 2
+    x = torch.randn(2, 4, 16, 8, 24)
+    t = b.patch_embed(x)
+    assert t.shape == (2, 48, 4, 2, 6)
+    # a token sees its 4^3 patch and a 3-voxel margin around it: voxels farther away do not move it
+    x2 = x.clone()
+    x2[:, :, 12:] += 1.0  # token i along x sees voxels 4i - 3 .. 4i + 3: tokens 0-2 end at x = 11
+    with torch.no_grad():
+        t2 = b.patch_embed(x2)
+        torch.testing.assert_close(t2[:, :, :3], t[:, :, :3])
+        assert not torch.allclose(t2[:, :, 3], t[:, :, 3])
+    y = b(torch.randn(1, 4, 19, 10, 7))
+    assert y.shape == (1, 30, 19, 10, 7)
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in b.parameters())
+    assert Segmenter3D(embed_dim=8, depths=[1, 1], num_heads=[2, 2], patch_size=2, stem="conv")(
+        torch.randn(1, 4, 5, 6, 7)).shape == (1, 30, 5, 6, 7)
+    with pytest.raises(ValueError, match="power of 2"):
+        Segmenter3D(embed_dim=8, depths=[1, 1], num_heads=[2, 2], patch_size=3, stem="conv")
+    with pytest.raises(ValueError, match="stem must be"):
+        Segmenter3D(embed_dim=8, depths=[1, 1], num_heads=[2, 2], stem="convolutional")
 
 
 def test_padding_does_not_leak_across_the_crop():
