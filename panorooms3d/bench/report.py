@@ -437,8 +437,12 @@ def training_curves(out: Path) -> list[dict]:
             return folder.name
         cfg = _json.loads(cfg_path.read_text())
         name = cfg.get("model", folder.name)
-        if (cfg.get("model_overrides") or {}).get("skip") is False:
+        overrides = dict(cfg.get("model_overrides") or {})
+        if overrides.get("skip") is False:
             name += "-noskip"
+            del overrides["skip"]
+        if overrides:  # two trainings of one model that differ in its settings must not share a name
+            name += " (" + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) + ")"
         if cfg.get("labelled_fraction", 1.0) < 1.0:
             name += f" (labelled {cfg['labelled_fraction']:g})"
         return f"{name} seed{cfg.get('seed', 0)}"
