@@ -142,10 +142,11 @@ def test_a_run_evaluated_before_panorama_scoring_gets_it_on_resume(finished: dic
 
 def test_eval_command_prints_the_paper_columns(finished: dict, tmp_path: Path) -> None:
     ckpt = next((finished["out"] / "pretrain").iterdir()) / "model.pt"
-    out = tmp_path / "m.json"
+    out = tmp_path / "new" / "m.json"  # a folder that does not exist yet
     result = CliRunner().invoke(benchmark, ["eval", "--data", str(finished["data"]), "--checkpoint", str(ckpt),
                                             "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert [p.name for p in out.parent.iterdir()] == ["m.json"], "written through a temporary sibling, renamed"
     lines = result.output.replace("\r", "\n").splitlines()  # progress bars end in carriage returns
     header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["aAcc"])
     assert lines[header].split() == list(COLUMNS), "the paper's column order"
@@ -156,6 +157,18 @@ def test_eval_command_prints_the_paper_columns(finished: dict, tmp_path: Path) -
     assert saved["metrics"] == pytest.approx(suite_metrics)
     keys = ("aAcc", "mIoU", "mAcc", "mDice", "mFscore", "mPrecision", "mRecall")
     assert printed == pytest.approx([suite_metrics[k] for k in keys], abs=0.006)
+
+
+def test_write_metrics_is_atomic(tmp_path: Path) -> None:
+    from panorooms3d.bench.evaluate import write_metrics
+
+    out = tmp_path / "metrics.json"
+    write_metrics({"metrics": {"mIoU": float("nan")}, "predictions": [1]}, out)
+    assert json.loads(out.read_text()) == {"metrics": {"mIoU": None}}  # NaN as null, predictions left out
+    with pytest.raises(TypeError):
+        write_metrics({"metrics": {"mIoU": 1.0}, "bad": object()}, out)
+    assert json.loads(out.read_text()) == {"metrics": {"mIoU": None}}  # a failed write leaves the file as it was
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_user_mistakes_are_clean_errors(finished: dict, tmp_path: Path) -> None:
@@ -218,6 +231,10 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert {r.name: (r.model_overrides, r.train) for r in patch.runs} == {
         "3dseg-t": ({}, {}), "3dseg-t-patch2": ({"patch_size": 2}, {"iterations": 700}),
         "3dseg-t-patch2-finetune": ({"patch_size": 2}, {"iterations": 700})}
+    stem = load_suite("cpu-track-stem")
+    assert (stem.train, stem.distill, stem.eval) == (track.train, track.distill, patch.eval)
+    assert {r.name: (r.model_overrides, r.train, r.seeds) for r in stem.runs} == {
+        "3dseg-t-convstem": ({"stem": "conv"}, {}, [0, 1, 2]), "3dseg-t": ({}, {}, [0, 1, 2])}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from panorooms3d.bench.data import load_room
 from panorooms3d.bench.metrics import METRICS, aggregate, official_rounded, pooled_metrics, room_metrics, room_weight
+from panorooms3d.run.atomic import atomic_path
 from panorooms3d.taxonomy import get_class_set
 
 #: Rooms are padded with free space (tsdf 1, unobserved) to multiples of this many voxels before
@@ -208,9 +209,12 @@ def _num(v: float) -> float | None:
 
 
 def write_metrics(result: dict, path: Path) -> None:
-    """Write an evaluation result as JSON (NaN as null), leaving out predictions."""
+    """Write an evaluation result as JSON (NaN as null), leaving out predictions; atomically (a cut-short
+    write leaves ``path`` as it was)."""
     clean = {k: v for k, v in result.items() if k != "predictions"}
-    Path(path).write_text(json.dumps(_nan_to_none(clean), indent=2))
+    text = json.dumps(_nan_to_none(clean), indent=2)
+    with atomic_path(Path(path), "file") as tmp:
+        tmp.write_text(text)
 
 
 def _nan_to_none(obj):
