@@ -191,3 +191,14 @@ def test_training_curves_name_each_training_by_its_model_settings(tmp_path: Path
     assert curves["3dseg-t seed0"]["gain_last_20"] == pytest.approx(0.5)
     assert curves["3dseg-t (stem=conv) seed0"]["gain_last_20"] == pytest.approx(18.0)
     assert curves["3dseg-t-noskip (patch_size=2) seed1"]["gain_last_20"] is None  # one point: nothing before 80%
+    # the picture has a panel per kind of training the suite has: block training only -> one panel
+    import matplotlib.image
+
+    from panorooms3d.bench.report import plot_training_curves
+
+    rows = list(curves.values())
+    plot_training_curves(rows, tmp_path / "one.png")
+    rows.append({**rows[0], "name": "3dseg-t-finetune/seed0", "kind": "room level"})
+    plot_training_curves(rows, tmp_path / "two.png")
+    one, two = (matplotlib.image.imread(tmp_path / f"{n}.png").shape for n in ("one", "two"))
+    assert one[1] / one[0] < 1.8 < 2.4 < two[1] / two[0]

@@ -479,10 +479,12 @@ def curves_markdown(rows: list[dict]) -> str:
 
 
 def plot_training_curves(rows: list[dict], path: Path, title: str = "") -> None:
-    """Validation mIoU against iteration for every training (block training left, room level right)."""
+    """Validation mIoU against iteration for every training (block training left, room level right;
+    a panel only for a kind of training the suite has)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for ax, kind in zip(axes, ("block training", "room level")):
+    kinds = [k for k in ("block training", "room level") if any(r["kind"] == k for r in rows)] or ["block training"]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
         for r in [r for r in rows if r["kind"] == kind]:
             its, vals = zip(*r["points"])
             ax.plot(its, vals, marker=".", label=r["name"], linewidth=1)
