@@ -59,6 +59,7 @@ from panorooms3d.bench.train import (
     save_checkpoint,
 )
 from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
+from panorooms3d.run.atomic import write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
 
@@ -306,7 +307,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     weight = class_weights(Path(data), sorted(labelled), config.class_set, config.class_weights) if labelled else None
     if weight is not None:
         weight = weight.to(device)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    write_json(out / "config.json", asdict(config))
     log = (out / "distill_log.jsonl").open("a")
     best_path, final_path = out / "best.pt", out / "model.pt"
 

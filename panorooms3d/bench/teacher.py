@@ -63,7 +63,7 @@ from panorooms3d.bench.train import (
     save_checkpoint,
     weights_from_counts,
 )
-from panorooms3d.run.atomic import atomic_path
+from panorooms3d.run.atomic import atomic_path, write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.run.errors import UserError
 from panorooms3d.taxonomy import get_class_set
@@ -443,7 +443,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     indices = [it * b + j for it in range(start, end) for j in range(b)]
     loader = DataLoader(PanoramaDataset(Path(data), rooms, config), batch_size=b, sampler=indices,
                         num_workers=config.workers)
-    (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    write_json(out / "config.json", asdict(config))
     with atomic_path(out / "teacher_data.json") as tmp:
         tmp.write_text(json.dumps(data_summary, indent=2))
     log = (out / "train_log.jsonl").open("a")
