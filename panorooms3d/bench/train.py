@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from panorooms3d.bench.data import BlockConfig, BlockDataset, OfficialBlockStream, block_size, labelled_subset
-from panorooms3d.run.atomic import atomic_path
+from panorooms3d.run.atomic import atomic_path, write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
 
@@ -382,11 +382,13 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if rank == 0:  # DDP: only rank 0 writes in the run folder
         out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    owns_group = False  # a process group this call made is destroyed by it before it returns
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            owns_group = True
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
@@ -431,7 +433,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         except ImportError:  # tensorboard is optional
             writer = None
     if rank == 0:  # DDP: only rank 0 writes in the run folder
-        (out / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        write_json(out / "config.json", asdict(config))
     log = (out / "train_log.jsonl").open("a") if rank == 0 else None
 
     def validate(iteration: int) -> None:
@@ -493,5 +495,10 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         writer.close()
     if rank == 0 and done >= config.iterations:
         save_checkpoint(out / "model.pt", {"model": model.state_dict(), "config": asdict(config), "iteration": done})
+    if owns_group:
+        # every rank leaves together: a gloo group left to the interpreter's exit aborted a rank now and
+        # then on 2 cores ("terminate called without an active exception", SIGABRT after training)
+        dist.barrier()
+        dist.destroy_process_group()
     return TrainResult(checkpoint=ckpt_path, iterations=done, final_loss=loss_value,
                        seconds=time.perf_counter() - t0, resumed_from=resumed_from)
