@@ -384,8 +384,7 @@ class ConvStem3D(nn.Module):
         n = int(patch_size).bit_length() - 1
         if patch_size < 2 or 2**n != patch_size:
             raise ValueError(f"a convolutional stem needs a patch size that is a power of 2 (>= 2), got {patch_size}")
-        widths = [max(embed_dim // 2 ** (n - 1 - i), 1) for i in range(n)]
-        widths[-1] = embed_dim
+        widths = [max(embed_dim // 2 ** (n - 1 - i), 1) for i in range(n)]  # ..., D/4, D/2, D
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         c = in_channels
