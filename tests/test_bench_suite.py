@@ -235,6 +235,17 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert (stem.train, stem.distill, stem.eval) == (track.train, track.distill, patch.eval)
     assert {r.name: (r.model_overrides, r.train, r.seeds) for r in stem.runs} == {
         "3dseg-t-convstem": ({"stem": "conv"}, {}, [0, 1, 2]), "3dseg-t": ({}, {}, [0, 1, 2])}
+    patch2 = load_suite("cpu-track-patch2")  # the track's everything, incl. its teacher and [distill]
+    assert (patch2.train, patch2.teacher, patch2.distill, patch2.eval) == (
+        track.train, track.teacher, track.distill, track.eval)
+    assert {r.name: (r.model_overrides, r.train, r.seeds, r.finetune_only, r.distill) for r in patch2.runs} == {
+        "3dseg-t": ({}, {}, [0, 1, 2], False, False),
+        "3dseg-t-patch2": ({"patch_size": 2}, {}, [0, 1, 2], False, False),
+        "3dseg-t-patch2-finetune": ({"patch_size": 2}, {}, [0, 1, 2], True, False),
+        "3dseg-t-patch2-dist": ({"patch_size": 2}, {}, [0, 1, 2], False, True)}
+    assert [(c.better, c.worse) for c in patch2.claims] == [
+        ("3dseg-t-patch2", "3dseg-t"), ("3dseg-t-patch2-finetune", "3dseg-t-patch2"),
+        ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune")]
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
