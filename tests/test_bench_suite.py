@@ -242,10 +242,13 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         "3dseg-t": ({}, {}, [0, 1, 2], False, False),
         "3dseg-t-patch2": ({"patch_size": 2}, {}, [0, 1, 2], False, False),
         "3dseg-t-patch2-finetune": ({"patch_size": 2}, {}, [0, 1, 2], True, False),
-        "3dseg-t-patch2-dist": ({"patch_size": 2}, {}, [0, 1, 2], False, True)}
+        "3dseg-t-patch2-dist": ({"patch_size": 2}, {}, [0, 1, 2], False, True),
+        "3dseg-t-patch2-dist-tau1": ({"patch_size": 2}, {}, [0, 1, 2], False, True)}
+    assert {r.name: r.distill_settings for r in patch2.runs if r.distill} == {
+        "3dseg-t-patch2-dist": {}, "3dseg-t-patch2-dist-tau1": {"tau": 1.0, "kd_weight": 30.0}}
     assert [(c.better, c.worse) for c in patch2.claims] == [
         ("3dseg-t-patch2", "3dseg-t"), ("3dseg-t-patch2-finetune", "3dseg-t-patch2"),
-        ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune")]
+        ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune"), ("3dseg-t-patch2-dist-tau1", "3dseg-t-patch2-finetune")]
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
