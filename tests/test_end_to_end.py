@@ -119,8 +119,8 @@ def test_build_on_an_existing_ray_cluster(front: Path, built: Path, tmp_path: Pa
     start = subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "2", "--include-dashboard", "false",
                             "--temp-dir", str(temp), "--disable-usage-stats"], env=env, capture_output=True, text=True,
                            timeout=120)
-    assert start.returncode == 0, start.stdout + start.stderr
-    try:
+    try:  # a start that fails (e.g. a timed-out node on a loaded machine) may leave half a cluster running
+        assert start.returncode == 0, start.stdout + start.stderr
         out = tmp_path / "data"
         result = CliRunner(env={"RAY_ADDRESS": "auto"}).invoke(
             cli, ["build", "--front", str(front), "--out", str(out), "--executor", "ray", *TINY])

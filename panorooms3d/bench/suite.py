@@ -415,14 +415,29 @@ def run_folder(out: Path, run: RunSpec, settings: dict, seed: int) -> Path:
     return base if len(run_seeds(run, settings)) == 1 else base / f"seed{seed}"
 
 
+def _pretrain_settings(suite: Suite, run: RunSpec, settings: dict) -> dict:
+    return {**suite.train, **run.train, "model": run.model, "model_overrides": run.model_overrides,
+            "class_set": settings["class_set"], "seed": settings["seed"]}
+
+
+def pretrain_folder(suite: Suite, run: RunSpec, settings: dict, out: Path) -> Path:
+    """``<out>/pretrain/<model>-<hash>``: a run's block training, keyed by the settings that change what it learns.
+
+    Runs (of any suite) whose block-training settings are equal get the same name, so a training can be
+    shared between runs, and between suites that train the same students (settings: ``[settings]`` with
+    the run's ``seed``).
+    """
+    cfg = _pretrain_settings(suite, run, settings)
+    key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every", "val_every", "threads")
+                 and not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])})
+    return Path(out) / "pretrain" / f"{run.model}{'' if run.skip else '-noskip'}-{key}"
+
+
 def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path, log: SuiteLog, progress: bool) -> Path:
     from panorooms3d.bench.train import train
 
-    cfg = {**suite.train, **run.train, "model": run.model, "model_overrides": run.model_overrides,
-           "class_set": settings["class_set"], "seed": settings["seed"]}
-    key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every", "val_every", "threads")
-                 and not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])})
-    folder = out / "pretrain" / f"{run.model}{'' if run.skip else '-noskip'}-{key}"
+    cfg = _pretrain_settings(suite, run, settings)
+    folder = pretrain_folder(suite, run, settings, out)
     config = TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
     marker = folder / "model.pt"
     log.step(run.name, f"train ({folder.name})", marker, lambda: train(config, progress=progress))
