@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from panorooms3d.bench.commands import benchmark
 from panorooms3d.bench.metrics import METRICS
 from panorooms3d.bench.report import COLUMNS, csv_table, markdown_table, table_rows
-from panorooms3d.bench.suite import SuiteError, load_suite, run_suite
+from panorooms3d.bench.suite import SuiteError, load_suite, pretrain_folder, run_suite
 
 SUITE = """
 name = "tiny"
@@ -249,6 +249,31 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert [(c.better, c.worse) for c in patch2.claims] == [
         ("3dseg-t-patch2", "3dseg-t"), ("3dseg-t-patch2-finetune", "3dseg-t-patch2"),
         ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune"), ("3dseg-t-patch2-dist-tau1", "3dseg-t-patch2-finetune")]
+    t3x = load_suite("cpu-track-teacher3x")  # patch2's everything but a 3x-longer teacher
+    assert (t3x.train, t3x.distill, t3x.eval) == (track.train, track.distill, track.eval)
+    assert t3x.teacher == {**track.teacher, "iterations": 3 * track.teacher["iterations"], "checkpoint_every": 300}
+    assert {r.name: (r.model_overrides, r.train, r.distill_settings, r.seeds, r.finetune_only, r.distill)
+            for r in t3x.runs} == {
+        **{r.name: (r.model_overrides, r.train, r.distill_settings, r.seeds, r.finetune_only, r.distill)
+           for r in patch2.runs},
+        "3dseg-t-finetune": ({}, {}, {}, [0, 1, 2], True, False),
+        "3dseg-t-dist": ({}, {}, {}, [0, 1, 2], False, True),
+        "3dseg-t-half-finetune": ({}, {"labelled_fraction": 0.5}, {"labelled_fraction": 0.5}, [0, 1, 2], True, False),
+        "3dseg-t-half-dist": ({}, {"labelled_fraction": 0.5}, {"labelled_fraction": 0.5}, [0, 1, 2], False, True)}
+    # the block trainings it shares with cpu-track-patch2 (copied from there, not retrained) have the same key
+    # (folder name), seed by seed, and the half-labelled ones cpu-track's
+    for base, names in ((patch2, ("3dseg-t", "3dseg-t-patch2")), (track, ("3dseg-t-half-finetune",))):
+        for name in names:
+            mine, theirs = ({r.name: r for r in s.runs}[name] for s in (t3x, base))
+            for seed in mine.seeds:
+                assert pretrain_folder(t3x, mine, {**t3x.settings, "seed": seed}, tmp_path) == \
+                    pretrain_folder(base, theirs, {**base.settings, "seed": seed}, tmp_path)
+    assert pretrain_folder(t3x, t3x.runs[0], {**t3x.settings, "seed": 0}, tmp_path) != \
+        pretrain_folder(t3x, t3x.runs[4], {**t3x.settings, "seed": 0}, tmp_path)  # 2- and 4-voxel differ
+    assert [(c.better, c.worse) for c in t3x.claims] == [
+        ("3dseg-t-patch2-finetune", "3dseg-t-patch2"), ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune"),
+        ("3dseg-t-patch2-dist-tau1", "3dseg-t-patch2-finetune"), ("3dseg-t-dist", "3dseg-t-finetune"),
+        ("3dseg-t-half-dist", "3dseg-t-half-finetune")]
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
