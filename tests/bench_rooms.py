@@ -58,13 +58,19 @@ def box_room(uid: str, size_m=(1.2, 1.0, 0.8), voxel_size: float = 0.04, seed: i
     return vol, pano
 
 
-def make_dataset(root: Path, n_rooms: int = 4, splits: dict | None = None) -> Path:
-    """Stage and pack ``n_rooms`` box rooms into a dataset at ``root``; returns root."""
+def make_dataset(root: Path, n_rooms: int = 4, splits: dict | None = None, house: str = "box",
+                 relabel=None) -> Path:
+    """Stage and pack ``n_rooms`` box rooms (uids ``<house><i>/Room-<i>``) into a dataset at ``root``; returns root.
+
+    ``relabel(label) -> label``, when given, replaces each volume's label array before it is stored.
+    """
     from panorooms3d.store.dataset import pack_dataset, write_room_panorama, write_room_volume
 
-    uids = [f"box{i}/Room-{i}" for i in range(n_rooms)]
+    uids = [f"{house}{i}/Room-{i}" for i in range(n_rooms)]
     for i, uid in enumerate(uids):
         vol, pano = box_room(uid, seed=i)
+        if relabel is not None:
+            vol.label = relabel(vol.label)
         write_room_volume(root, vol)
         write_room_panorama(root, uid, pano)
     if splits is None:

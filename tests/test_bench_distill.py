@@ -142,3 +142,53 @@ def test_room_order_is_a_permutation_per_epoch() -> None:
     order = [room_order(5, i, seed=3) for i in range(10)]
     assert sorted(order[:5]) == list(range(5)) and sorted(order[5:]) == list(range(5))
     assert order == [room_order(5, i, seed=3) for i in range(10)]
+
+
+def _perfect_cache(data, cache) -> None:
+    """The fixture's perfect teacher (one-hot panorama labels, scale 10) for the rooms of ``data``."""
+    ds = Dataset(data)
+    cache.mkdir(exist_ok=True)
+    for uid in ds.rooms:
+        lab = load_room(ds, uid).panorama_label
+        np.save(teacher_cache_path(cache, uid), (np.moveaxis(np.eye(K, dtype=np.float32)[lab], -1, 0) * 10).astype(np.float16))
+
+
+def test_unlabelled_data_rooms_get_kd_only_and_their_labels_are_never_read(setup: dict) -> None:
+    root = setup["root"]
+    other = ["other0/Room-0", "other1/Room-1"]
+    extra = make_dataset(root / "extra", n_rooms=2, splits={"train": other, "val": [], "test": []}, house="other")
+    # the same rooms with every label changed: a run that never reads them ends with the same weights
+    wrong = make_dataset(root / "extra-wrong", n_rooms=2, splits={"train": other, "val": [], "test": []},
+                         house="other", relabel=lambda label: np.full_like(label, 7))
+    cache = root / "cache-more"
+    _perfect_cache(setup["data"], cache)
+    _perfect_cache(extra, cache)
+    base = dict(iterations=8, tau=20.0, lr=1e-3, val_every=100, device="cpu", split="train")
+    res = distill(setup["data"], setup["student"], cache, root / "more", progress=False,
+                  unlabelled_data=["../extra"], **base)  # relative to the dataset folder
+    log = [json.loads(x) for x in (root / "more" / "distill_log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "kd" in r]
+    rooms = [r["room"] for r in steps]
+    # two epochs, each a permutation of the 2 labelled and the 2 unlabelled rooms
+    assert sorted(rooms[:4]) == sorted(rooms[4:]) == sorted(["box0/Room-0", "box1/Room-1", *other])
+    assert all(r["ce"] is None and r["kd"] is not None for r in steps if r["room"] in other)
+    assert all(r["ce"] is not None and r["kd"] is not None for r in steps if r["room"] not in other)
+    ref = distill(setup["data"], setup["student"], cache, root / "more-wrong", progress=False,
+                  unlabelled_data=[str(wrong)], **base)
+    a = torch.load(res.final, weights_only=False)["model"]
+    b = torch.load(ref.final, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # finetune-only has no teacher: the unlabelled rooms teach nothing and are not visited
+    distill(setup["data"], setup["student"], None, root / "more-ft", progress=False, finetune_only=True,
+            unlabelled_data=["../extra"], **{**base, "iterations": 4})
+    ft = [json.loads(x) for x in (root / "more-ft" / "distill_log.jsonl").read_text().splitlines()]
+    assert {r["room"] for r in ft if "ce" in r} == {"box0/Room-0", "box1/Room-1"}
+
+
+def test_unlabelled_data_mistakes_are_clear_errors(setup: dict) -> None:
+    base = dict(iterations=1, device="cpu", split="train", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"unlabelled_data folder not found: .*nosuch"):
+        distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "e1", unlabelled_data=["../nosuch"],
+                **base)
+    with pytest.raises(ValueError, match=r"room box0/Room-0 is in both"):  # the dataset itself
+        distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "e2", unlabelled_data=["."], **base)

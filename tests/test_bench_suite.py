@@ -362,3 +362,30 @@ def test_a_changed_teacher_section_is_refused_not_silently_reused(tmp_path):
         _check_teacher_settings(folder, TeacherConfig(data="d", iterations=1200, patch_size=8))
     with pytest.raises(SuiteError, match=r"class_weights: 'none' -> 'sqrt-inverse'"):
         _check_teacher_settings(folder, TeacherConfig(data="d", iterations=1200, class_weights="sqrt-inverse"))
+
+
+def test_a_suite_distils_on_unlabelled_data_and_caches_its_rooms_once(tmp_path: Path) -> None:
+    """``[distill] unlabelled_data``: the teacher's predictions of those rooms are cached, then KD-only visits."""
+    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
+                                                              "test": ["box2/Room-2"]})
+    make_dataset(tmp_path / "more", n_rooms=2, splits={"train": ["more0/Room-0", "more1/Room-1"], "val": [],
+                                                       "test": []}, house="more")
+    head, _, _ = SUITE.partition("[[run]]")
+    suite = tmp_path / "more.toml"
+    suite.write_text(head + '[[run]]\nname = "t-dist-more"\nmodel = "3dseg-t"\ndistill = true\n'
+                            'distill_settings = {unlabelled_data = ["../more"], iterations = 3}\n')
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    run_suite(suite, data, out, progress=False)
+    cached = sorted(p.name for p in (out / "teacher" / "cache").glob("*.npy"))
+    assert cached == ["box0__Room-0.npy", "more0__Room-0.npy", "more1__Room-1.npy"]
+    log = [json.loads(x) for x in (out / "runs" / "t-dist-more" / "distill" / "distill_log.jsonl").read_text()
+           .splitlines()]
+    visits = {r["room"]: r["ce"] for r in log if "kd" in r}
+    assert set(visits) == {"box0/Room-0", "more0/Room-0", "more1/Room-1"}
+    assert visits["box0/Room-0"] is not None and visits["more0/Room-0"] is None and visits["more1/Room-1"] is None
+    steps = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in steps if r["step"] == "cache more"] == ["done"]
+    run_suite(suite, data, out, progress=False)  # resumed: nothing is cached again
+    steps = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in steps if r["step"] == "cache more"] == ["done", "skipped"]

@@ -29,6 +29,13 @@ block pretraining used) has 3D labels. Distillation then visits every training r
 teacher prediction and applies CE only on the labelled ones (KD only on the others); the
 finetune-only control visits the labelled rooms alone.
 
+``unlabelled_data`` adds rooms from other 3D datasets (folders relative to ``data`` or absolute)
+whose 3D labels are never read: their ``split`` rooms are distilled with KD only, beside the rooms
+of ``data``, so that the teacher's 2D knowledge of many more rooms than the labelled ones reaches
+the student (the paper's premise: 2D labels are cheap). Every room is visited equally often (the
+epochs are permutations of all rooms); finetune-only ignores them. A room uid found in two of the
+datasets is an error.
+
 Validation every ``val_every`` iterations on the ``val_split`` rooms (volume-weighted mIoU via
 :func:`panorooms3d.bench.evaluate.evaluate`) keeps ``<out>/best.pt``; with no validation rooms the
 final weights are the best. Room order: epoch e is a permutation of the training rooms drawn
@@ -115,6 +122,8 @@ class DistillConfig:
             by ``gamma`` at each milestone epoch, an epoch being ``milestone_step`` iterations (official:
             [0, 2, 4, 6], 1500, 0.5).
         input_encoding: ``project`` or ``official`` (:data:`panorooms3d.bench.data.ENCODINGS`).
+        unlabelled_data: extra 3D dataset folders (relative to ``data`` or absolute) whose ``split``
+            rooms are distilled with KD only, their labels never read (see the module docstring).
         The protocol files (benchmark/protocols/*.toml) set these; the defaults are the project's.
     """
 
@@ -153,6 +162,7 @@ class DistillConfig:
     milestone_step: int = 1500
     gamma: float = 0.5
     input_encoding: str = "project"
+    unlabelled_data: list = field(default_factory=list)
 
 
 @dataclass
@@ -234,6 +244,30 @@ def room_order(n_rooms: int, iteration: int, seed: int) -> int:
     return int(np.random.default_rng([seed, 11, epoch]).permutation(n_rooms)[pos])
 
 
+def unlabelled_folders(data: str | Path, folders: list[str]) -> list[Path]:
+    """``unlabelled_data`` folders resolved: relative ones are relative to the dataset folder ``data``."""
+    return [Path(p) if Path(p).is_absolute() else Path(data) / p for p in folders]
+
+
+def _unlabelled_rooms(data: Path, folders: list[str], split: str, source: dict) -> list[str]:
+    """The ``split`` rooms of the ``unlabelled_data`` datasets; adds each room's dataset to ``source``."""
+    from panorooms3d.store.dataset import Dataset
+
+    extra = []
+    for folder in unlabelled_folders(data, folders):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"unlabelled_data folder not found: {folder} (a 3D dataset made by "
+                                    "`panorooms3d build`; relative paths are relative to the dataset folder)")
+        other = Dataset(folder)
+        for uid in other.split(split):
+            if uid in source:
+                raise ValueError(f"room {uid} is in both {source[uid].root} and {folder}: "
+                                 "unlabelled_data must hold other rooms than the dataset")
+            source[uid] = other
+            extra.append(uid)
+    return extra
+
+
 def _read_student(path: Path) -> dict:
     if not Path(path).is_file():
         raise FileNotFoundError(f"student checkpoint not found: {path}")
@@ -292,8 +326,11 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     ds = Dataset(Path(data))
     rooms = ds.split(config.split)
     labelled = set(labelled_subset(rooms, config.labelled_fraction))
+    source = dict.fromkeys(rooms, ds)  # the dataset each room is read from
     if config.kd_weight <= 0:  # without a teacher only the labelled rooms teach anything
         rooms = [u for u in rooms if u in labelled]
+    else:
+        rooms = rooms + _unlabelled_rooms(Path(data), config.unlabelled_data, config.split, source)
     if config.kd_weight > 0:
         from panorooms3d.bench.teacher import teacher_cache_path
 
@@ -339,7 +376,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     for it in range(start, end):
         torch.manual_seed(config.seed * 1_000_003 + it)
         uid = rooms[room_order(len(rooms), it, config.seed)]
-        sample = cache.get(uid) or load_room(ds, uid, config.class_set, encoding=config.input_encoding)
+        sample = cache.get(uid) or load_room(source[uid], uid, config.class_set, encoding=config.input_encoding)
         if len(cache) < 64:
             cache[uid] = sample
         teacher = None

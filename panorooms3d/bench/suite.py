@@ -56,6 +56,7 @@ from tqdm import tqdm
 from panorooms3d.bench.distill import DistillConfig
 from panorooms3d.bench.teacher import TeacherConfig
 from panorooms3d.bench.train import TrainConfig
+from panorooms3d.run.atomic import write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
@@ -383,6 +384,7 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
             cache = None
             if run.distill:
                 cache = _teacher(suite, settings, data, teacher_dir, log, progress)
+                _cache_unlabelled(suite, run, settings, data, teacher_dir, log, progress)
             checkpoint = _room_level(suite, run, rs, data, pre, cache, run_dir, log, progress)
         _evaluate(suite, run, rs, data, checkpoint, run_dir, log, progress)
         if suite.eval.get("panorama"):
@@ -499,6 +501,27 @@ def _teacher(suite: Suite, settings: dict, data: Path, folder: Path, log: SuiteL
         marker, data, folder / "metrics.json", split=suite.eval.get("split", "test"), class_set=settings["class_set"],
         height=tcfg.get("height"), width=tcfg.get("width"), device=settings["device"], progress=progress))
     return cache
+
+
+def _cache_unlabelled(suite: Suite, run: RunSpec, settings: dict, data: Path, folder: Path, log: SuiteLog,
+                      progress: bool) -> None:
+    """The teacher's predictions of the run's ``unlabelled_data`` rooms, into the teacher's cache (once each)."""
+    from panorooms3d.bench.distill import unlabelled_folders
+    from panorooms3d.bench.teacher import cache_teacher_predictions
+
+    dcfg = {**suite.distill, **run.distill_settings}
+    tcfg = suite.teacher
+    for extra in unlabelled_folders(data, dcfg.get("unlabelled_data", [])):
+        done = folder / f"cache-{_hash(str(extra.resolve()))}.json"
+
+        def make_cache(extra: Path = extra, done: Path = done) -> None:
+            counts = cache_teacher_predictions(folder / "teacher.pt", extra, folder / "cache",
+                                               splits=(dcfg.get("split", "train"),), height=tcfg.get("height"),
+                                               width=tcfg.get("width"), device=settings["device"], progress=progress,
+                                               teacher_input=tcfg.get("teacher_input", "rgb"))
+            write_json(done, {**counts, "data": str(extra)})
+
+        log.step("teacher", f"cache {extra.name}", done, make_cache)
 
 
 def _room_level(suite: Suite, run: RunSpec, settings: dict, data: Path, student: Path, cache: Path | None,
