@@ -274,6 +274,31 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         ("3dseg-t-patch2-finetune", "3dseg-t-patch2"), ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune"),
         ("3dseg-t-patch2-dist-tau1", "3dseg-t-patch2-finetune"), ("3dseg-t-dist", "3dseg-t-finetune"),
         ("3dseg-t-half-dist", "3dseg-t-half-finetune")]
+    more = load_suite("cpu-track-kd-more-rooms")  # teacher3x's sections; only the room-level settings change
+    assert (more.train, more.teacher, more.distill, more.eval) == (t3x.train, t3x.teacher, t3x.distill, t3x.eval)
+    longer = {"iterations": 546, "val_every": 91, "checkpoint_every": 91}  # 2 epochs over 24 + 249 rooms
+    extra = {**longer, "unlabelled_data": ["../data-2d"]}
+    half = {"labelled_fraction": 0.5}
+    assert {r.name: (r.train, r.distill_settings, r.finetune_only, r.distill) for r in more.runs} == {
+        "3dseg-t-finetune": ({}, {}, True, False),
+        "3dseg-t-dist": ({}, {}, False, True),
+        "3dseg-t-finetune-546": ({}, longer, True, False),
+        "3dseg-t-dist-more": ({}, extra, False, True),
+        "3dseg-t-dist-more-tau1": ({}, {**extra, "tau": 1.0, "kd_weight": 30.0}, False, True),
+        "3dseg-t-half-finetune": (half, half, True, False),
+        "3dseg-t-half-finetune-546": (half, {**longer, **half}, True, False),
+        "3dseg-t-half-dist-more": (half, {**extra, **half}, False, True)}
+    assert all(r.seeds == [0, 1, 2] and not r.model_overrides for r in more.runs)
+    # its students are teacher3x's 4-voxel block trainings (copied, not retrained), seed by seed
+    for mine in more.runs:
+        theirs = {r.name: r for r in t3x.runs}["3dseg-t-half-finetune" if "half" in mine.name else "3dseg-t"]
+        for seed in mine.seeds:
+            assert pretrain_folder(more, mine, {**more.settings, "seed": seed}, tmp_path) == \
+                pretrain_folder(t3x, theirs, {**t3x.settings, "seed": seed}, tmp_path)
+    assert [(c.better, c.worse) for c in more.claims] == [
+        ("3dseg-t-dist-more", "3dseg-t-finetune-546"), ("3dseg-t-dist-more", "3dseg-t-finetune"),
+        ("3dseg-t-dist-more", "3dseg-t-dist"), ("3dseg-t-dist-more-tau1", "3dseg-t-finetune-546"),
+        ("3dseg-t-half-dist-more", "3dseg-t-half-finetune-546"), ("3dseg-t-half-dist-more", "3dseg-t-half-finetune")]
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
