@@ -11,7 +11,7 @@ import torch
 from bench_rooms import make_dataset
 
 from panorooms3d.bench.data import load_room
-from panorooms3d.bench.distill import distill, room_losses, room_order
+from panorooms3d.bench.distill import distill, room_losses, room_order, visit
 from panorooms3d.bench.teacher import (
     cache_teacher_predictions,
     load_teacher,
@@ -138,6 +138,22 @@ def test_finetune_only_control_has_no_kd(setup: dict) -> None:
     assert res.iterations == 2
 
 
+def test_visit_mixes_the_two_streams_at_the_share_asked() -> None:
+    """``unlabelled_share``: a share s of the iterations, evenly spread, visits the extra rooms, each stream in epochs."""
+    # None: one stream over both room lists, exactly the order of room_order
+    assert [visit(i, 3, 5, 2, None) for i in range(16)] == [
+        (room_order(8, i, 2) >= 3, room_order(8, i, 2) - 3 * (room_order(8, i, 2) >= 3)) for i in range(16)]
+    seq = [visit(i, 4, 6, 1, 1 / 3) for i in range(36)]
+    assert [e for e, _ in seq] == [False, False, True] * 12  # 1 iteration of 3, evenly spread
+    main = [k for e, k in seq if not e]
+    more = [k for e, k in seq if e]
+    assert all(sorted(main[j:j + 4]) == list(range(4)) for j in range(0, 24, 4))  # epochs of the 4 rooms
+    assert sorted(more[:6]) == sorted(more[6:]) == list(range(6))  # epochs of the 6 extra rooms
+    assert seq == [visit(i, 4, 6, 1, 1 / 3) for i in range(36)]  # a pure function of (seed, i): resumable
+    assert [e for e, _ in (visit(i, 4, 6, 1, 0.5) for i in range(6))] == [False, True] * 3
+    assert visit(5, 4, 0, 1, 0.5) == (False, room_order(4, 5, 1))  # no extra rooms: the main stream
+
+
 def test_room_order_is_a_permutation_per_epoch() -> None:
     order = [room_order(5, i, seed=3) for i in range(10)]
     assert sorted(order[:5]) == list(range(5)) and sorted(order[5:]) == list(range(5))
@@ -183,6 +199,13 @@ def test_unlabelled_data_rooms_get_kd_only_and_their_labels_are_never_read(setup
             unlabelled_data=["../extra"], **{**base, "iterations": 4})
     ft = [json.loads(x) for x in (root / "more-ft" / "distill_log.jsonl").read_text().splitlines()]
     assert {r["room"] for r in ft if "ce" in r} == {"box0/Room-0", "box1/Room-1"}
+    # unlabelled_share 0.5: every other iteration an extra room, KD only
+    distill(setup["data"], setup["student"], cache, root / "more-half", progress=False, unlabelled_data=["../extra"],
+            unlabelled_share=0.5, **{**base, "iterations": 6})
+    half = [json.loads(x) for x in (root / "more-half" / "distill_log.jsonl").read_text().splitlines()]
+    half = [r for r in half if "kd" in r]
+    assert [r["room"] in other for r in half] == [False, True] * 3
+    assert [r["ce"] is None for r in half] == [False, True] * 3
 
 
 def test_unlabelled_data_mistakes_are_clear_errors(setup: dict) -> None:
@@ -192,3 +215,5 @@ def test_unlabelled_data_mistakes_are_clear_errors(setup: dict) -> None:
                 **base)
     with pytest.raises(ValueError, match=r"room box0/Room-0 is in both"):  # the dataset itself
         distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "e2", unlabelled_data=["."], **base)
+    with pytest.raises(ValueError, match=r"unlabelled_share must be between 0 and 1 .*not 1.0"):
+        distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "e3", unlabelled_share=1.0, **base)

@@ -32,9 +32,12 @@ finetune-only control visits the labelled rooms alone.
 ``unlabelled_data`` adds rooms from other 3D datasets (folders relative to ``data`` or absolute)
 whose 3D labels are never read: their ``split`` rooms are distilled with KD only, beside the rooms
 of ``data``, so that the teacher's 2D knowledge of many more rooms than the labelled ones reaches
-the student (the paper's premise: 2D labels are cheap). Every room is visited equally often (the
-epochs are permutations of all rooms); finetune-only ignores them. A room uid found in two of the
-datasets is an error.
+the student (the paper's premise: 2D labels are cheap). By default every room is visited equally
+often (the epochs are permutations of all rooms), so with 10x more extra rooms the rooms of ``data``
+get CE in 1 iteration of 11. ``unlabelled_share`` s fixes the mix instead: iteration i visits an
+extra room when floor((i + 1) s) > floor(i s) (a share s of the iterations, evenly spread), the
+others a room of ``data``; each stream has its own epochs, permutations drawn from (seed, epoch)
+as below. Finetune-only ignores the extra rooms. A room uid found in two of the datasets is an error.
 
 Validation every ``val_every`` iterations on the ``val_split`` rooms (volume-weighted mIoU via
 :func:`panorooms3d.bench.evaluate.evaluate`) keeps ``<out>/best.pt``; with no validation rooms the
@@ -124,6 +127,8 @@ class DistillConfig:
         input_encoding: ``project`` or ``official`` (:data:`panorooms3d.bench.data.ENCODINGS`).
         unlabelled_data: extra 3D dataset folders (relative to ``data`` or absolute) whose ``split``
             rooms are distilled with KD only, their labels never read (see the module docstring).
+        unlabelled_share: share of the iterations that visit a room of ``unlabelled_data`` (0 < s < 1),
+            or None: every room equally often (see the module docstring).
         The protocol files (benchmark/protocols/*.toml) set these; the defaults are the project's.
     """
 
@@ -163,6 +168,7 @@ class DistillConfig:
     gamma: float = 0.5
     input_encoding: str = "project"
     unlabelled_data: list = field(default_factory=list)
+    unlabelled_share: float | None = None
 
 
 @dataclass
@@ -244,6 +250,23 @@ def room_order(n_rooms: int, iteration: int, seed: int) -> int:
     return int(np.random.default_rng([seed, 11, epoch]).permutation(n_rooms)[pos])
 
 
+def visit(iteration: int, n_rooms: int, n_extra: int, seed: int, share: float | None) -> tuple[bool, int]:
+    """(extra, index) of the room seen at ``iteration``: a room of ``data`` (index < n_rooms) or of ``unlabelled_data``.
+
+    ``share`` None: one stream of all n_rooms + n_extra rooms (:func:`room_order`). Otherwise
+    iteration i is the extra stream's visit floor(i s) when floor((i + 1) s) > floor(i s), else the
+    main stream's visit i - floor(i s); each stream's epochs are permutations drawn from (seed, epoch)
+    (the extra stream's with a seed of its own).
+    """
+    if share is None or n_extra == 0:
+        k = room_order(n_rooms + n_extra, iteration, seed)
+        return (k >= n_rooms, k - n_rooms if k >= n_rooms else k)
+    before = math.floor(iteration * share)
+    if math.floor((iteration + 1) * share) > before:
+        return True, room_order(n_extra, before, seed + 1_000_003)
+    return False, room_order(n_rooms, iteration - before, seed)
+
+
 def unlabelled_folders(data: str | Path, folders: list[str]) -> list[Path]:
     """``unlabelled_data`` folders resolved: relative ones are relative to the dataset folder ``data``."""
     return [Path(p) if Path(p).is_absolute() else Path(data) / p for p in folders]
@@ -306,6 +329,9 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         config.model = saved.get("model")
         if config.model is None:
             raise ValueError(f"{student_checkpoint} does not name its model; pass model=...")
+    if config.unlabelled_share is not None and not 0 < config.unlabelled_share < 1:
+        raise ValueError(f"unlabelled_share must be between 0 and 1 (exclusive), not {config.unlabelled_share}; "
+                         "leave it unset to visit every room equally often")
     if not config.model_overrides and saved.get("model_overrides"):
         config.model_overrides = dict(saved["model_overrides"])
     out = Path(out)
@@ -327,15 +353,17 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     rooms = ds.split(config.split)
     labelled = set(labelled_subset(rooms, config.labelled_fraction))
     source = dict.fromkeys(rooms, ds)  # the dataset each room is read from
+    extra: list[str] = []  # the rooms of the unlabelled_data datasets
     if config.kd_weight <= 0:  # without a teacher only the labelled rooms teach anything
         rooms = [u for u in rooms if u in labelled]
     else:
-        rooms = rooms + _unlabelled_rooms(Path(data), config.unlabelled_data, config.split, source)
+        extra = _unlabelled_rooms(Path(data), config.unlabelled_data, config.split, source)
     if config.kd_weight > 0:
         from panorooms3d.bench.teacher import teacher_cache_path
 
-        missing = [u for u in rooms if not teacher_cache_path(teacher_cache, u).exists()]
+        missing = [u for u in rooms + extra if not teacher_cache_path(teacher_cache, u).exists()]
         rooms = [u for u in rooms if u not in missing]
+        extra = [u for u in extra if u not in missing]
         if missing and progress:
             tqdm.write(f"distill: {len(missing)} room(s) without a cached teacher prediction are left out")
     if not rooms:
@@ -375,7 +403,8 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     model.train()
     for it in range(start, end):
         torch.manual_seed(config.seed * 1_000_003 + it)
-        uid = rooms[room_order(len(rooms), it, config.seed)]
+        is_extra, k = visit(it, len(rooms), len(extra), config.seed, config.unlabelled_share)
+        uid = extra[k] if is_extra else rooms[k]
         sample = cache.get(uid) or load_room(source[uid], uid, config.class_set, encoding=config.input_encoding)
         if len(cache) < 64:
             cache[uid] = sample
