@@ -299,6 +299,23 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         ("3dseg-t-dist-more", "3dseg-t-finetune-546"), ("3dseg-t-dist-more", "3dseg-t-finetune"),
         ("3dseg-t-dist-more", "3dseg-t-dist"), ("3dseg-t-dist-more-tau1", "3dseg-t-finetune-546"),
         ("3dseg-t-half-dist-more", "3dseg-t-half-finetune-546"), ("3dseg-t-half-dist-more", "3dseg-t-half-finetune")]
+    mix = load_suite("cpu-track-kd-mix")  # kd-more-rooms' sections; its reused rows have the same settings
+    assert (mix.train, mix.teacher, mix.distill, mix.eval) == (more.train, more.teacher, more.distill, more.eval)
+    theirs = {r.name: r for r in more.runs}
+    for r in mix.runs:
+        if r.name in theirs:  # copied from kd-more-rooms: the same run, so the same results
+            assert (r.train, r.distill_settings, r.finetune_only, r.distill, r.seeds) == (
+                theirs[r.name].train, theirs[r.name].distill_settings, theirs[r.name].finetune_only,
+                theirs[r.name].distill, theirs[r.name].seeds)
+    tau1 = {**extra, "tau": 1.0, "kd_weight": 30.0, "unlabelled_share": 0.5}
+    assert {r.name: (r.train, r.distill_settings) for r in mix.runs if r.name not in theirs} == {
+        "3dseg-t-dist-mix-tau1": ({}, tau1), "3dseg-t-half-dist-mix-tau1": (half, {**tau1, **half}),
+        "3dseg-t-dist-mix": ({}, {**extra, "unlabelled_share": 0.5})}
+    for mine in mix.runs:
+        for seed in mine.seeds:
+            assert pretrain_folder(mix, mine, {**mix.settings, "seed": seed}, tmp_path) == pretrain_folder(
+                more, theirs["3dseg-t-half-finetune" if "half" in mine.name else "3dseg-t-finetune"],
+                {**more.settings, "seed": seed}, tmp_path)
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
