@@ -48,5 +48,11 @@ def test_a_teacher_that_is_the_labels(tmp_path):
     # the teacher is the labels, so agreeing with it is being right
     assert a["agreement_with_teacher"] == pytest.approx(a["vs_labels"]["pixel_accuracy"])
     assert a == b and a["kd_official"] > 0
+    # --max-rooms: the first and the last of the 2 rooms when asked for 2, the first when asked for 1
+    one = tmp_path / "one.json"
+    script.main([str(data), "--teacher-cache", str(cache), "--student", f"a={ckpt}", "--max-rooms", "1",
+                 "--out", str(one)])
+    assert json.loads(one.read_text())["room_uids"] == ds.split("train")[:1] == record["room_uids"][:1]
+    assert record["room_uids"] == ds.split("train")
     with pytest.raises(SystemExit):
         script.main([str(data), "--teacher-cache", str(cache), "--student", "no-equals-sign"])

@@ -7,7 +7,7 @@
         --out benchmark/results/diagnosis/kd-agreement.json
 
 For every room of ``--split`` (default: the training rooms, the ones distillation visits) that has
-a cached teacher prediction, each student's room logits are projected into the panorama exactly as
+a cached teacher prediction (at most ``--max-rooms`` of them, evenly spaced; the record lists them), each student's room logits are projected into the panorama exactly as
 distillation's KD term sees them (:func:`panorooms3d.bench.distill.project_logits`, ``surface``,
 at the cache's size), and on the pixels whose ray hits a surface it records:
 
@@ -53,6 +53,8 @@ def main(argv=None) -> None:
     ap.add_argument("--student", type=_parse_student, action="append", required=True,
                     help="NAME=CHECKPOINT (repeatable): a distilled or finetuned student (its best.pt)")
     ap.add_argument("--split", default="train")
+    ap.add_argument("--max-rooms", type=int, default=None,
+                    help="score at most this many of the rooms, evenly spaced in the split's order (default: all)")
     ap.add_argument("--tau", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmark/results/diagnosis/kd-agreement.json")
     args = ap.parse_args(argv)
@@ -84,6 +86,8 @@ def main(argv=None) -> None:
     rooms = [u for u in ds.split(args.split) if teacher_cache_path(args.teacher_cache, u).exists()]
     if not rooms:
         raise SystemExit(f"{args.teacher_cache}: no cached teacher prediction for a {args.split!r} room of {args.data}")
+    if args.max_rooms is not None and len(rooms) > args.max_rooms:
+        rooms = [rooms[i] for i in np.linspace(0, len(rooms) - 1, args.max_rooms).round().astype(int)]
     names = ["teacher", *students]
     conf = {n: np.zeros((k, k), np.int64) for n in names}
     agree = {n: 0 for n in students}
@@ -121,7 +125,7 @@ def main(argv=None) -> None:
         print(f"[{i + 1}/{len(rooms)}] {uid}", flush=True)
 
     record = {"data": str(args.data), "teacher_cache": str(args.teacher_cache), "split": args.split,
-              "rooms": len(rooms), "tau": args.tau, "hit_pixels": hits,
+              "rooms": len(rooms), "room_uids": rooms, "tau": args.tau, "hit_pixels": hits,
               "students": {name: str(path) for name, path in args.student}, "models": {}}
     for name in names:
         m = metrics_from_confusion(conf[name], exclude=(0,))
