@@ -7,9 +7,10 @@
         --out benchmark/results/diagnosis/kd-agreement.json
 
 For every room of ``--split`` (default: the training rooms, the ones distillation visits) that has
-a cached teacher prediction (at most ``--max-rooms`` of them, evenly spaced; the record lists them), each student's room logits are projected into the panorama exactly as
-distillation's KD term sees them (:func:`panorooms3d.bench.distill.project_logits`, ``surface``,
-at the cache's size), and on the pixels whose ray hits a surface it records:
+a cached teacher prediction (at most ``--max-rooms`` of them, evenly spaced; the record lists them),
+each student's room logits are projected into the panorama exactly as distillation's KD term sees
+them (:func:`panorooms3d.bench.distill.project_logits`, ``surface``, at the cache's size), and on
+the pixels whose ray hits a surface it records:
 
 - ``vs_labels``: pixel accuracy and void-excluded mIoU of the argmax against the panorama's labels
   (nearest-neighbour resized to the cache's size), for the teacher and for each student;

@@ -128,7 +128,8 @@ class DistillConfig:
         unlabelled_data: extra 3D dataset folders (relative to ``data`` or absolute) whose ``split``
             rooms are distilled with KD only, their labels never read (see the module docstring).
         unlabelled_share: share of the iterations that visit a room of ``unlabelled_data`` (0 < s < 1),
-            or None: every room equally often (see the module docstring).
+            or None: every room equally often (see the module docstring). Without such rooms (no
+            ``unlabelled_data``, or finetune-only) every iteration visits a room of ``data``.
         The protocol files (benchmark/protocols/*.toml) set these; the defaults are the project's.
     """
 
@@ -321,6 +322,9 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
                            iterations=iterations, tau=tau, lr=lr, kd_weight=kd_weight, **settings)
     if config.projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {config.projection!r}; use one of {PROJECTIONS}")
+    if config.unlabelled_share is not None and not 0 < config.unlabelled_share < 1:
+        raise ValueError(f"unlabelled_share must be between 0 and 1 (exclusive), not {config.unlabelled_share}; "
+                         "leave it unset to visit every room equally often")
     if config.kd_weight > 0 and (teacher_cache is None or not Path(teacher_cache).is_dir()):
         raise FileNotFoundError(f"teacher cache folder not found: {teacher_cache} (run train-teacher and cache first)")
     student = _read_student(Path(student_checkpoint))
@@ -329,9 +333,6 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         config.model = saved.get("model")
         if config.model is None:
             raise ValueError(f"{student_checkpoint} does not name its model; pass model=...")
-    if config.unlabelled_share is not None and not 0 < config.unlabelled_share < 1:
-        raise ValueError(f"unlabelled_share must be between 0 and 1 (exclusive), not {config.unlabelled_share}; "
-                         "leave it unset to visit every room equally often")
     if not config.model_overrides and saved.get("model_overrides"):
         config.model_overrides = dict(saved["model_overrides"])
     out = Path(out)
