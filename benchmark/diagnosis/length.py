@@ -90,7 +90,10 @@ def main() -> None:
     on_train = evaluate(model, args.data, split="train", progress=False)
     last = curve[-1]
     at_80 = [v for i, v in curve if i <= 0.8 * last[0]][-1]
-    record = {"model": args.model, "model_overrides": overrides, "iterations": args.iterations, "seed": args.seed,
+    from panorooms3d.store.dataset import Dataset
+
+    record = {"data": str(args.data), "train_rooms": len(Dataset(args.data).split("train")),
+              "model": args.model, "model_overrides": overrides, "iterations": args.iterations, "seed": args.seed,
               "settings": settings, "parameters": sum(p.numel() for p in model.parameters()),
               "val_curve": curve, "gain_last_20": last[1] - at_80, "test": {k: result[k]["mIoU"] for k in
                                                                            ("metrics", "void_excluded", "pooled")},
