@@ -51,6 +51,7 @@ def main() -> None:
     from panorooms3d.bench.suite import load_model
     from panorooms3d.bench.train import TrainConfig, train
     from panorooms3d.run.atomic import write_json
+    from panorooms3d.store.dataset import Dataset
 
     suite = tomllib.loads((ROOT / "benchmark/cpu-track.toml").read_text())
     settings = {**suite["train"], "iterations": args.iterations, "seed": args.seed}
@@ -90,8 +91,6 @@ def main() -> None:
     on_train = evaluate(model, args.data, split="train", progress=False)
     last = curve[-1]
     at_80 = [v for i, v in curve if i <= 0.8 * last[0]][-1]
-    from panorooms3d.store.dataset import Dataset
-
     record = {"data": str(args.data), "train_rooms": len(Dataset(args.data).split("train")),
               "model": args.model, "model_overrides": overrides, "iterations": args.iterations, "seed": args.seed,
               "settings": settings, "parameters": sum(p.numel() for p in model.parameters()),
