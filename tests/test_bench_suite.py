@@ -321,6 +321,17 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
             assert pretrain_folder(mix, mine, {**mix.settings, "seed": seed}, tmp_path) == pretrain_folder(
                 more, theirs["3dseg-t-half-finetune" if "half" in mine.name else "3dseg-t-finetune"],
                 {**more.settings, "seed": seed}, tmp_path)
+    rooms = load_suite("cpu-track-more-rooms")  # the track's settings at 4x the steps; 24 against 130 rooms
+    assert rooms.train == {**track.train, "iterations": 4 * track.train["iterations"], "val_every": 400}
+    assert (rooms.teacher, rooms.distill) == (track.teacher, track.distill)
+    assert rooms.eval == {**track.eval, "panorama": False}
+    assert {r.name: (r.model, r.train, r.model_overrides, r.seeds, r.room_level) for r in rooms.runs} == {
+        "3dseg-t-130rooms": ("3dseg-t", {}, {}, [0, 1, 2], False),
+        "3dseg-t-24rooms": ("3dseg-t", {"rooms": ["synth-1-*"]}, {}, [0, 1, 2], False)}
+    assert [(c.better, c.worse) for c in rooms.claims] == [("3dseg-t-130rooms", "3dseg-t-24rooms")]
+    wide, narrow = rooms.runs
+    assert pretrain_folder(rooms, wide, {**rooms.settings, "seed": 0}, tmp_path) != \
+        pretrain_folder(rooms, narrow, {**rooms.settings, "seed": 0}, tmp_path)  # the room selection is in the key
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):

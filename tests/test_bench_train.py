@@ -132,3 +132,48 @@ def test_whole_room_evaluation_and_sliding_window(dataset: Path) -> None:
     assert len(result["rooms"]) == 1 and result["rooms"][0]["weight"] == 1
     assert len(result["per_class_iou"]) == 30
     assert np.asarray(result["confusion"]).sum() == result["rooms"][0]["voxels"]
+
+
+def test_rooms_patterns_select_the_training_rooms(dataset: Path, tmp_path: Path) -> None:
+    from panorooms3d.bench.data import select_rooms
+    from panorooms3d.bench.train import training_blocks
+
+    # the fixture's training split: box0..box2 (box3 is the test room)
+    base = dict(data=str(dataset), block=16, sampling="uniform", class_weights="sqrt-inverse")
+    every = training_blocks(TrainConfig(**base))
+    assert sorted(every.dataset.rooms) == ["box0/Room-0", "box1/Room-1", "box2/Room-2"]
+    some = training_blocks(TrainConfig(**base, rooms=["box[02]/*"]))
+    assert some.dataset.rooms == ["box0/Room-0", "box2/Room-2"] and "2 train room(s)" in some.description
+    # the class weights are counted over the selected rooms only
+    alone = training_blocks(TrainConfig(**base, rooms=["box1/*"]))
+    assert alone.dataset.rooms == ["box1/Room-1"]
+    assert not torch.equal(alone.weights, every.weights)
+    assert torch.equal(training_blocks(TrainConfig(**base, rooms=["box1/Room-1"])).weights, alone.weights)
+    # patterns never reach beyond the split (box3 is a test room), and a pattern that matches nothing is an error
+    with pytest.raises(ValueError, match=r"\['box3/\*'\] match none of the 3 rooms of the 'train' split of"):
+        training_blocks(TrainConfig(**base, rooms=["box0/*", "box3/*"]))
+    with pytest.raises(ValueError, match=r"rooms = \[\] selects none of the 3 rooms"):
+        select_rooms(every.dataset.rooms, [])
+    with pytest.raises(ValueError, match=r"a list of uid patterns"):
+        select_rooms(every.dataset.rooms, "box0/*")
+    with pytest.raises(ValueError, match=r"rooms = \['box0/\*'\] does not apply to the official blocks"):
+        train(TrainConfig(blocks="official:" + str(tmp_path), rooms=["box0/*"], out=str(tmp_path / "r")),
+              progress=False)
+
+
+def test_train_command_rooms_option(dataset: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from panorooms3d.cli import cli
+
+    out = tmp_path / "run"
+    bad = CliRunner().invoke(cli, ["benchmark", "train", "--data", str(dataset), "--out", str(out), "--rooms", "nope*",
+                                   "--workers", "0", "--device", "cpu"])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output, bad.output
+    assert "['nope*'] match none of the 3 rooms of the 'train' split of" in bad.output
+    assert not out.exists() or not any(out.iterdir()), "a refused run leaves no files"
+    ok = CliRunner().invoke(cli, ["benchmark", "train", "--data", str(dataset), "--out", str(out), "--rooms", "box1/*",
+                                  "--rooms", "box2/*", "--iterations", "2", "--block", "16", "--workers", "0",
+                                  "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((out / "config.json").read_text())["rooms"] == ["box1/*", "box2/*"]

@@ -163,12 +163,15 @@ def _suite_device(suite: Path) -> None:
 @click.option("--checkpoint-every", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--val-every", type=click.IntRange(0), default=0, show_default=True,
               help="Validate on --data's val split every N iterations (0 = never); needs --data.")
+@click.option("--rooms", "room_patterns", multiple=True, metavar="PATTERN",
+              help="Train only on the training rooms whose uid matches PATTERN (fnmatch: * ? [...], e.g. "
+                   "'synth-1-*'); repeatable. Default: every training room.")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Resume from <out>/checkpoints/last.pt when present.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train")
 def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, seed, workers, device,
-                  no_skip, init, checkpoint_every, val_every, resume, force) -> None:
+                  no_skip, init, checkpoint_every, val_every, room_patterns, resume, force) -> None:
     """Train a model on blocks (resumable): random crops of the training rooms, or the official block release."""
     from panorooms3d.bench.train import CHECKPOINT, TrainConfig, train
 
@@ -187,6 +190,7 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
                       iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule, seed=seed,
                       workers=workers, device=device, init=str(init) if init else None,
                       checkpoint_every=checkpoint_every, val_every=val_every,
+                      rooms=list(room_patterns) if room_patterns else None,
                       model_overrides={"skip": False} if no_skip else {})
     with _user_errors():
         res = train(cfg)

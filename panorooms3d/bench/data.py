@@ -17,6 +17,7 @@ the files in a fresh shuffle each epoch, no augmentation, as the official ``trai
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,6 +202,24 @@ def labelled_subset(rooms: list[str], fraction: float, seed: int = 0) -> list[st
     keep = max(1, int(round(fraction * len(ordered))))
     perm = np.random.default_rng([seed, 7]).permutation(len(ordered))
     return [ordered[i] for i in sorted(perm[:keep])]
+
+
+def select_rooms(rooms: list[str], patterns: list[str], where: str = "") -> list[str]:
+    """The rooms whose uid matches one of ``patterns`` (``fnmatch``: ``*``, ``?``, ``[...]``), in their order.
+
+    Raises ValueError when ``patterns`` is not a list of strings, when one of them matches no room
+    (a misspelt pattern would otherwise silently drop rooms); ``where`` (e.g. "the 'train' split of
+    out/data") names the rooms in the message.
+    """
+    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
+        raise ValueError(f"rooms must be a list of uid patterns such as ['synth-1-*'], got {patterns!r}")
+    of = f" of {where}" if where else ""
+    if not patterns:
+        raise ValueError(f"rooms = [] selects none of the {len(rooms)} rooms{of}; leave rooms unset to keep them all")
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(r, p) for r in rooms)]
+    if unmatched:
+        raise ValueError(f"rooms pattern(s) {unmatched} match none of the {len(rooms)} rooms{of} (e.g. {rooms[:2]})")
+    return [r for r in rooms if any(fnmatch.fnmatchcase(r, p) for p in patterns)]
 
 
 class BlockDataset(TorchDataset):

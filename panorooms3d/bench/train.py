@@ -43,7 +43,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from panorooms3d.bench.data import BlockConfig, BlockDataset, OfficialBlockStream, block_size, labelled_subset
+from panorooms3d.bench.data import (
+    BlockConfig,
+    BlockDataset,
+    OfficialBlockStream,
+    block_size,
+    labelled_subset,
+    select_rooms,
+)
 from panorooms3d.run.atomic import atomic_path, write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
@@ -77,6 +84,10 @@ class TrainConfig:
             frequency of each class over the training rooms' voxels (normalised to mean 1 over
             the classes present; absent classes weigh 1).
         labelled_fraction: share of the training rooms whose labels are used (1 = all).
+        rooms: optional uid patterns (``fnmatch``, e.g. ``["synth-1-*"]``): train only on the ``split``
+            rooms whose uid matches one of them (:func:`panorooms3d.bench.data.select_rooms`); ``None``
+            = every room of the split. Compares training sets within one dataset, whose val and test
+            rooms stay the same (``benchmark/cpu-track-more-rooms.toml``).
         val_every: iterations between validations on ``val_split`` (0 = none); the curve goes
             to ``train_log.jsonl`` (``val_mIoU``, ``val_mIoU_void_excluded``).
         val_split: the split validated on.
@@ -112,6 +123,7 @@ class TrainConfig:
     sampling: str = "uniform"
     class_weights: str = "none"
     labelled_fraction: float = 1.0
+    rooms: list[str] | None = None
     val_every: int = 0
     val_split: str = "val"
     threads: int = 0
@@ -261,6 +273,8 @@ def _crop_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
     rooms = Dataset(Path(config.data)).split(config.split)
     if not rooms:
         raise ValueError(f"{config.data}: the {config.split!r} split has no rooms")
+    if config.rooms is not None:
+        rooms = select_rooms(rooms, config.rooms, where=f"the {config.split!r} split of {config.data}")
     rooms = labelled_subset(rooms, config.labelled_fraction)
     if not rooms:
         raise ValueError(f"labelled_fraction {config.labelled_fraction} leaves no labelled room to train on")
@@ -273,7 +287,8 @@ def _crop_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
 
 #: Settings of random crops that official blocks (pre-cut, labels already paper30) cannot honour,
 #: with the value they must keep.
-_OFFICIAL_FIXED = {"sampling": "uniform", "labelled_fraction": 1.0, "class_weights": "none", "class_set": "paper30"}
+_OFFICIAL_FIXED = {"sampling": "uniform", "labelled_fraction": 1.0, "rooms": None, "class_weights": "none",
+                   "class_set": "paper30"}
 
 
 def _official_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
