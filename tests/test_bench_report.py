@@ -178,15 +178,20 @@ def test_training_curves_name_each_training_by_its_model_settings(tmp_path: Path
 
     runs = {"a": ({}, 0, [(100, 10.0), (400, 20.0), (500, 20.5)]),
             "b": ({"stem": "conv"}, 0, [(100, 12.0), (500, 30.0)]),
-            "c": ({"skip": False, "patch_size": 2}, 1, [(100, 5.0)])}
+            "c": ({"skip": False, "patch_size": 2}, 1, [(100, 5.0)]),
+            "d": ({}, 0, [(100, 8.0)])}
     for folder, (overrides, seed, points) in runs.items():
         d = tmp_path / "pretrain" / folder
         d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "model_overrides": overrides, "seed": seed}))
+        cfg = {"model": "3dseg-t", "model_overrides": overrides, "seed": seed}
+        if folder == "d":
+            cfg["rooms"] = ["synth-1-*", "box?/*"]
+        (d / "config.json").write_text(json.dumps(cfg))
         lines = [{"iteration": i, "loss": 1.0} for i in (1, 2)] + [{"iteration": i, "val_mIoU": v} for i, v in points]
         (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     curves = {c["name"]: c for c in training_curves(tmp_path)}
-    assert list(curves) == ["3dseg-t seed0", "3dseg-t (stem=conv) seed0", "3dseg-t-noskip (patch_size=2) seed1"]
+    assert list(curves) == ["3dseg-t seed0", "3dseg-t (stem=conv) seed0", "3dseg-t-noskip (patch_size=2) seed1",
+                            "3dseg-t (rooms synth-1-*, box?/*) seed0"]
     # gain of the last 20%: the final value minus the last one at or before 80% of the final iteration
     assert curves["3dseg-t seed0"]["gain_last_20"] == pytest.approx(0.5)
     assert curves["3dseg-t (stem=conv) seed0"]["gain_last_20"] == pytest.approx(18.0)

@@ -445,6 +445,8 @@ def training_curves(out: Path) -> list[dict]:
             name += " (" + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) + ")"
         if cfg.get("labelled_fraction", 1.0) < 1.0:
             name += f" (labelled {cfg['labelled_fraction']:g})"
+        if cfg.get("rooms"):  # a training on some of the split's rooms (TrainConfig.rooms)
+            name += f" (rooms {', '.join(cfg['rooms'])})"
         return f"{name} seed{cfg.get('seed', 0)}"
 
     logs = [("block training", pretrain_name(p.parent), p) for p in sorted(out.glob("pretrain/*/train_log.jsonl"))]
