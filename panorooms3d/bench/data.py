@@ -207,9 +207,9 @@ def labelled_subset(rooms: list[str], fraction: float, seed: int = 0) -> list[st
 def select_rooms(rooms: list[str], patterns: list[str], where: str = "") -> list[str]:
     """The rooms whose uid matches one of ``patterns`` (``fnmatch``: ``*``, ``?``, ``[...]``), in their order.
 
-    Raises ValueError when ``patterns`` is not a list of strings, when one of them matches no room
-    (a misspelt pattern would otherwise silently drop rooms); ``where`` (e.g. "the 'train' split of
-    out/data") names the rooms in the message.
+    Raises ValueError when ``patterns`` is not a list of strings, when it is empty, or when one of
+    them matches no room (a misspelt pattern would otherwise silently drop rooms); ``where`` (e.g.
+    "the 'train' split of out/data") names the rooms in the message.
     """
     if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
         raise ValueError(f"rooms must be a list of uid patterns such as ['synth-1-*'], got {patterns!r}")

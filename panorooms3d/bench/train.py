@@ -87,7 +87,8 @@ class TrainConfig:
         rooms: optional uid patterns (``fnmatch``, e.g. ``["synth-1-*"]``): train only on the ``split``
             rooms whose uid matches one of them (:func:`panorooms3d.bench.data.select_rooms`); ``None``
             = every room of the split. Compares training sets within one dataset, whose val and test
-            rooms stay the same (``benchmark/cpu-track-more-rooms.toml``).
+            rooms stay the same (``benchmark/cpu-track-more-rooms.toml``). Block training only: a
+            suite's room-level finetuning and distillation keep their own rooms.
         val_every: iterations between validations on ``val_split`` (0 = none); the curve goes
             to ``train_log.jsonl`` (``val_mIoU``, ``val_mIoU_void_excluded``).
         val_split: the split validated on.
