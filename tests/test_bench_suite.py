@@ -187,6 +187,14 @@ def test_user_mistakes_are_clean_errors(finished: dict, tmp_path: Path) -> None:
     r = runner.invoke(benchmark, ["run", str(finished["suite"]), "--data", str(finished["data"]), "--out",
                                   str(finished["out"]), "--only", "nosuch"])
     assert r.exit_code != 0 and "no run named nosuch" in r.output
+    # a room pattern that selects nothing is refused before the first run trains, naming the run
+    rooms = tmp_path / "rooms.toml"
+    rooms.write_text('[[run]]\nname = "a"\nmodel = "3dseg-t"\n[[run]]\nname = "b"\nmodel = "3dseg-t"\n'
+                     'train = {rooms = ["nosuch-*"]}\n')
+    r = runner.invoke(benchmark, ["run", str(rooms), "--data", str(finished["data"]), "--out", str(tmp_path / "r")])
+    assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+    assert "run 'b'" in r.output and "['nosuch-*'] match none of the" in r.output
+    assert not (tmp_path / "r" / "pretrain").exists(), "nothing trained"
 
 
 def test_shipped_suites_parse(tmp_path: Path) -> None:

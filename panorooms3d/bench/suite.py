@@ -358,7 +358,8 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
             raise SuiteError(f"{suite.path}: no run named {', '.join(unknown)}; runs: {', '.join(names)}")
     selected = [r for r in suite.runs if not only or r.name in only]
     data = Path(data)
-    Dataset(data)  # fails early with a clear error when the dataset is missing
+    dataset = Dataset(data)  # fails early with a clear error when the dataset is missing
+    _check_room_patterns(suite, selected, dataset, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"class_set": "paper30", "seed": 0, "device": "auto", "workers": 0, **suite.settings}
@@ -397,6 +398,21 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
         tqdm.write(f"suite {suite.name}: {len(selected)} run(s) in {time.perf_counter() - t_start:.1f} s; "
                    f"table: {result.table_md}")
     return result
+
+
+def _check_room_patterns(suite: Suite, runs: list[RunSpec], dataset, data: Path) -> None:
+    """Refuse a run whose block-training ``rooms`` patterns select nothing in ``data``, before any training
+    (else the error would come when the suite reaches that run, maybe hours in)."""
+    from panorooms3d.bench.data import select_rooms
+
+    for run in runs:
+        cfg = {**suite.train, **run.train}
+        if cfg.get("rooms") is not None:
+            split = cfg.get("split", "train")
+            try:
+                select_rooms(dataset.split(split), cfg["rooms"], where=f"the {split!r} split of {data}")
+            except ValueError as exc:
+                raise SuiteError(f"{suite.path}: run {run.name!r}: {exc}") from None
 
 
 #: Block-training settings added after runs were recorded: at these values they leave a run's key
