@@ -13,7 +13,10 @@ same settings (``--decoder-lr-mult 1`` as the track's baselines) and ``--overrid
 changes one constructor argument of the model (e.g. ``patch_size=2``: 16 cm patches at 8 cm, the
 paper's patch in metres at its 4 cm voxels; ``drop_path_rate=0``: no stochastic depth). The record also
 scores the final weights on the training rooms (``train``): a model far above its test score
-there overfits, one near it underfits. The run folder (``--work``) resumes when killed.
+there overfits, one near it underfits. The test score comes with its 95% interval over the test
+rooms (one seed: rooms only) and with the rooms' records (``test_rooms``), from which
+``panorooms3d.bench.stats`` pools seeds and pairs runs. The last-20% gain is the suite's
+(``report.curve_summary``). The run folder (``--work``) resumes when killed.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from panorooms3d.bench.evaluate import evaluate
+    from panorooms3d.bench.report import curve_summary
+    from panorooms3d.bench.stats import bootstrap
     from panorooms3d.bench.suite import load_model
     from panorooms3d.bench.train import TrainConfig, train
     from panorooms3d.run.atomic import write_json
@@ -89,17 +94,25 @@ def main() -> None:
     model = load_model(folder / "model.pt")
     result = evaluate(model, args.data, split="test", progress=False)
     on_train = evaluate(model, args.data, split="train", progress=False)
-    last = curve[-1]
-    at_80 = [v for i, v in curve if i <= 0.8 * last[0]][-1]
+    tail = curve_summary(sorted(dict(curve).items()))
     record = {"data": str(args.data), "train_rooms": len(Dataset(args.data).split("train")),
               "model": args.model, "model_overrides": overrides, "iterations": args.iterations, "seed": args.seed,
               "settings": settings, "parameters": sum(p.numel() for p in model.parameters()),
-              "val_curve": curve, "gain_last_20": last[1] - at_80, "test": {k: result[k]["mIoU"] for k in
-                                                                           ("metrics", "void_excluded", "pooled")},
+              "val_curve": curve, "gain_last_20": tail["gain_last_20"],
+              "test": {k: result[k]["mIoU"] for k in ("metrics", "void_excluded", "pooled")},
+              # 95% intervals over the test rooms (one seed), and the rooms' records they come from, which
+              # stats.bootstrap / stats.compare combine with other seeds' and runs'
+              "test_interval": {agg: _interval(bootstrap([result], "mIoU", agg)) for agg in ("paper", "void_excluded")},
+              "test_rooms": result["rooms"],
               "train": {k: on_train[k]["mIoU"] for k in ("metrics", "void_excluded", "pooled")},
               "train_seconds_this_call": seconds}
     write_json(args.out, record)
-    print(json.dumps({k: record[k] for k in ("iterations", "gain_last_20", "test", "train")}, indent=1))
+    print(json.dumps({k: record[k] for k in ("iterations", "gain_last_20", "test", "test_interval", "train")},
+                     indent=1))
+
+
+def _interval(iv) -> dict:
+    return {"mean": iv.mean, "lo": iv.lo, "hi": iv.hi, "rooms": iv.n_rooms}
 
 
 if __name__ == "__main__":

@@ -462,14 +462,24 @@ def training_curves(out: Path) -> list[dict]:
             if rec.get("val_mIoU") is not None:
                 points.append((int(rec["iteration"]), float(rec["val_mIoU"])))
         points = sorted(dict(points).items())
-        if not points:
-            continue
-        last_it, final = points[-1]
-        before = [v for i, v in points if i <= 0.8 * last_it]
-        at_80 = before[-1] if before else None
-        rows.append({"name": name, "kind": kind, "points": points, "iterations": last_it, "final": final,
-                     "at_80": at_80, "gain_last_20": None if at_80 is None else final - at_80})
+        if points:
+            rows.append({"name": name, "kind": kind, **curve_summary(points)})
     return rows
+
+
+def curve_summary(points: list[tuple[int, float]]) -> dict:
+    """What says whether a validation curve has flattened (issue 14: the last 20% of its iterations add
+    < 1 point).
+
+    ``points``: [(iteration, val mIoU)], sorted by iteration, not empty. Returns ``points``,
+    ``iterations`` (the last), ``final`` (its value), ``at_80`` (the last value at or before 80% of
+    the last iteration; None when there is none) and ``gain_last_20`` (final - at_80, or None).
+    """
+    last_it, final = points[-1]
+    before = [v for i, v in points if i <= 0.8 * last_it]
+    at_80 = before[-1] if before else None
+    return {"points": points, "iterations": last_it, "final": final, "at_80": at_80,
+            "gain_last_20": None if at_80 is None else final - at_80}
 
 
 def curves_markdown(rows: list[dict]) -> str:
