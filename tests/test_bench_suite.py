@@ -340,6 +340,15 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     wide, narrow = rooms.runs
     assert pretrain_folder(rooms, wide, {**rooms.settings, "seed": 0}, tmp_path) != \
         pretrain_folder(rooms, narrow, {**rooms.settings, "seed": 0}, tmp_path)  # the room selection is in the key
+    long = load_suite("cpu-track-long")  # 11,200 against 5,600 steps on the 130 rooms
+    assert (long.train, long.teacher, long.distill, long.eval) == (rooms.train, rooms.teacher, rooms.distill, rooms.eval)
+    assert {r.name: (r.model, r.train, r.seeds) for r in long.runs} == {
+        "3dseg-t-11200": ("3dseg-t", {"iterations": 11200}, [0, 1, 2]), "3dseg-t-5600": ("3dseg-t", {}, [0, 1, 2])}
+    assert [(c.better, c.worse) for c in long.claims] == [("3dseg-t-11200", "3dseg-t-5600")]
+    for seed in (0, 1, 2):  # its 5,600-step row is cpu-track-more-rooms's 130-room row: the trainings are shared
+        rs = {**rooms.settings, "seed": seed}
+        assert pretrain_folder(long, long.runs[1], rs, tmp_path) == pretrain_folder(rooms, wide, rs, tmp_path)
+        assert pretrain_folder(long, long.runs[0], rs, tmp_path) != pretrain_folder(rooms, wide, rs, tmp_path)
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
