@@ -340,8 +340,7 @@ def run_command(suite, data, out, only, device, force) -> None:
     SUITE is a suite file or the name of one of the repository's suites (table1, table3, table4,
     cpu, cpu-track, cpu-track-kd, cpu-track-kd-mix, cpu-track-kd-more-rooms, cpu-track-long, cpu-track-more-rooms,
     cpu-track-patch, cpu-track-patch2, cpu-track-stem, cpu-track-teacher3x, demo: benchmark/NAME.toml), found from
-    any working folder.
-    One run at a time per OUT.
+    any working folder. One run at a time per OUT.
     """
     from panorooms3d.bench.suite import find_suite, load_suite, run_suite
     from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder

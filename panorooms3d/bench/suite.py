@@ -359,10 +359,10 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     selected = [r for r in suite.runs if not only or r.name in only]
     data = Path(data)
     dataset = Dataset(data)  # fails early with a clear error when the dataset is missing
-    _check_room_patterns(suite, selected, dataset, data)
+    settings = {"class_set": "paper30", "seed": 0, "device": "auto", "workers": 0, **suite.settings}
+    _check_room_patterns(suite, selected, settings, dataset, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"class_set": "paper30", "seed": 0, "device": "auto", "workers": 0, **suite.settings}
     if device:
         settings["device"] = device
     log = SuiteLog(out / "suite_log.jsonl", progress)
@@ -400,13 +400,13 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     return result
 
 
-def _check_room_patterns(suite: Suite, runs: list[RunSpec], dataset, data: Path) -> None:
+def _check_room_patterns(suite: Suite, runs: list[RunSpec], settings: dict, dataset, data: Path) -> None:
     """Refuse a run whose block-training ``rooms`` patterns select nothing in ``data``, before any training
     (else the error would come when the suite reaches that run, maybe hours in)."""
     from panorooms3d.bench.data import select_rooms
 
     for run in runs:
-        cfg = {**suite.train, **run.train}
+        cfg = _pretrain_settings(suite, run, settings)
         if cfg.get("rooms") is not None:
             split = cfg.get("split", "train")
             try:
