@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from panorooms3d.bench.commands import benchmark
 from panorooms3d.bench.metrics import METRICS
 from panorooms3d.bench.report import COLUMNS, csv_table, markdown_table, table_rows
-from panorooms3d.bench.suite import SuiteError, load_suite, pretrain_folder, run_suite
+from panorooms3d.bench.suite import SuiteError, _pretrain_settings, load_suite, pretrain_folder, run_suite
 
 SUITE = """
 name = "tiny"
@@ -349,6 +349,19 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         rs = {**rooms.settings, "seed": seed}
         assert pretrain_folder(long, long.runs[1], rs, tmp_path) == pretrain_folder(rooms, wide, rs, tmp_path)
         assert pretrain_folder(long, long.runs[0], rs, tmp_path) != pretrain_folder(rooms, wide, rs, tmp_path)
+    wide_b = load_suite("cpu-track-long-b")  # 3DSeg-B against cpu-track-long's 11,200-step 3DSeg-T row
+    assert (wide_b.train, wide_b.teacher, wide_b.distill, wide_b.eval) == (long.train, long.teacher, long.distill,
+                                                                         long.eval)
+    assert {r.name: (r.model, r.train, r.seeds, r.room_level) for r in wide_b.runs} == {
+        "3dseg-b-11200": ("3dseg-b", {"iterations": 11200}, [0, 1, 2], False),
+        "3dseg-t-11200": ("3dseg-t", {"iterations": 11200}, [0, 1, 2], False)}
+    assert [(c.better, c.worse, c.relation) for c in wide_b.claims] == [("3dseg-b-11200", "3dseg-t-11200", ">=")]
+    for seed in (0, 1, 2):  # its 3DSeg-T row is cpu-track-long's: the trainings are shared; 3DSeg-B's differ only
+        rs = {**long.settings, "seed": seed}  # in the model
+        assert pretrain_folder(wide_b, wide_b.runs[1], rs, tmp_path) == pretrain_folder(long, long.runs[0], rs, tmp_path)
+        assert pretrain_folder(wide_b, wide_b.runs[0], rs, tmp_path).name.startswith("3dseg-b-")
+        assert _pretrain_settings(wide_b, wide_b.runs[0], rs) == {**_pretrain_settings(long, long.runs[0], rs),
+                                                                   "model": "3dseg-b"}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
