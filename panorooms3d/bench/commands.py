@@ -338,9 +338,8 @@ def run_command(suite, data, out, only, device, force) -> None:
     """Run an experiment SUITE end to end, resumably, and print its table.
 
     SUITE is a suite file or the name of one of the repository's suites (table1, table3, table4,
-    cpu, cpu-track, cpu-track-kd, cpu-track-kd-mix, cpu-track-kd-more-rooms, cpu-track-long, cpu-track-more-rooms,
-    cpu-track-patch, cpu-track-patch2, cpu-track-stem, cpu-track-teacher3x, demo: benchmark/NAME.toml), found from
-    any working folder. One run at a time per OUT.
+    cpu, demo, cpu-track and its cpu-track-* variants: benchmark/NAME.toml, each described in
+    benchmark/README.md), found from any working folder. One run at a time per OUT.
     """
     from panorooms3d.bench.suite import find_suite, load_suite, run_suite
     from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
