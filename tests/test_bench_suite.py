@@ -362,6 +362,36 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert pretrain_folder(wide_b, wide_b.runs[0], rs, tmp_path).name.startswith("3dseg-b-")
         assert _pretrain_settings(wide_b, wide_b.runs[0], rs) == {**_pretrain_settings(long, long.runs[0], rs),
                                                                    "model": "3dseg-b"}
+    lond = load_suite("cpu-track-long-dist")  # finetune-only and Dist on cpu-track-long-b's 3DSeg-B students
+    assert (lond.train, lond.distill) == (wide_b.train, wide_b.distill)
+    assert lond.teacher == {**t3x.teacher, "panoramas": ["../../cpu-track/panos"]}  # teacher3x's, from out/more/merged
+    assert lond.eval == {**wide_b.eval, "panorama": True}
+    room = {"iterations": 260, "val_every": 65, "checkpoint_every": 65}  # 2 epochs over the 130 rooms
+    assert {r.name: (r.model, r.train, r.seeds, r.finetune_only, r.distill, r.distill_settings) for r in lond.runs} == {
+        f"3dseg-{m}-11200{suffix}": (f"3dseg-{m}", {"iterations": 11200}, [0, 1, 2], suffix == "-finetune",
+                                     suffix == "-dist", room if suffix else {})
+        for m in "tb" for suffix in ("", "-finetune", "-dist")}
+    assert [(c.better, c.worse, c.relation) for c in lond.claims] == [
+        ("3dseg-b-11200-finetune", "3dseg-b-11200", ">"), ("3dseg-b-11200-dist", "3dseg-b-11200-finetune", ">"),
+        ("3dseg-t-11200-finetune", "3dseg-t-11200", ">"), ("3dseg-t-11200-dist", "3dseg-t-11200-finetune", ">"),
+        ("3dseg-b-11200-finetune", "3dseg-t-11200-finetune", ">=")]
+    blocks = {r.model: r for r in wide_b.runs}
+    for seed in (0, 1, 2):  # every row starts from cpu-track-long-b's block training of its model and seed
+        rs = {**long.settings, "seed": seed}
+        for r in lond.runs:
+            assert pretrain_folder(lond, r, rs, tmp_path) == pretrain_folder(wide_b, blocks[r.model], rs, tmp_path)
+    mdist = load_suite("cpu-track-more-dist")  # finetune-only and Dist on cpu-track-more-rooms's 130-room students
+    assert (mdist.train, mdist.distill) == (rooms.train, rooms.distill)
+    assert (mdist.teacher, mdist.eval) == (lond.teacher, lond.eval)  # long-dist's teacher: the same key, reusable
+    assert {r.name: (r.model, r.train, r.seeds, r.finetune_only, r.distill, r.distill_settings) for r in mdist.runs} == {
+        f"3dseg-t-130rooms{suffix}": ("3dseg-t", {}, [0, 1, 2], suffix == "-finetune", suffix == "-dist",
+                                      room if suffix else {}) for suffix in ("", "-finetune", "-dist")}
+    assert [(c.better, c.worse, c.relation) for c in mdist.claims] == [
+        ("3dseg-t-130rooms-finetune", "3dseg-t-130rooms", ">"), ("3dseg-t-130rooms-dist", "3dseg-t-130rooms-finetune", ">")]
+    for seed in (0, 1, 2):  # every row starts from cpu-track-more-rooms's 130-room block training of its seed
+        rs = {**rooms.settings, "seed": seed}
+        for r in mdist.runs:
+            assert pretrain_folder(mdist, r, rs, tmp_path) == pretrain_folder(rooms, wide, rs, tmp_path)
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
