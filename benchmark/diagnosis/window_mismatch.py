@@ -1,0 +1,181 @@
+"""Do block-trained 3D Segmenters lose at evaluation because whole rooms change their attention windows?
+
+    .venv/bin/python benchmark/diagnosis/window_mismatch.py out/more/merged \\
+        --checkpoint blocks=out/cpu-track-more-dist/pretrain/3dseg-t-b436f599/model.pt \\
+        --checkpoint finetune=out/cpu-track-more-dist/runs/3dseg-t-130rooms-finetune/seed0/distill/best.pt \\
+        --out benchmark/results/diagnosis/window-mismatch.json
+
+The 3D Segmenter attends inside windows of 8 tokens, and along an axis whose token grid is no
+longer than the window the window shrinks to the grid and the shift is dropped (Video Swin's
+``get_window_size``, :func:`panorooms3d.nn.segmenter3d.effective_window`). So the attention
+pattern depends on the input's shape: a model trained on 64 x 64 x 32 blocks (4-voxel patches) has
+windows of 8 x 8 x 8 tokens shifted in x and y only in its first stage, and in its second stage
+(8 x 8 x 4 tokens) one unshifted window over the whole block. A whole room padded to multiples of
+32 (evaluation, :func:`panorooms3d.bench.evaluate.forward_room`), 64 voxels high, has its first
+stage shifted in z too and its second stage cut into shifted, masked windows: attention patterns the
+block training never showed. Room-level finetuning trains on exactly those.
+
+For each ``--checkpoint`` this script scores the ``--split`` rooms twice with the benchmark's own
+protocol (:func:`panorooms3d.bench.evaluate.scores`):
+
+- ``whole``: one pass over the room, as the benchmark evaluates;
+- ``tiled``: tiles of the training block's shape (``--tile``, default the checkpoint's ``block``)
+  with ``--overlap`` voxels of context a side, each padded with free space like a training block's
+  crop of a padded room; every voxel takes the logits of the tile whose core holds it.
+
+and records the effective window and shift of every stage for the training block and for each
+room as evaluation pads it. If ``tiled`` scores the block-trained model well above ``whole``, the
+benchmark's whole-room evaluation costs block-trained models for a reason that is not what they
+learned, and part of what room-level finetuning adds is adapting to the evaluation's windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _parse_checkpoint(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--checkpoint takes NAME=CHECKPOINT, got {text!r}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"--checkpoint {name}: no such checkpoint: {path}")
+    return name, Path(path)
+
+
+def tile_starts(size: int, core: int) -> list[int]:
+    """Starts of the cores of length ``core`` that cover 0..size."""
+    return list(range(0, size, core))
+
+
+def predict_tiled(model, x, tile: tuple[int, int, int], overlap: tuple[int, int, int], pad_to: int):
+    """Logits (K, X, Y, Z) of an encoded room x (4, X, Y, Z) from tiles of at most ``tile`` voxels.
+
+    Each tile is a core of ``tile - 2 * overlap`` voxels with ``overlap`` voxels of context a side
+    (less at the room's edges), padded with free space to multiples of ``pad_to`` by
+    :func:`panorooms3d.bench.evaluate.forward_room`; the core's logits are kept."""
+    import torch
+
+    from panorooms3d.bench.evaluate import forward_room
+
+    shape = x.shape[1:]
+    cores = [t - 2 * o for t, o in zip(tile, overlap)]
+    if min(cores) <= 0:
+        raise ValueError(f"tile {tile} must exceed twice the overlap {overlap} on every axis")
+    out = None
+    for i in tile_starts(shape[0], cores[0]):
+        for j in tile_starts(shape[1], cores[1]):
+            for k in tile_starts(shape[2], cores[2]):
+                start = (i, j, k)
+                lo = [max(a - o, 0) for a, o in zip(start, overlap)]
+                hi = [min(a + c + o, s) for a, c, o, s in zip(start, cores, overlap, shape)]
+                piece = x[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+                with torch.no_grad():
+                    pred = forward_room(model, piece[None], pad_to)[0].float()
+                if out is None:
+                    out = torch.empty((pred.shape[0], *shape), dtype=torch.float32)
+                c_hi = [min(a + c, s) for a, c, s in zip(start, cores, shape)]
+                out[:, i:c_hi[0], j:c_hi[1], k:c_hi[2]] = pred[:, i - lo[0]:c_hi[0] - lo[0],
+                                                               j - lo[1]:c_hi[1] - lo[1], k - lo[2]:c_hi[2] - lo[2]]
+    return out
+
+
+def stage_windows(model, padded: tuple[int, int, int]) -> list[dict]:
+    """The effective window and shift (in tokens) of each stage of a 3D Segmenter on an input of
+    ``padded`` voxels (already a multiple of the model's stride)."""
+    from panorooms3d.nn.segmenter3d import effective_window
+
+    window = tuple(model.window)
+    shift = tuple(w // 2 for w in window)
+    rows = []
+    for s in range(len(model.depths)):
+        grid = tuple(n // (model.patch_size * 2**s) for n in padded)
+        w, sh = effective_window(grid, window, shift)
+        rows.append({"stage": s + 1, "tokens": list(grid), "window": list(w), "shift": list(sh)})
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", type=Path, help="the dataset (out/more/merged)")
+    ap.add_argument("--checkpoint", type=_parse_checkpoint, action="append", required=True,
+                    help="NAME=CHECKPOINT (repeatable): a block training's model.pt or a finetuned best.pt")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--tile", type=int, nargs=3, default=None,
+                    help="tile shape in voxels (default: the block of the first checkpoint's block training)")
+    ap.add_argument("--overlap", type=int, nargs=3, default=[16, 16, 8],
+                    help="context voxels a side per axis (default: 16 16 8)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmark/results/diagnosis/window-mismatch.json")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from panorooms3d.bench.data import load_room
+    from panorooms3d.bench.evaluate import PAD_TO, predict_logits, room_record, scores
+    from panorooms3d.bench.metrics import room_metrics, room_weight
+    from panorooms3d.bench.suite import load_model
+    from panorooms3d.run.atomic import write_json
+    from panorooms3d.run.checkpoint import load_checkpoint
+    from panorooms3d.store.dataset import Dataset
+    from panorooms3d.taxonomy import get_class_set
+
+    torch.set_num_threads(args.threads)
+    ds = Dataset(args.data)
+    k = get_class_set("paper30").num_classes
+    uids = ds.split(args.split)
+    tile = args.tile
+    if tile is None:
+        cfg = load_checkpoint(args.checkpoint[0][1], "cpu").get("config", {})
+        block = cfg.get("block")
+        if not block:
+            raise SystemExit(f"{args.checkpoint[0][1]}: its config names no block; pass --tile")
+        tile = [block] * 3 if isinstance(block, int) else list(block)
+    tile, overlap = tuple(int(t) for t in tile), tuple(int(o) for o in args.overlap)
+    rooms = [load_room(ds, uid, "paper30") for uid in uids]
+    record = {"data": str(args.data), "split": args.split, "rooms": uids, "tile": list(tile),
+              "overlap": list(overlap), "checkpoints": {}}
+    for name, path in args.checkpoint:
+        model = load_model(path).eval()
+        if not record.get("windows"):
+            record["windows"] = {"training block": stage_windows(model, tile)}
+            for uid, sample in zip(uids, rooms):
+                padded = tuple(n + (-n) % PAD_TO for n in sample.x.shape[1:])
+                record["windows"][uid] = stage_windows(model, padded)
+        entry = {"checkpoint": str(path)}
+        for mode in ("whole", "tiled"):
+            t0 = time.time()
+            per_room, no_void, weights, records = [], [], [], []
+            for uid, sample in zip(uids, rooms):
+                x = torch.as_tensor(sample.x, dtype=torch.float32)
+                if mode == "whole":
+                    logits = predict_logits(model, x)
+                else:
+                    logits = predict_tiled(model, x, tile, overlap, PAD_TO)
+                pred = logits.argmax(0).numpy()
+                m = room_metrics(pred, sample.y, k)
+                mv = room_metrics(pred, sample.y, k, exclude_void=True)
+                w = room_weight(sample.y.shape, "project")
+                per_room.append(m)
+                no_void.append(mv)
+                weights.append(w)
+                records.append(room_record(uid, m, mv, w))
+            result = scores(per_room, no_void, weights, records, "paper30")
+            entry[mode] = {"mIoU": result["metrics"]["mIoU"], "void_excluded_mIoU": result["void_excluded"]["mIoU"],
+                           "per_class_iou": result["per_class_iou"],
+                           "per_room_mIoU": {r["uid"]: r["mIoU"] for r in records},
+                           "seconds": round(time.time() - t0, 1)}
+            print(f"{name:>12} {mode:>6}: mIoU {entry[mode]['mIoU']:.1f}, void-excluded "
+                  f"{entry[mode]['void_excluded_mIoU']:.1f} ({entry[mode]['seconds']} s)", flush=True)
+        record["checkpoints"][name] = entry
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, record)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
