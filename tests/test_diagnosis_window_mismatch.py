@@ -31,7 +31,8 @@ def test_stage_windows_follow_video_swins_rule(wm):
                                                         "shift": [0, 0, 0]}
 
 
-def test_tiles_keep_the_logits_of_their_own_core(wm):
+def test_tiles_of_three_edges_keep_the_logits_of_their_own_core():
+    """The script's tiles are evaluation's sliding window with a window of 3 edges (max_voxels 0)."""
     from panorooms3d.bench.evaluate import forward_room, predict_logits
     from panorooms3d.nn.segmenter3d import Segmenter3D
 
@@ -39,15 +40,19 @@ def test_tiles_keep_the_logits_of_their_own_core(wm):
     model = Segmenter3D(num_classes=5, in_channels=4, depths=[1, 1], num_heads=[1, 1], embed_dim=12,
                         drop_path_rate=0.0).eval()
     x = torch.randn(4, 20, 13, 9)
+    whole = predict_logits(model, x)
     # one tile as large as the room is the whole-room prediction
-    torch.testing.assert_close(wm.predict_tiled(model, x, (22, 15, 11), (1, 1, 1), 32), predict_logits(model, x))
+    torch.testing.assert_close(predict_logits(model, x, max_voxels=0, window=(22, 15, 11), overlap=(1, 1, 1)), whole)
     # tiles of 12 x 9 x 9 with 2 voxels of context: cores of 8 x 5 x 5 starting at 0, 8, 16 / 0, 5, 10 / 0, 5
-    got = wm.predict_tiled(model, x, (12, 9, 9), (2, 2, 2), 32)
-    assert wm.tile_starts(20, 8) == [0, 8, 16] and wm.tile_starts(9, 5) == [0, 5]
+    got = predict_logits(model, x, max_voxels=0, window=(12, 9, 9), overlap=(2, 2, 2))
     with torch.no_grad():  # the core starting at (8, 5, 5): its tile spans 6..18, 3..12, 3..9 (clipped at 9)
         tile = forward_room(model, x[None, :, 6:18, 3:12, 3:9], 32)[0]
+        last = forward_room(model, x[None, :, 14:20, 8:13, 3:9], 32)[0]  # the core at (16, 10, 5), clipped
     torch.testing.assert_close(got[:, 8:16, 5:10, 5:9], tile[:, 2:10, 2:7, 2:6])
-    assert not torch.allclose(got, predict_logits(model, x))  # less context changes the logits
+    torch.testing.assert_close(got[:, 16:20, 10:13, 5:9], last[:, 2:6, 2:5, 2:6])
+    assert not torch.allclose(got, whole)  # less context changes the logits
+    with pytest.raises(ValueError, match="must exceed twice the overlap"):
+        predict_logits(model, x, max_voxels=0, window=(12, 9, 4), overlap=(2, 2, 2))
 
 
 def test_main_scores_whole_and_tiled_and_writes_the_windows(tmp_path, wm, monkeypatch):

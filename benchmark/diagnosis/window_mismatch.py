@@ -21,7 +21,9 @@ protocol (:func:`panorooms3d.bench.evaluate.scores`):
 - ``whole``: one pass over the room, as the benchmark evaluates;
 - ``tiled``: tiles of the training block's shape (``--tile``, default the checkpoint's ``block``)
   with ``--overlap`` voxels of context a side, each padded with free space like a training block's
-  crop of a padded room; every voxel takes the logits of the tile whose core holds it.
+  crop of a padded room; every voxel takes the logits of the tile whose core holds it (the
+  evaluation's own sliding window, :func:`panorooms3d.bench.evaluate.predict_logits`, with
+  ``max_voxels = 0``).
 
 and records the effective window and shift of every stage for the training block and for each
 room as evaluation pads it. If ``tiled`` scores the block-trained model well above ``whole``, the
@@ -45,43 +47,6 @@ def _parse_checkpoint(text: str) -> tuple[str, Path]:
     if not Path(path).is_file():
         raise argparse.ArgumentTypeError(f"--checkpoint {name}: no such checkpoint: {path}")
     return name, Path(path)
-
-
-def tile_starts(size: int, core: int) -> list[int]:
-    """Starts of the cores of length ``core`` that cover 0..size."""
-    return list(range(0, size, core))
-
-
-def predict_tiled(model, x, tile: tuple[int, int, int], overlap: tuple[int, int, int], pad_to: int):
-    """Logits (K, X, Y, Z) of an encoded room x (4, X, Y, Z) from tiles of at most ``tile`` voxels.
-
-    Each tile is a core of ``tile - 2 * overlap`` voxels with ``overlap`` voxels of context a side
-    (less at the room's edges), padded with free space to multiples of ``pad_to`` by
-    :func:`panorooms3d.bench.evaluate.forward_room`; the core's logits are kept."""
-    import torch
-
-    from panorooms3d.bench.evaluate import forward_room
-
-    shape = x.shape[1:]
-    cores = [t - 2 * o for t, o in zip(tile, overlap)]
-    if min(cores) <= 0:
-        raise ValueError(f"tile {tile} must exceed twice the overlap {overlap} on every axis")
-    out = None
-    for i in tile_starts(shape[0], cores[0]):
-        for j in tile_starts(shape[1], cores[1]):
-            for k in tile_starts(shape[2], cores[2]):
-                start = (i, j, k)
-                lo = [max(a - o, 0) for a, o in zip(start, overlap)]
-                hi = [min(a + c + o, s) for a, c, o, s in zip(start, cores, overlap, shape)]
-                piece = x[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-                with torch.no_grad():
-                    pred = forward_room(model, piece[None], pad_to)[0].float()
-                if out is None:
-                    out = torch.empty((pred.shape[0], *shape), dtype=torch.float32)
-                c_hi = [min(a + c, s) for a, c, s in zip(start, cores, shape)]
-                out[:, i:c_hi[0], j:c_hi[1], k:c_hi[2]] = pred[:, i - lo[0]:c_hi[0] - lo[0],
-                                                               j - lo[1]:c_hi[1] - lo[1], k - lo[2]:c_hi[2] - lo[2]]
-    return out
 
 
 def stage_windows(model, padded: tuple[int, int, int]) -> list[dict]:
@@ -115,18 +80,14 @@ def main(argv=None) -> None:
 
     import torch
 
-    from panorooms3d.bench.data import load_room
-    from panorooms3d.bench.evaluate import PAD_TO, predict_logits, room_record, scores
-    from panorooms3d.bench.metrics import room_metrics, room_weight
+    from panorooms3d.bench.evaluate import PAD_TO, evaluate
     from panorooms3d.bench.suite import load_model
     from panorooms3d.run.atomic import write_json
     from panorooms3d.run.checkpoint import load_checkpoint
     from panorooms3d.store.dataset import Dataset
-    from panorooms3d.taxonomy import get_class_set
 
     torch.set_num_threads(args.threads)
     ds = Dataset(args.data)
-    k = get_class_set("paper30").num_classes
     uids = ds.split(args.split)
     tile = args.tile
     if tile is None:
@@ -136,38 +97,23 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.checkpoint[0][1]}: its config names no block; pass --tile")
         tile = [block] * 3 if isinstance(block, int) else list(block)
     tile, overlap = tuple(int(t) for t in tile), tuple(int(o) for o in args.overlap)
-    rooms = [load_room(ds, uid, "paper30") for uid in uids]
     record = {"data": str(args.data), "split": args.split, "rooms": uids, "tile": list(tile),
               "overlap": list(overlap), "checkpoints": {}}
+    modes = {"whole": {}, "tiled": {"max_voxels": 0, "window": tile, "overlap": overlap}}
     for name, path in args.checkpoint:
         model = load_model(path).eval()
-        if not record.get("windows"):
+        if "windows" not in record:  # the rooms' shapes as evaluation pads them
             record["windows"] = {"training block": stage_windows(model, tile)}
-            for uid, sample in zip(uids, rooms):
-                padded = tuple(n + (-n) % PAD_TO for n in sample.x.shape[1:])
-                record["windows"][uid] = stage_windows(model, padded)
+            for uid in uids:  # voxels (x, y, z) from the manifest
+                shape = ds.room_info(uid).shape
+                record["windows"][uid] = stage_windows(model, tuple(n + (-n) % PAD_TO for n in shape))
         entry = {"checkpoint": str(path)}
-        for mode in ("whole", "tiled"):
+        for mode, how in modes.items():
             t0 = time.time()
-            per_room, no_void, weights, records = [], [], [], []
-            for uid, sample in zip(uids, rooms):
-                x = torch.as_tensor(sample.x, dtype=torch.float32)
-                if mode == "whole":
-                    logits = predict_logits(model, x)
-                else:
-                    logits = predict_tiled(model, x, tile, overlap, PAD_TO)
-                pred = logits.argmax(0).numpy()
-                m = room_metrics(pred, sample.y, k)
-                mv = room_metrics(pred, sample.y, k, exclude_void=True)
-                w = room_weight(sample.y.shape, "project")
-                per_room.append(m)
-                no_void.append(mv)
-                weights.append(w)
-                records.append(room_record(uid, m, mv, w))
-            result = scores(per_room, no_void, weights, records, "paper30")
+            result = evaluate(model, args.data, split=args.split, progress=False, **how)
             entry[mode] = {"mIoU": result["metrics"]["mIoU"], "void_excluded_mIoU": result["void_excluded"]["mIoU"],
                            "per_class_iou": result["per_class_iou"],
-                           "per_room_mIoU": {r["uid"]: r["mIoU"] for r in records},
+                           "per_room_mIoU": {r["uid"]: r["mIoU"] for r in result["rooms"]},
                            "seconds": round(time.time() - t0, 1)}
             print(f"{name:>12} {mode:>6}: mIoU {entry[mode]['mIoU']:.1f}, void-excluded "
                   f"{entry[mode]['void_excluded_mIoU']:.1f} ({entry[mode]['seconds']} s)", flush=True)

@@ -1,7 +1,7 @@
 """Whole-room evaluation: predict every voxel of a room, score with the paper's protocol.
 
 A room is predicted in one pass (as the official code does) when it has at most
-``max_voxels`` voxels; larger rooms go through a sliding window of ``window``^3 tiles with
+``max_voxels`` voxels; larger rooms go through a sliding window of ``window`` tiles (an edge, or x, y, z) with
 ``overlap`` voxels of context on each side, whose centres are stitched (logits are not
 averaged: each voxel takes the prediction of the tile whose centre region contains it).
 Metrics: :mod:`panorooms3d.bench.metrics` — per room, then averaged weighted by the room's
@@ -11,6 +11,7 @@ volume in 128^3 blocks (the paper's protocol); pooled and void-excluded variants
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +50,12 @@ def forward_room(model: torch.nn.Module, x: torch.Tensor, pad_to: int = PAD_TO) 
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_voxels: int = 256 * 256 * 128,
-                   window: int = 128, overlap: int = 16, device: str | torch.device = "cpu",
-                   pad_to: int = PAD_TO) -> torch.Tensor:
+                   window: int | Sequence[int] = 128, overlap: int | Sequence[int] = 16,
+                   device: str | torch.device = "cpu", pad_to: int = PAD_TO) -> torch.Tensor:
     """Logits (K, X, Y, Z) float32 of an encoded room x (4, X, Y, Z).
 
-    One pass when X*Y*Z <= max_voxels, otherwise a sliding window (see the module docstring);
+    One pass when X*Y*Z <= max_voxels, otherwise a sliding window (see the module docstring) of
+    ``window`` voxels with ``overlap`` voxels of context a side (each an int, or 3 ints for x, y, z);
     the room (or tile) is padded with free space to multiples of ``pad_to`` (:func:`forward_room`).
     """
     model.eval()
@@ -61,27 +63,30 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_
     shape = xt.shape[1:]
     if int(np.prod(shape)) <= max_voxels:
         return forward_room(model, xt[None].to(device), pad_to)[0].float().cpu()
-    core = window - 2 * overlap
-    if core <= 0:
-        raise ValueError(f"window {window} must exceed twice the overlap {overlap}")
+    win = [int(window)] * 3 if isinstance(window, int) else [int(w) for w in window]
+    ovl = [int(overlap)] * 3 if isinstance(overlap, int) else [int(o) for o in overlap]
+    core = [w - 2 * o for w, o in zip(win, ovl)]
+    if len(win) != 3 or len(ovl) != 3 or min(core) <= 0:
+        raise ValueError(f"window {window} must exceed twice the overlap {overlap} on every axis")
     out = None
-    for i in range(0, shape[0], core):
-        for j in range(0, shape[1], core):
-            for k in range(0, shape[2], core):
-                lo = [max(a - overlap, 0) for a in (i, j, k)]
-                hi = [min(a + core + overlap, s) for a, s in zip((i, j, k), shape)]
+    for i in range(0, shape[0], core[0]):
+        for j in range(0, shape[1], core[1]):
+            for k in range(0, shape[2], core[2]):
+                lo = [max(a - o, 0) for a, o in zip((i, j, k), ovl)]
+                hi = [min(a + c + o, s) for a, c, o, s in zip((i, j, k), core, ovl, shape)]
                 tile = xt[:, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
                 pred = forward_room(model, tile[None].to(device), pad_to)[0].float().cpu()
                 if out is None:
                     out = torch.empty((pred.shape[0], *shape), dtype=torch.float32)
-                c_hi = [min(a + core, s) for a, s in zip((i, j, k), shape)]
+                c_hi = [min(a + c, s) for a, c, s in zip((i, j, k), core, shape)]
                 out[:, i:c_hi[0], j:c_hi[1], k:c_hi[2]] = pred[:, i - lo[0]:c_hi[0] - lo[0],
                                                                j - lo[1]:c_hi[1] - lo[1], k - lo[2]:c_hi[2] - lo[2]]
     return out
 
 
 def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", rooms: list[str] | None = None,
-             class_set: str = "paper30", max_voxels: int = 256 * 256 * 128, device: str = "cpu",
+             class_set: str = "paper30", max_voxels: int = 256 * 256 * 128,
+             window: int | Sequence[int] = 128, overlap: int | Sequence[int] = 16, device: str = "cpu",
              progress: bool = True, keep_predictions: bool = False, room_weights: str = "project",
              round_per_room: bool = False, input_encoding: str = "project", pad_to: int = PAD_TO) -> dict:
     """Score ``model`` on whole rooms of a dataset.
@@ -92,7 +97,7 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     eval.py does (:func:`panorooms3d.bench.metrics.official_rounded`); ``input_encoding`` names the
     input encoding (:data:`panorooms3d.bench.data.ENCODINGS`); ``pad_to`` the free-space padding
     before the model (:func:`forward_room`; the official eval.py: 1, the room as stored, the network
-    padding with zeros inside).
+    padding with zeros inside). ``max_voxels``, ``window``, ``overlap``: one pass or tiles (:func:`predict_logits`).
 
     Returns a JSON-able dict: ``metrics`` (volume-weighted, the paper's protocol), ``pooled``,
     ``void_excluded`` (volume-weighted, class 0 left out), ``per_class_iou`` (pooled, by class
@@ -111,7 +116,8 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     model.to(device)
     for uid in tqdm(uids, desc="evaluate", unit="room", disable=not progress, dynamic_ncols=True):
         sample = load_room(ds, uid, class_set, encoding=input_encoding)
-        pred = predict_logits(model, sample.x, max_voxels=max_voxels, device=device, pad_to=pad_to).argmax(0).numpy()
+        pred = predict_logits(model, sample.x, max_voxels=max_voxels, window=window, overlap=overlap, device=device,
+                              pad_to=pad_to).argmax(0).numpy()
         m = room_metrics(pred, sample.y, cs.num_classes)
         mv = room_metrics(pred, sample.y, cs.num_classes, exclude_void=True)
         if round_per_room:  # the official eval.py's per-room numbers
