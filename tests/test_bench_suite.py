@@ -398,17 +398,20 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert {r.name: (r.train, r.seeds, r.finetune_only, r.distill, r.distill_settings) for r in cube.runs} == {
         f"3dseg-t-130rooms{shape}{suffix}": (cubed if shape else {}, [0, 1, 2], bool(suffix), False,
                                              room if suffix else {})
-        for shape in ("", "-cube") for suffix in ("", "-finetune")}
+        for shape in ("", "-cube") for suffix in ("", "-finetune")} | {
+        "3dseg-t-130rooms-cube-dist": (cubed, [0, 1, 2], False, True, room)}
+    assert cube.teacher == mdist.teacher  # more-dist's teacher: the same key, reusable
     assert 64 ** 3 * 1 == 64 * 64 * 32 * mdist.train["batch_size"]  # the same voxels a step
     assert [(c.better, c.worse, c.relation) for c in cube.claims] == [
         ("3dseg-t-130rooms-cube", "3dseg-t-130rooms", ">"),
         ("3dseg-t-130rooms-cube-finetune", "3dseg-t-130rooms-cube", ">"),
-        ("3dseg-t-130rooms-cube-finetune", "3dseg-t-130rooms-finetune", ">")]
+        ("3dseg-t-130rooms-cube-finetune", "3dseg-t-130rooms-finetune", ">"),
+        ("3dseg-t-130rooms-cube-dist", "3dseg-t-130rooms-cube-finetune", ">")]
     for seed in (0, 1, 2):  # its 64 x 64 x 32 rows are more-dist's (copied, not retrained); the 64^3 ones differ
         rs = {**rooms.settings, "seed": seed}
-        flat, flat_ft, cube_blocks, cube_ft = (pretrain_folder(cube, r, rs, tmp_path) for r in cube.runs)
+        flat, flat_ft, cube_blocks, cube_ft, cube_dist = (pretrain_folder(cube, r, rs, tmp_path) for r in cube.runs)
         assert flat == flat_ft == pretrain_folder(mdist, mdist.runs[0], rs, tmp_path)
-        assert cube_blocks == cube_ft != flat
+        assert cube_blocks == cube_ft == cube_dist != flat
         assert _pretrain_settings(cube, cube.runs[2], rs) == {**_pretrain_settings(mdist, mdist.runs[0], rs), **cubed}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
