@@ -192,6 +192,15 @@ def test_training_curves_name_each_training_by_its_model_settings(tmp_path: Path
     curves = {c["name"]: c for c in training_curves(tmp_path)}
     assert list(curves) == ["3dseg-t seed0", "3dseg-t (stem=conv) seed0", "3dseg-t-noskip (patch_size=2) seed1",
                             "3dseg-t (rooms synth-1-*, box?/*) seed0"]
+    # two trainings that share a name (the same model and seed) are told apart by the settings they differ in
+    for folder, block, batch in (("e", [64, 64, 32], 2), ("f", [64, 64, 64], 1)):
+        d = tmp_path / "more" / "pretrain" / folder
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "seed": 0, "out": str(d), "block": block,
+                                                   "batch_size": batch, "iterations": 5600}))
+        (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
+    assert [c["name"] for c in training_curves(tmp_path / "more")] == [
+        "3dseg-t seed0 (batch_size=2, block=[64, 64, 32])", "3dseg-t seed0 (batch_size=1, block=[64, 64, 64])"]
     # gain of the last 20%: the final value minus the last one at or before 80% of the final iteration
     assert curves["3dseg-t seed0"]["gain_last_20"] == pytest.approx(0.5)
     assert curves["3dseg-t (stem=conv) seed0"]["gain_last_20"] == pytest.approx(18.0)
