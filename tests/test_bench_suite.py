@@ -413,6 +413,18 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert flat == flat_ft == pretrain_folder(mdist, mdist.runs[0], rs, tmp_path)
         assert cube_blocks == cube_ft == cube_dist != flat
         assert _pretrain_settings(cube, cube.runs[2], rs) == {**_pretrain_settings(mdist, mdist.runs[0], rs), **cubed}
+    clong = load_suite("cpu-track-cube-long")  # 64^3 blocks at 11,200 steps against cpu-track-cube's 5,600
+    assert (clong.train, clong.distill, clong.eval) == (cube.train, cube.distill, cube.eval)
+    assert [(c.better, c.worse) for c in clong.claims] == [
+        ("3dseg-t-130rooms-cube-11200", "3dseg-t-130rooms-cube"),
+        ("3dseg-t-130rooms-cube-11200-finetune", "3dseg-t-130rooms-cube-finetune")]
+    for seed in (0, 1, 2):  # its 5,600-step rows are cpu-track-cube's 64^3 ones (copied); the 11,200 ones differ
+        rs = {**rooms.settings, "seed": seed}
+        long_blocks, long_ft, short_blocks, short_ft = (pretrain_folder(clong, r, rs, tmp_path) for r in clong.runs)
+        assert short_blocks == short_ft == pretrain_folder(cube, cube.runs[2], rs, tmp_path)
+        assert long_blocks == long_ft != short_blocks
+        assert _pretrain_settings(clong, clong.runs[0], rs) == {**_pretrain_settings(cube, cube.runs[2], rs),
+                                                               "iterations": 11200}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
