@@ -425,6 +425,20 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert long_blocks == long_ft != short_blocks
         assert _pretrain_settings(clong, clong.runs[0], rs) == {**_pretrain_settings(cube, cube.runs[2], rs),
                                                                "iterations": 11200}
+    own = load_suite("cpu-track-cube-own")  # 64^3 blocks in the track's recipe against the track's blocks
+    assert (own.train, own.teacher, own.distill, own.eval) == (track.train, track.teacher, track.distill, track.eval)
+    assert {r.name: (r.train, r.seeds, r.finetune_only, r.distill, r.distill_settings) for r in own.runs} == {
+        f"3dseg-t{shape}{suffix}": (cubed if shape else {}, [0, 1, 2], bool(suffix), False, {})
+        for shape in ("", "-cube") for suffix in ("", "-finetune")}
+    assert [(c.better, c.worse) for c in own.claims] == [
+        ("3dseg-t-cube", "3dseg-t"), ("3dseg-t-cube-finetune", "3dseg-t-finetune"),
+        ("3dseg-t-cube-finetune", "3dseg-t-cube")]
+    for seed in (0, 1, 2):  # its 64 x 64 x 32 rows are the track's block trainings (same key); the 64^3 ones differ
+        rs = {**own.settings, "seed": seed}
+        flat, flat_ft, cube_blocks, cube_ft = (pretrain_folder(own, r, rs, tmp_path) for r in own.runs)
+        assert flat == flat_ft == pretrain_folder(track, track.runs[0], {**track.settings, "seed": seed}, tmp_path)
+        assert cube_blocks == cube_ft != flat
+        assert _pretrain_settings(own, own.runs[2], rs) == {**_pretrain_settings(track, track.runs[0], rs), **cubed}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
