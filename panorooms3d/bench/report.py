@@ -431,11 +431,9 @@ def training_curves(out: Path) -> list[dict]:
     import json as _json
 
     out = Path(out)
-    def pretrain_name(folder: Path) -> str:
-        cfg_path = folder / "config.json"
-        if not cfg_path.is_file():
+    def pretrain_name(folder: Path, cfg: dict | None) -> str:
+        if cfg is None:
             return folder.name
-        cfg = _json.loads(cfg_path.read_text())
         name = cfg.get("model", folder.name)
         overrides = dict(cfg.get("model_overrides") or {})
         if overrides.get("skip") is False:
@@ -449,20 +447,23 @@ def training_curves(out: Path) -> list[dict]:
             name += f" (rooms {', '.join(cfg['rooms'])})"
         return f"{name} seed{cfg.get('seed', 0)}"
 
-    def differing(folders: list[Path]) -> list[str]:
+    def differing(folders: list[Path], cfgs: list[dict]) -> list[str]:
         """For block trainings that share a name: the settings in which each differs from the others."""
-        cfgs = [_json.loads((f / "config.json").read_text()) if (f / "config.json").is_file() else {} for f in folders]
         keys = sorted({k for c in cfgs for k in c} - {"out", "data", "seed"})
         keys = [k for k in keys if len({_json.dumps(c.get(k), sort_keys=True) for c in cfgs}) > 1]
         labels = [", ".join(f"{k}={c.get(k)}" for k in keys) if keys else f.name for f, c in zip(folders, cfgs)]
         return labels if len(set(labels)) == len(labels) else [f.name for f in folders]
 
     folders = [p.parent for p in sorted(out.glob("pretrain/*/train_log.jsonl"))]
-    names = [pretrain_name(f) for f in folders]
-    for name in set(names):  # e.g. two block shapes of one model and seed: name each by what sets it apart
-        same = [i for i, n in enumerate(names) if n == name]
+    cfgs = [_json.loads((f / "config.json").read_text()) if (f / "config.json").is_file() else None for f in folders]
+    names = [pretrain_name(f, c) for f, c in zip(folders, cfgs)]
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(name, []).append(i)
+    for name, same in groups.items():  # e.g. two block shapes of one model and seed: name each by what sets it apart
         if len(same) > 1:
-            for i, label in zip(same, differing([folders[i] for i in same])):
+            labels = differing([folders[i] for i in same], [cfgs[i] or {} for i in same])
+            for i, label in zip(same, labels):
                 names[i] = f"{name} ({label})"
     logs = [("block training", name, f / "train_log.jsonl") for name, f in zip(names, folders)]
     logs += [("room level", str(p.parent.parent.relative_to(out / "runs")), p)
