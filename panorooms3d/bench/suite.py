@@ -373,6 +373,8 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     jobs = []
     for k in range(max(len(run_seeds(r, settings)) for r in selected)):
         jobs += [(r, run_seeds(r, settings)[k]) for r in selected if k < len(run_seeds(r, settings))]
+    for spec, seed in jobs:  # before any training: a folder of other settings stops the suite at once
+        _check_run_folder(suite, spec, {**settings, "seed": seed}, out, run_folder(out, spec, settings, seed))
     for spec, seed in tqdm(jobs, desc=f"suite {suite.name}", unit="run", disable=not progress, dynamic_ncols=True):
         run_dir = run_folder(out, spec, settings, seed)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -449,6 +451,30 @@ def pretrain_folder(suite: Suite, run: RunSpec, settings: dict, out: Path) -> Pa
     key = _hash({k: v for k, v in cfg.items() if k not in ("checkpoint_every", "log_every", "val_every", "threads")
                  and not (k in _KEY_NEUTRAL and v == _KEY_NEUTRAL[k])})
     return Path(out) / "pretrain" / f"{run.model}{'' if run.skip else '-noskip'}-{key}"
+
+
+def _check_run_folder(suite: Suite, run: RunSpec, settings: dict, out: Path, run_dir: Path) -> None:
+    """Refuse a run folder whose results start from another block training than the suite's settings give now.
+
+    A run's steps are skipped when their outputs exist, so a folder written before the suite's ``[train]``
+    changed (e.g. the CPU track's blocks) would otherwise put the old results in the new table. The block
+    training a run used is in its ``metrics.json`` (blocks only) or ``distill/config.json`` (room-level).
+
+    Raises:
+        SuiteError: the run folder started from another block training; nothing is changed or deleted.
+    """
+    expected = pretrain_folder(suite, run, settings, out).name
+    source = run_dir / "distill" / "config.json" if run.room_level else run_dir / "metrics.json"
+    try:
+        record = json.loads(source.read_text())
+        used = Path(record["student"] if run.room_level else record["run"]["checkpoint"]).parent.name
+    except (OSError, ValueError, KeyError, TypeError):  # nothing yet (or not ours to judge): the steps decide
+        return
+    if used != expected:
+        raise SuiteError(f"{source} starts from the block training {used}, but the suite's settings now train "
+                         f"{expected} (the suite's [train] or the run's settings changed since). Its results would "
+                         f"be reused as they are: move or delete {run_dir} to rerun it with the new settings, or "
+                         f"use another --out.")
 
 
 def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path, log: SuiteLog, progress: bool) -> Path:
