@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -111,6 +112,29 @@ def test_suite_writes_tables_in_the_paper_order(finished: dict) -> None:
     assert {r["status"] for r in log if r["step"] == "evaluate on panorama pixels"} == {"skipped"}, \
         "written by the evaluation step from the same predictions, not predicted again"
     assert "teacher − model (mIoU)" in (out / "table.md").read_text()
+
+
+def test_a_run_folder_from_other_block_settings_is_refused_not_reused(finished: dict, tmp_path: Path) -> None:
+    """A suite whose [train] changed (new block-training keys) must not skip into the old runs' results:
+    it stops before training, names the run folder and both trainings, and changes nothing."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    changed = tmp_path / "tiny.toml"
+    changed.write_text(SUITE.replace("iterations = 2\nbatch_size = 1\nblock = 16", "iterations = 3\nbatch_size = 1\nblock = 16"))
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    result = CliRunner().invoke(benchmark, ["run", str(changed), "--data", str(finished["data"]), "--out", str(out)])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    old = next((finished["out"] / "pretrain").iterdir()).name
+    assert str(out / "runs" / "t" / "metrics.json") in result.output and f"block training {old}" in result.output
+    assert "move or delete" in result.output
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before, "nothing changed"
+    # the distilled run is judged by the student its distillation started from
+    shutil.rmtree(out / "runs" / "t")
+    result = CliRunner().invoke(benchmark, ["run", str(changed), "--data", str(finished["data"]), "--out", str(out),
+                                            "--only", "t-dist"])
+    assert result.exit_code != 0 and str(out / "runs" / "t-dist" / "distill" / "config.json") in result.output
 
 
 def test_rerun_skips_finished_steps_and_cli_prints_the_table(finished: dict) -> None:
@@ -229,23 +253,28 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert s.train["iterations"] == 7 and s.train["lr"] == 0.25  # the base's key, the child's key
     assert s.distill["tau"] == 5.0 and s.runs[0].distill_settings == {"kd_weight": 10.0}
     assert [r.name for r in s.runs] == ["mine"]  # runs are not inherited
-    # the shipped derived suite has the CPU track's settings
+    # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
     track = load_suite("cpu-track")
-    assert (kd.train, kd.teacher, kd.distill, kd.eval) == (track.train, track.teacher, track.distill, track.eval)
+    assert (track.train["block"], track.train["batch_size"]) == ([64, 64, 64], 1)  # every row's blocks
+    assert not any("block" in r.train or "batch_size" in r.train for r in track.runs)
+    flat = {"block": [64, 64, 32], "batch_size": 2}  # the track's blocks until 2026-12: the same voxels a step
+    assert 64 ** 3 * track.train["batch_size"] == 64 * 64 * 32 * flat["batch_size"]
+    old_track = dataclasses.replace(track, train={**track.train, **flat})
+    assert (kd.train, kd.teacher, kd.distill, kd.eval) == (old_track.train, track.teacher, track.distill, track.eval)
     patch = load_suite("cpu-track-patch")
-    assert (patch.train, patch.distill) == (track.train, track.distill)
+    assert (patch.train, patch.distill) == (old_track.train, track.distill)
     assert patch.eval == {**track.eval, "panorama": False}
     assert {r.name: (r.model_overrides, r.train) for r in patch.runs} == {
         "3dseg-t": ({}, {}), "3dseg-t-patch2": ({"patch_size": 2}, {"iterations": 700}),
         "3dseg-t-patch2-finetune": ({"patch_size": 2}, {"iterations": 700})}
     stem = load_suite("cpu-track-stem")
-    assert (stem.train, stem.distill, stem.eval) == (track.train, track.distill, patch.eval)
+    assert (stem.train, stem.distill, stem.eval) == (old_track.train, track.distill, patch.eval)
     assert {r.name: (r.model_overrides, r.train, r.seeds) for r in stem.runs} == {
         "3dseg-t-convstem": ({"stem": "conv"}, {}, [0, 1, 2]), "3dseg-t": ({}, {}, [0, 1, 2])}
     patch2 = load_suite("cpu-track-patch2")  # the track's everything, incl. its teacher and [distill]
     assert (patch2.train, patch2.teacher, patch2.distill, patch2.eval) == (
-        track.train, track.teacher, track.distill, track.eval)
+        old_track.train, track.teacher, track.distill, track.eval)
     assert {r.name: (r.model_overrides, r.train, r.seeds, r.finetune_only, r.distill) for r in patch2.runs} == {
         "3dseg-t": ({}, {}, [0, 1, 2], False, False),
         "3dseg-t-patch2": ({"patch_size": 2}, {}, [0, 1, 2], False, False),
@@ -258,7 +287,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         ("3dseg-t-patch2", "3dseg-t"), ("3dseg-t-patch2-finetune", "3dseg-t-patch2"),
         ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune"), ("3dseg-t-patch2-dist-tau1", "3dseg-t-patch2-finetune")]
     t3x = load_suite("cpu-track-teacher3x")  # patch2's everything but a 3x-longer teacher
-    assert (t3x.train, t3x.distill, t3x.eval) == (track.train, track.distill, track.eval)
+    assert (t3x.train, t3x.distill, t3x.eval) == (old_track.train, track.distill, track.eval)
     assert t3x.teacher == {**track.teacher, "iterations": 3 * track.teacher["iterations"], "checkpoint_every": 300}
     assert {r.name: (r.model_overrides, r.train, r.distill_settings, r.seeds, r.finetune_only, r.distill)
             for r in t3x.runs} == {
@@ -269,8 +298,8 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         "3dseg-t-half-finetune": ({}, {"labelled_fraction": 0.5}, {"labelled_fraction": 0.5}, [0, 1, 2], True, False),
         "3dseg-t-half-dist": ({}, {"labelled_fraction": 0.5}, {"labelled_fraction": 0.5}, [0, 1, 2], False, True)}
     # the block trainings it shares with cpu-track-patch2 (copied from there, not retrained) have the same key
-    # (folder name), seed by seed, and the half-labelled ones cpu-track's
-    for base, names in ((patch2, ("3dseg-t", "3dseg-t-patch2")), (track, ("3dseg-t-half-finetune",))):
+    # (folder name), seed by seed, and the half-labelled ones cpu-track's on its former blocks
+    for base, names in ((patch2, ("3dseg-t", "3dseg-t-patch2")), (old_track, ("3dseg-t-half-finetune",))):
         for name in names:
             mine, theirs = ({r.name: r for r in s.runs}[name] for s in (t3x, base))
             for seed in mine.seeds:
@@ -330,7 +359,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
                 more, theirs["3dseg-t-half-finetune" if "half" in mine.name else "3dseg-t-finetune"],
                 {**more.settings, "seed": seed}, tmp_path)
     rooms = load_suite("cpu-track-more-rooms")  # the track's settings at 4x the steps; 24 against 130 rooms
-    assert rooms.train == {**track.train, "iterations": 4 * track.train["iterations"], "val_every": 400}
+    assert rooms.train == {**old_track.train, "iterations": 4 * track.train["iterations"], "val_every": 400}
     assert (rooms.teacher, rooms.distill) == (track.teacher, track.distill)
     assert rooms.eval == {**track.eval, "panorama": False}
     assert {r.name: (r.model, r.train, r.model_overrides, r.seeds, r.room_level) for r in rooms.runs} == {
@@ -426,18 +455,20 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert _pretrain_settings(clong, clong.runs[0], rs) == {**_pretrain_settings(cube, cube.runs[2], rs),
                                                                "iterations": 11200}
     own = load_suite("cpu-track-cube-own")  # 64^3 blocks in the track's recipe against the track's blocks
-    assert (own.train, own.teacher, own.distill, own.eval) == (track.train, track.teacher, track.distill, track.eval)
+    assert (own.train, own.teacher, own.distill, own.eval) == (old_track.train, track.teacher, track.distill,
+                                                               track.eval)
     assert {r.name: (r.train, r.seeds, r.finetune_only, r.distill, r.distill_settings) for r in own.runs} == {
         f"3dseg-t{shape}{suffix}": (cubed if shape else {}, [0, 1, 2], bool(suffix), False, {})
         for shape in ("", "-cube") for suffix in ("", "-finetune")}
     assert [(c.better, c.worse) for c in own.claims] == [
         ("3dseg-t-cube", "3dseg-t"), ("3dseg-t-cube-finetune", "3dseg-t-finetune"),
         ("3dseg-t-cube-finetune", "3dseg-t-cube")]
-    for seed in (0, 1, 2):  # its 64 x 64 x 32 rows are the track's block trainings (same key); the 64^3 ones differ
-        rs = {**own.settings, "seed": seed}
-        flat, flat_ft, cube_blocks, cube_ft = (pretrain_folder(own, r, rs, tmp_path) for r in own.runs)
-        assert flat == flat_ft == pretrain_folder(track, track.runs[0], {**track.settings, "seed": seed}, tmp_path)
-        assert cube_blocks == cube_ft != flat
+    for seed in (0, 1, 2):  # its 64 x 64 x 32 rows are the former track's block trainings (same key); its 64^3
+        rs = {**own.settings, "seed": seed}  # ones are the track's now (copied into a track run, not retrained)
+        ts = {**track.settings, "seed": seed}
+        flat_blocks, flat_ft, cube_blocks, cube_ft = (pretrain_folder(own, r, rs, tmp_path) for r in own.runs)
+        assert flat_blocks == flat_ft == pretrain_folder(old_track, track.runs[0], ts, tmp_path)
+        assert cube_blocks == cube_ft == pretrain_folder(track, track.runs[0], ts, tmp_path) != flat_blocks
         assert _pretrain_settings(own, own.runs[2], rs) == {**_pretrain_settings(track, track.runs[0], rs), **cubed}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
