@@ -444,14 +444,21 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert _pretrain_settings(cube, cube.runs[2], rs) == {**_pretrain_settings(mdist, mdist.runs[0], rs), **cubed}
     clong = load_suite("cpu-track-cube-long")  # 64^3 blocks at 11,200 steps against cpu-track-cube's 5,600
     assert (clong.train, clong.distill, clong.eval) == (cube.train, cube.distill, cube.eval)
+    assert clong.teacher == cube.teacher  # cpu-track-cube's teacher: reusable
     assert [(c.better, c.worse) for c in clong.claims] == [
         ("3dseg-t-130rooms-cube-11200", "3dseg-t-130rooms-cube"),
-        ("3dseg-t-130rooms-cube-11200-finetune", "3dseg-t-130rooms-cube-finetune")]
+        ("3dseg-t-130rooms-cube-11200-finetune", "3dseg-t-130rooms-cube-finetune"),
+        ("3dseg-t-130rooms-cube-11200-dist", "3dseg-t-130rooms-cube-11200-finetune"),
+        ("3dseg-t-130rooms-cube-11200-dist-tau1", "3dseg-t-130rooms-cube-11200-finetune")]
+    assert {r.name: (r.distill, r.distill_settings) for r in clong.runs if r.distill} == {
+        "3dseg-t-130rooms-cube-11200-dist": (True, room),
+        "3dseg-t-130rooms-cube-11200-dist-tau1": (True, {**room, "tau": 1.0, "kd_weight": 30.0})}
     for seed in (0, 1, 2):  # its 5,600-step rows are cpu-track-cube's 64^3 ones (copied); the 11,200 ones differ
         rs = {**rooms.settings, "seed": seed}
-        long_blocks, long_ft, short_blocks, short_ft = (pretrain_folder(clong, r, rs, tmp_path) for r in clong.runs)
+        long_blocks, long_ft, long_dist, long_tau1, short_blocks, short_ft = (
+            pretrain_folder(clong, r, rs, tmp_path) for r in clong.runs)
         assert short_blocks == short_ft == pretrain_folder(cube, cube.runs[2], rs, tmp_path)
-        assert long_blocks == long_ft != short_blocks
+        assert long_blocks == long_ft == long_dist == long_tau1 != short_blocks
         assert _pretrain_settings(clong, clong.runs[0], rs) == {**_pretrain_settings(cube, cube.runs[2], rs),
                                                                "iterations": 11200}
     own = load_suite("cpu-track-cube-own")  # 64^3 blocks in the track's recipe against the track's blocks
