@@ -592,3 +592,20 @@ def test_a_suite_distils_on_unlabelled_data_and_caches_its_rooms_once(tmp_path: 
     run_suite(suite, data, out, progress=False)  # resumed: nothing is cached again
     steps = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()]
     assert [r["status"] for r in steps if r["step"] == "cache more"] == ["done", "skipped"]
+
+
+def test_samples_zero_skips_the_sample_plots(tmp_path: Path) -> None:
+    # [eval] samples = 0 asks for no sample plots: the suite must finish (it used to stop with "finished without
+    # writing samples.png") and write every other file.
+    text = SUITE.replace("samples = 1", "samples = 0").replace("panorama = true", "panorama = false")
+    text = text[: text.index("[[run]]\nname = \"t-dist\"")]  # the block-trained run only
+    suite = tmp_path / "nosamples.toml"
+    suite.write_text(text)
+    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
+                                                               "test": ["box2/Room-2"]})
+    torch.set_num_threads(1)
+    run_suite(suite, data, tmp_path / "out", progress=False)
+    run_dir = tmp_path / "out" / "runs" / "t"
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "confusion.png").is_file()
+    assert not list(run_dir.glob("samples*.png"))
+    assert "| 3DSeg-T |" in (tmp_path / "out" / "table.md").read_text()

@@ -12,7 +12,7 @@ A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
     [train]      TrainConfig fields (block training defaults: iterations, batch_size, block, lr, ...)
     [teacher]    TeacherConfig fields (variant, iterations, lr, height, width, init, model_overrides, ...)
     [distill]    DistillConfig fields (iterations, tau, lr, val_every, val_split, projection, ...)
-    [eval]       split, max_voxels, samples (rooms drawn in sample plots), panorama (also score each run
+    [eval]       split, max_voxels, samples (rooms drawn in sample plots, 0 = none), panorama (also score each run
                  on the panorama pixels, the teacher's unit: ``panorama_metrics.json``, and the 3D ground
                  truth seen from the panorama cameras once: ``<out>/panorama_oracle.json``)
 
@@ -702,7 +702,8 @@ def _plots(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: P
             report.plot_sample(sample, np.asarray(pred.argmax(0).numpy()), run_dir / name, settings["class_set"],
                                f"{run.label}: {uid}")
 
-    log.step(run.name, "plot samples", run_dir / "samples.png", samples)
+    if int(suite.eval.get("samples", 1)) > 0:  # samples = 0: no sample plots
+        log.step(run.name, "plot samples", run_dir / "samples.png", samples)
 
 
 def write_tables(suite: Suite | str | Path, out: str | Path) -> SuiteResult:
