@@ -22,6 +22,7 @@ from panorooms3d.nn.segmenter3d import (
     effective_window,
     relative_position_index,
     shifted_window_mask,
+    trilinear_upsample,
     window_partition,
     window_reverse,
 )
@@ -72,6 +73,22 @@ def test_no_skip_variant_drops_the_skip_linear_and_is_upsampled_head():
         ref = F.interpolate(b.head(b.encode(xp)).permute(0, 4, 1, 2, 3), size=(24, 16, 16), mode="trilinear")
     assert y.shape == (1, 30, 20, 16, 12)
     torch.testing.assert_close(y, ref[:, :, :20, :16, :12])
+
+
+@pytest.mark.parametrize("src,size", [((4, 4, 4), (16, 16, 16)), ((5, 3, 7), (20, 12, 14)), ((6, 2, 3), (9, 7, 3)),
+                                       ((8, 6, 4), (5, 3, 4))])
+def test_trilinear_upsample_equals_torch_trilinear(src, size):
+    # The separable matmul form must give F.interpolate's values and input gradients (up-, odd and down-sampling).
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *src, dtype=torch.float64, requires_grad=True)
+    ref = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    got = trilinear_upsample(x, size)
+    assert got.shape == ref.shape and got.is_contiguous()
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(ref)
+    (gx_ref,) = torch.autograd.grad(ref, x, g)
+    (gx,) = torch.autograd.grad(got, x, g)
+    torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
 
 
 def test_forward_backward_odd_size_3dseg_t():
