@@ -62,6 +62,7 @@ from tqdm import tqdm
 from panorooms3d.bench.data import RoomSample, labelled_subset, load_room
 from panorooms3d.bench.train import (
     class_weights,
+    keep_large_allocations_in_heap,
     make_scheduler,
     optimisation_step,
     resolve_device,
@@ -338,6 +339,8 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_large_allocations_in_heap()
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes=get_class_set(config.class_set).num_classes, in_channels=4,
                         **config.model_overrides)

@@ -56,6 +56,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from panorooms3d.bench.train import (
+    keep_large_allocations_in_heap,
     make_scheduler,
     optimisation_step,
     resolve_device,
@@ -422,6 +423,8 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     first = Dataset(Path(folder0)).load_panorama(uid0)
     size = (config.height or first.rgb.shape[0], config.width or first.rgb.shape[1])
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_large_allocations_in_heap()
     if config.val_every > 0 and config.val_split == config.split:
         raise TeacherDataError(f"the teacher validates on the {config.val_split!r} split, which it trains on; "
                                "set val_split to a held-out split (e.g. val)")
