@@ -142,7 +142,7 @@ def trilinear_upsample(x: torch.Tensor, size: Size3) -> torch.Tensor:
     Trilinear interpolation is separable: one (m, n) weight matrix per axis. On the CPU the three matmuls and their
     backward take about a fifth of ``upsample_trilinear3d``'s time for 3DSeg-T's logits (30 x 16^3 -> 64^3: 15 ms
     against 70 ms, forward and backward, 2 cores; ``benchmark/perf/bench_training.py``); results agree to float
-    rounding (max difference 7e-7 there; ``tests/test_segmenter3d.py`` checks against ``F.interpolate``).
+    rounding (max difference 7e-7 there; ``tests/test_nn_segmenter3d.py`` checks values and gradients).
 
     Args:
         x: (B, C, X, Y, Z).
