@@ -193,5 +193,6 @@ def test_large_allocations_stay_in_the_heap_after_the_allocator_is_tuned():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
     assert keep_large_allocations_in_heap() is True
-    faults_of_one_allocation()  # the first one grows the heap
-    assert faults_of_one_allocation() < 1000
+    # The first one or two allocations grow the heap (how many depends on its state); untuned, every one of them
+    # faults its 16,384 pages in again, tuned the later ones fault none.
+    assert min(faults_of_one_allocation() for _ in range(4)) < 1000
