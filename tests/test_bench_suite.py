@@ -62,11 +62,16 @@ paper = {aAcc = 98.82, mIoU = 58.06, mAcc = 73.65, Dice = 65.89, Fscore = 78.22,
 """
 
 
+def three_rooms(folder: Path) -> Path:
+    """A dataset of three box rooms: one train, one val, one test."""
+    return make_dataset(folder, n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
+                                                   "test": ["box2/Room-2"]})
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("suite")
-    data = make_dataset(root / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
-                                                           "test": ["box2/Room-2"]})
+    data = three_rooms(root / "data")
     suite = root / "tiny.toml"
     suite.write_text(SUITE)
     torch.set_num_threads(1)
@@ -533,8 +538,7 @@ def test_the_demo_suite_runs_at_a_reduced_size(tmp_path: Path) -> None:
         assert n >= 1, f"demo.toml has no {key} to reduce"
     suite = tmp_path / "demo.toml"
     suite.write_text(text)
-    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
-                                                               "test": ["box2/Room-2"]})
+    data = three_rooms(tmp_path / "data")
     torch.set_num_threads(1)
     run_suite(suite, data, tmp_path / "out", progress=False)
     table = (tmp_path / "out" / "table.md").read_text()
@@ -569,8 +573,7 @@ def test_a_changed_teacher_section_is_refused_not_silently_reused(tmp_path):
 
 def test_a_suite_distils_on_unlabelled_data_and_caches_its_rooms_once(tmp_path: Path) -> None:
     """``[distill] unlabelled_data``: the teacher's predictions of those rooms are cached, then KD-only visits."""
-    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
-                                                              "test": ["box2/Room-2"]})
+    data = three_rooms(tmp_path / "data")
     make_dataset(tmp_path / "more", n_rooms=2, splits={"train": ["more0/Room-0", "more1/Room-1"], "val": [],
                                                        "test": []}, house="more")
     head, _, _ = SUITE.partition("[[run]]")
@@ -601,8 +604,7 @@ def test_samples_zero_skips_the_sample_plots(tmp_path: Path) -> None:
     text = text[: text.index("[[run]]\nname = \"t-dist\"")]  # the block-trained run only
     suite = tmp_path / "nosamples.toml"
     suite.write_text(text)
-    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": ["box0/Room-0"], "val": ["box1/Room-1"],
-                                                               "test": ["box2/Room-2"]})
+    data = three_rooms(tmp_path / "data")
     torch.set_num_threads(1)
     run_suite(suite, data, tmp_path / "out", progress=False)
     run_dir = tmp_path / "out" / "runs" / "t"

@@ -41,12 +41,12 @@ def child(data: str, model: str, mode: str, iterations: int, out: str) -> dict:
 
     track = S.load_suite(ROOT / "benchmark" / "cpu-track.toml")
     run = next(r for r in track.runs if r.name == model)  # the row of that name: 3dseg-t, sparseconv, unet3d-s
-    settings = {"class_set": "paper30", "seed": 0, "workers": 0, **track.settings}  # run_suite's defaults
+    settings = S.suite_settings(track)
     cfg = S._pretrain_settings(track, run, settings)  # exactly what the suite trains for this row, seed 0
     cfg.update(iterations=iterations, val_every=0, checkpoint_every=10**9, log_every=10)
     if mode == "default":
         T.keep_large_allocations_in_heap = lambda: False  # the trainer calls it through the module
-    config = T.TrainConfig(data=data, out=out, device="cpu", workers=int(settings.get("workers", 0)), **cfg)
+    config = T.TrainConfig(data=data, out=out, device="cpu", workers=settings["workers"], **cfg)
     t0 = time.perf_counter()
     result = T.train(config, progress=False)
     log = [json.loads(line) for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]

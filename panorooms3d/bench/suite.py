@@ -335,6 +335,11 @@ class SuiteResult:
     claims_csv: Path | None = None  # <out>/claims.csv when the suite has claims
 
 
+def suite_settings(suite: Suite) -> dict:
+    """A suite's ``[settings]`` over the runner's defaults (class set paper30, seed 0, device auto, no workers)."""
+    return {"class_set": "paper30", "seed": 0, "device": "auto", "workers": 0, **suite.settings}
+
+
 def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only: list[str] | None = None,
               progress: bool = True, device: str | None = None) -> SuiteResult:
     """Run the runs of a suite (all, or those named in ``only``) end to end, resumably; write the tables.
@@ -359,7 +364,7 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     selected = [r for r in suite.runs if not only or r.name in only]
     data = Path(data)
     dataset = Dataset(data)  # fails early with a clear error when the dataset is missing
-    settings = {"class_set": "paper30", "seed": 0, "device": "auto", "workers": 0, **suite.settings}
+    settings = suite_settings(suite)
     _check_room_patterns(suite, selected, settings, dataset, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

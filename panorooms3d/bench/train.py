@@ -175,18 +175,14 @@ def keep_large_allocations_in_heap() -> bool:
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-        gnu = libc.gnu_get_libc_version if libc is not None else None  # glibc only
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None or gnu is None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.gnu_get_libc_version  # noqa: B018 - present in glibc only
+    except (OSError, AttributeError, TypeError):
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
     one_gib = ctypes.c_int(1 << 30)
-    return bool(mallopt(m_mmap_threshold, one_gib)) and bool(mallopt(m_trim_threshold, one_gib))
+    return bool(libc.mallopt(m_mmap_threshold, one_gib)) and bool(libc.mallopt(m_trim_threshold, one_gib))
 
 
 def build(config: TrainConfig) -> torch.nn.Module:
