@@ -238,3 +238,54 @@ def test_registry_builds_the_baselines_from_their_tomls():
         assert isinstance(model, cls)
         assert get_spec(name).paper_params == paper
         assert abs(n_params(model) / 1e6 - paper) / paper < tol
+
+
+# ---------------------------------------------------------------------------------------------- conv3d on the CPU
+
+
+@pytest.mark.parametrize("cin,cout,size,kernel,stride,padding,bias", [
+    (4, 8, (1, 12, 10, 9), 3, 1, 1, False),    # batch 1, few channels: torch itself would take im2col here
+    (6, 5, (2, 8, 8, 8), 3, 1, 1, True),
+    (5, 7, (1, 10, 8, 6), 2, 2, 0, False),     # SparseConv's stride-2 down convolution
+    (3, 4, (1, 9, 7, 8), (3, 1, 3), (1, 2, 1), (1, 0, 2), True),
+])
+def test_conv3d_equals_torch_conv3d_values_and_gradients(cin, cout, size, kernel, stride, padding, bias):
+    from panorooms3d.nn.layers import conv3d
+
+    g = torch.Generator().manual_seed(0)
+    k = (kernel,) * 3 if isinstance(kernel, int) else kernel
+    x = torch.randn(size[0], cin, *size[1:], generator=g, requires_grad=True)
+    w = torch.randn(cout, cin, *k, generator=g, requires_grad=True)
+    b = torch.randn(cout, generator=g, requires_grad=True) if bias else None
+    ref = torch.nn.functional.conv3d(x, w, b, stride=stride, padding=padding)
+    out = conv3d(x, w, b, stride=stride, padding=padding)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    up = torch.randn(ref.shape, generator=g)
+    grads_ref = torch.autograd.grad((ref * up).sum(), [x, w] + ([b] if bias else []))
+    grads = torch.autograd.grad((out * up).sum(), [x, w] + ([b] if bias else []))
+    for a, r in zip(grads, grads_ref):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
+
+
+def test_conv3d_runs_onednn_on_the_cpu_and_torch_under_autocast():
+    from torch.profiler import ProfilerActivity, profile
+
+    from panorooms3d.nn.layers import Conv3d
+
+    conv = Conv3d(4, 8, kernel_size=3, padding=1, bias=False)
+    x = torch.randn(1, 4, 16, 16, 16)
+
+    def ops(fn) -> set[str]:
+        with profile(activities=[ProfilerActivity.CPU]) as p:
+            fn()
+        return {e.key for e in p.key_averages()}
+
+    # batch 1, 4 channels: torch's own choice for nn.Conv3d would be its im2col kernel
+    assert "aten::slow_conv3d_forward" in ops(lambda: torch.nn.functional.conv3d(x, conv.weight, padding=1))
+    assert "aten::mkldnn_convolution" in ops(lambda: conv(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast F.conv3d, whose inputs autocast casts
+        assert conv(x).dtype == torch.bfloat16
+    assert set(conv.state_dict()) == {"weight"}  # nn.Conv3d's names: checkpoints load as before
+    with pytest.raises(ValueError, match="dilation"):
+        Conv3d(4, 8, kernel_size=3, dilation=2)

@@ -1,4 +1,5 @@
-"""Small building blocks shared by the transformer models (3D Segmenter, VT-UNet, 2D teacher).
+"""Small building blocks shared by the models (3D Segmenter, VT-UNet, 2D teacher; the 3D convolutions of
+SparseConv and the 3D U-Net).
 
 Module and parameter names (``fc1``, ``fc2``) follow timm / the official codes, so checkpoints
 written in those layouts load by name.
@@ -46,6 +47,44 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., C) -> (..., C)."""
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def _three(v) -> list[int]:
+    return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v)] * 3
+
+
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0) -> torch.Tensor:
+    """``F.conv3d`` (no dilation, one group), computed by oneDNN on the CPU whenever it can be.
+
+    torch picks oneDNN (``mkldnn_convolution``) or its own im2col kernel (``slow_conv3d``) for a float32 CPU
+    convolution by a heuristic written for 2D images: with batch 1 it counts channels x the first two spatial
+    sizes, so a 3D convolution with few channels on a 32^3 or 16^3 grid gets the im2col kernel, 1.2-1.7x slower
+    forward and backward on 2 cores (docs/performance.md). Here every float32 CPU convolution outside autocast
+    goes to oneDNN; anything else (CUDA, other dtypes, autocast, no oneDNN) to ``F.conv3d``. Both compute the
+    same convolution (equal to float rounding; values and gradients are tested).
+
+    Args:
+        x: (B, Cin, X, Y, Z). weight: (Cout, Cin, k0, k1, k2). bias: (Cout,) or None.
+        stride, padding: an int or three ints, as ``F.conv3d``.
+    """
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and not torch.is_autocast_enabled("cpu")):
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, _three(padding), _three(stride), [1, 1, 1], 1)
+    return F.conv3d(x, weight, bias, stride=stride, padding=padding)
+
+
+class Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and state-dict names) computed by :func:`conv3d`; no dilation, groups
+    or padding modes other than zeros."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.dilation != (1, 1, 1) or self.groups != 1 or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            raise ValueError("layers.Conv3d supports neither dilation, groups, string padding nor padding modes")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from panorooms3d.nn.layers import Conv3d, conv3d
+
 __all__ = [
     "SparseConvUNet",
     "SubmanifoldConv3d",
@@ -88,7 +90,7 @@ class SubmanifoldConv3d(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x: (B, Cin, X, Y, Z) float; mask: (B, 1, X, Y, Z) float {0, 1} -> (B, Cout, X, Y, Z), zero off-mask."""
-        return F.conv3d(x * mask, self.weight, padding=self.kernel_size // 2) * mask
+        return conv3d(x * mask, self.weight, padding=self.kernel_size // 2) * mask  # oneDNN on the CPU
 
 
 class MaskedBatchNorm3d(nn.Module):
@@ -161,7 +163,7 @@ class _Level(nn.Module):
         if len(planes) > 1:
             b = planes[1]
             self.down_bn = MaskedBatchNorm3d(a)
-            self.down = nn.Conv3d(a, b, kernel_size=2, stride=2, bias=False)
+            self.down = Conv3d(a, b, kernel_size=2, stride=2, bias=False)
             self.inner = _Level(planes[1:], reps)
             self.up_bn = MaskedBatchNorm3d(b)
             self.up = nn.ConvTranspose3d(b, a, kernel_size=2, stride=2, bias=False)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panorooms3d.nn.layers import pad_to_multiple
+from panorooms3d.nn.layers import Conv3d, pad_to_multiple
 
 __all__ = ["DoubleConv3D", "UNet3D", "gcr_conv"]
 
@@ -39,7 +39,7 @@ def gcr_conv(in_channels: int, out_channels: int, num_groups: int = 8) -> nn.Seq
         raise ValueError(f"{in_channels} channels are not divisible into {groups} groups")
     return nn.Sequential(
         nn.GroupNorm(groups, in_channels),
-        nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+        Conv3d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),  # oneDNN on the CPU (layers.conv3d)
         nn.ReLU(inplace=True),
     )
 
