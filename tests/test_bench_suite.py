@@ -611,3 +611,50 @@ def test_samples_zero_skips_the_sample_plots(tmp_path: Path) -> None:
     assert (run_dir / "metrics.json").is_file() and (run_dir / "confusion.png").is_file()
     assert not list(run_dir.glob("samples*.png"))
     assert "| 3DSeg-T |" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_a_suite_with_two_jobs_gives_the_same_results_as_one_after_the_other(finished: dict, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """``jobs = 2``: trainings, the teacher and each run's rest in their own processes, side by side. The sequential
+    suite of ``finished`` ran with one torch thread; two jobs on a 2-core machine get one thread each, so every
+    number must be the same to the bit."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # one thread a job here, whatever the machine has
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE.replace("device = \"cpu\"", "device = \"cpu\"\njobs = 2"))
+    out = tmp_path / "out"
+    res = run_suite(suite, finished["data"], out, progress=False)
+    assert res.markdown == finished["result"].markdown
+    for run in ("t", "t-dist"):
+        got = json.loads((out / "runs" / run / "metrics.json").read_text())
+        want = json.loads((finished["out"] / "runs" / run / "metrics.json").read_text())
+        assert got["per_class_iou"] == want["per_class_iou"] and got["confusion"] == want["confusion"]
+        assert (out / "runs" / run / "samples.png").is_file()
+    log = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()]
+    jobs = [r for r in log if r["step"] == "job" and r["status"] == "done"]
+    # one training (shared by both runs), the teacher, and the rest of each run
+    assert sorted(r["run"] for r in jobs) == sorted([f"train ({pretrain_folder_name(finished)})", "teacher", "t",
+                                                    "t-dist"])
+    assert [r["status"] for r in log if r["step"].startswith("train (")] == ["done", "skipped", "skipped"]
+    # resumed: no training job; the teacher's and each run's job find their files and skip every step
+    before = len(log)
+    run_suite(suite, finished["data"], out, progress=False)
+    again = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()][before:]
+    assert sorted(r["run"] for r in again if r["step"] == "job" and r["status"] == "done") == ["t", "t-dist",
+                                                                                             "teacher"]
+    assert again and all(r["status"] == "skipped" for r in again if r["step"] != "job")
+
+
+def pretrain_folder_name(finished: dict) -> str:
+    return next((finished["out"] / "pretrain").iterdir()).name
+
+
+def test_jobs_must_be_a_whole_number(finished: dict, tmp_path: Path) -> None:
+    suite = tmp_path / "bad.toml"
+    suite.write_text(SUITE.replace("device = \"cpu\"", "device = \"cpu\"\njobs = 0"))
+    with pytest.raises(SuiteError, match="jobs must be a whole number >= 1, got 0"):
+        run_suite(suite, finished["data"], tmp_path / "out", progress=False)
+    r = CliRunner().invoke(benchmark, ["run", str(finished["suite"]), "--data", str(finished["data"]), "--out",
+                                       str(tmp_path / "o2"), "--jobs", "0"])
+    assert r.exit_code == 2 and "--jobs" in r.output

@@ -22,12 +22,13 @@ PAPER_COLUMNS = (("aAcc", "aAcc"), ("mIoU", "mIoU"), ("mAcc", "mAcc"), ("mDice",
 @contextmanager
 def _user_errors():
     """Turn the library's user-facing errors into click errors that name the file and the problem."""
+    from panorooms3d.bench.jobs import JobError
     from panorooms3d.bench.suite import SuiteError
     from panorooms3d.store.dataset import DatasetError
 
     try:
         yield
-    except (SuiteError, DatasetError, FileNotFoundError, KeyError) as exc:
+    except (SuiteError, DatasetError, FileNotFoundError, KeyError, JobError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise click.ClickException(_worker_message(str(msg))) from None
     except ValueError as exc:
@@ -334,12 +335,16 @@ def eval_command(data, checkpoint, model, split, out, device) -> None:
 @click.option("--only", multiple=True, help="Run only this run (repeatable).")
 @click.option("--device", type=DEVICE, default=None, help="Override the suite's device: auto, cpu, cuda or cuda:N.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a suite folder.")
-def run_command(suite, data, out, only, device, force) -> None:
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Steps (trainings, evaluations) run at once, each in its own process with cores / JOBS threads. "
+                   "Default: the suite's [settings] jobs, else 1 (one step after the other, all cores each).")
+def run_command(suite, data, out, only, device, force, jobs) -> None:
     """Run an experiment SUITE end to end, resumably, and print its table.
 
     SUITE is a suite file or the name of one of the repository's suites (table1, table3, table4,
     cpu, demo, cpu-track and its cpu-track-* variants: benchmark/NAME.toml, each described in
-    benchmark/README.md), found from any working folder. One run at a time per OUT.
+    benchmark/README.md), found from any working folder. One command at a time per OUT; inside it
+    --jobs steps at once (small models use two cores better as two one-thread trainings).
     """
     from panorooms3d.bench.suite import find_suite, load_suite, run_suite
     from panorooms3d.run.lock import check_folder_kind, check_output_dir, output_folder
@@ -354,7 +359,7 @@ def run_command(suite, data, out, only, device, force) -> None:
         _suite_device(suite)
     with _user_errors(), output_folder(out, "suite", force=force, command="benchmark run",
                                        on_message=lambda m: click.echo(m, err=True)):
-        res = run_suite(suite, data, out, only=list(only) or None, device=device)
+        res = run_suite(suite, data, out, only=list(only) or None, device=device, jobs=jobs)
     click.echo(res.markdown)
     click.echo(f"tables: {res.table_md}, {res.table_csv}, {res.paper_csv}")
 

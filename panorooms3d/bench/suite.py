@@ -8,7 +8,8 @@ A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
     description = "..."
     reference = "Table 1"                # where the paper's numbers come from
 
-    [settings]   class_set, seed, seeds, device, workers   (shared by every stage)
+    [settings]   class_set, seed, seeds, device, workers   (shared by every stage),
+                 jobs (how many steps run at once, each in its own process with cores / jobs threads; default 1)
     [train]      TrainConfig fields (block training defaults: iterations, batch_size, block, lr, ...)
     [teacher]    TeacherConfig fields (variant, iterations, lr, height, width, init, model_overrides, ...)
     [distill]    DistillConfig fields (iterations, tau, lr, val_every, val_split, projection, ...)
@@ -60,7 +61,7 @@ from panorooms3d.run.atomic import write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
-SETTINGS = {"class_set", "seed", "seeds", "device", "workers"}
+SETTINGS = {"class_set", "seed", "seeds", "device", "workers", "jobs"}
 EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to", "panorama"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
             "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description", "seeds",
@@ -341,7 +342,7 @@ def suite_settings(suite: Suite) -> dict:
 
 
 def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only: list[str] | None = None,
-              progress: bool = True, device: str | None = None) -> SuiteResult:
+              progress: bool = True, device: str | None = None, jobs: int | None = None) -> SuiteResult:
     """Run the runs of a suite (all, or those named in ``only``) end to end, resumably; write the tables.
 
     Args:
@@ -349,9 +350,12 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
         only: run names to run (the table still lists every run, with what has results).
         progress: progress bars and step lines.
         device: overrides ``[settings] device``.
+        jobs: overrides ``[settings] jobs``: how many trainings (and other steps) run at once, each in its own
+            process with cores / jobs threads (:mod:`panorooms3d.bench.jobs`); 1 (the default) runs everything
+            in this process, one step after the other.
 
     Raises:
-        SuiteError: bad suite file or unknown run name in ``only``.
+        SuiteError: bad suite file, unknown run name in ``only``, or jobs < 1.
     """
     from panorooms3d.store.dataset import Dataset
 
@@ -371,33 +375,23 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     if device:
         settings["device"] = device
     log = SuiteLog(out / "suite_log.jsonl", progress)
-    teacher_dir = out / "teacher"
     t_start = time.perf_counter()
     # Seed-major order: every run's first seed before any run's second, so a suite cut short
     # already has a complete table with one seed per row.
-    jobs = []
+    order = []
     for k in range(max(len(run_seeds(r, settings)) for r in selected)):
-        jobs += [(r, run_seeds(r, settings)[k]) for r in selected if k < len(run_seeds(r, settings))]
-    for spec, seed in jobs:  # before any training: a folder of other settings stops the suite at once
+        order += [(r, run_seeds(r, settings)[k]) for r in selected if k < len(run_seeds(r, settings))]
+    for spec, seed in order:  # before any training: a folder of other settings stops the suite at once
         _check_run_folder(suite, spec, {**settings, "seed": seed}, out, run_folder(out, spec, settings, seed))
-    for spec, seed in tqdm(jobs, desc=f"suite {suite.name}", unit="run", disable=not progress, dynamic_ncols=True):
-        run_dir = run_folder(out, spec, settings, seed)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rs = {**settings, "seed": seed}
-        # the log and metrics name a seed's run "name/seed<k>" when the run has several seeds
-        run = spec if run_dir.name == spec.name else dataclasses.replace(spec, name=f"{spec.name}/{run_dir.name}")
-        pre = _pretrain(suite, run, rs, data, out, log, progress)
-        checkpoint = pre
-        if run.room_level:
-            cache = None
-            if run.distill:
-                cache = _teacher(suite, settings, data, teacher_dir, log, progress)
-                _cache_unlabelled(suite, run, settings, data, teacher_dir, log, progress)
-            checkpoint = _room_level(suite, run, rs, data, pre, cache, run_dir, log, progress)
-        _evaluate(suite, run, rs, data, checkpoint, run_dir, log, progress)
-        if suite.eval.get("panorama"):
-            _evaluate_panoramas(suite, run, rs, data, checkpoint, run_dir, log, progress)
-        _plots(suite, run, rs, data, checkpoint, run_dir, log)
+    n_jobs = jobs if jobs is not None else settings.get("jobs", 1)
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs < 1:
+        raise SuiteError(f"{suite.path}: jobs must be a whole number >= 1, got {n_jobs!r}")
+    if n_jobs > 1:
+        _run_parallel(suite, order, settings, data, out, log, progress, n_jobs)
+    else:
+        for spec, seed in tqdm(order, desc=f"suite {suite.name}", unit="run", disable=not progress,
+                               dynamic_ncols=True):
+            _run_one(suite, spec, seed, settings, data, out, log, progress)
     if suite.eval.get("panorama"):
         _panorama_oracle(suite, settings, data, out, log)
     result = write_tables(suite, out)
@@ -405,6 +399,102 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
         tqdm.write(f"suite {suite.name}: {len(selected)} run(s) in {time.perf_counter() - t_start:.1f} s; "
                    f"table: {result.table_md}")
     return result
+
+
+def _run_variant(spec: RunSpec, settings: dict, seed: int, out: Path) -> tuple[RunSpec, Path, dict]:
+    """The run of one seed: its spec (named ``name/seed<k>`` in the log when it has several seeds), folder, settings."""
+    run_dir = run_folder(out, spec, settings, seed)
+    run = spec if run_dir.name == spec.name else dataclasses.replace(spec, name=f"{spec.name}/{run_dir.name}")
+    return run, run_dir, {**settings, "seed": seed}
+
+
+def _run_one(suite: Suite, spec: RunSpec, seed: int, settings: dict, data: Path, out: Path, log: SuiteLog,
+             progress: bool) -> None:
+    """Every step of one run and seed: block training, the teacher, room level, evaluation, plots."""
+    run, run_dir, rs = _run_variant(spec, settings, seed, out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pre = _pretrain(suite, run, rs, data, out, log, progress)
+    checkpoint = pre
+    if run.room_level:
+        cache = None
+        if run.distill:
+            cache = _teacher(suite, settings, data, out / "teacher", log, progress)
+            _cache_unlabelled(suite, run, settings, data, out / "teacher", log, progress)
+        checkpoint = _room_level(suite, run, rs, data, pre, cache, run_dir, log, progress)
+    _evaluate(suite, run, rs, data, checkpoint, run_dir, log, progress)
+    if suite.eval.get("panorama"):
+        _evaluate_panoramas(suite, run, rs, data, checkpoint, run_dir, log, progress)
+    _plots(suite, run, rs, data, checkpoint, run_dir, log)
+
+
+def _job_train(suite: Suite, spec: RunSpec, seed: int, settings: dict, data: Path, out: Path, threads: int) -> None:
+    """A parallel job: one block training, with ``threads`` threads (``threads`` is not part of its folder's key)."""
+    run, _, rs = _run_variant(spec, settings, seed, out)
+    _pretrain(suite, run, rs, data, out, SuiteLog(out / "suite_log.jsonl", False), False, threads=threads)
+
+
+def _job_teacher(suite: Suite, distilling: list[RunSpec], settings: dict, data: Path, out: Path) -> None:
+    """A parallel job: the teacher, its cache and score, and its predictions of every unlabelled room set."""
+    log = SuiteLog(out / "suite_log.jsonl", False)
+    _teacher(suite, settings, data, out / "teacher", log, False)
+    for run in distilling:
+        _cache_unlabelled(suite, run, settings, data, out / "teacher", log, False)
+
+
+def _job_run(suite: Suite, spec: RunSpec, seed: int, settings: dict, data: Path, out: Path) -> None:
+    """A parallel job: the rest of one run and seed once its block training (and teacher) exist."""
+    _run_one(suite, spec, seed, settings, data, out, SuiteLog(out / "suite_log.jsonl", False), False)
+
+
+def _run_parallel(suite: Suite, order: list[tuple[RunSpec, int]], settings: dict, data: Path, out: Path,
+                  log: SuiteLog, progress: bool, n_jobs: int) -> None:
+    """The runs of ``order`` with ``n_jobs`` steps at a time (:func:`panorooms3d.bench.jobs.run_tasks`).
+
+    Jobs: each block training not yet finished (once, however many runs share it), the teacher and its caches
+    (when a run distils), and the rest of each run and seed after its training and teacher. Their
+    priority is the sequential order (seed-major), so a suite cut short has the same rows done first.
+    Each training runs with cores / n_jobs threads, whatever ``[train] threads`` says.
+    """
+    from panorooms3d.bench.jobs import Task, default_threads, run_tasks
+
+    threads = default_threads(n_jobs)
+    tasks: list[Task] = []
+    keys: set[str] = set()
+    distilling = [spec for spec, _ in order if spec.distill]
+    distilling = [r for i, r in enumerate(distilling) if r not in distilling[:i]]
+    for spec, seed in order:
+        run, _, rs = _run_variant(spec, settings, seed, out)
+        folder = pretrain_folder(suite, run, rs, out)
+        after = []
+        if not (folder / "model.pt").exists():
+            key = f"train {folder.name}"
+            if key not in keys:
+                keys.add(key)
+                tasks.append(Task(key, f"train ({folder.name})", _job_train,
+                                  (suite, spec, seed, settings, data, out, threads)))
+            after.append(key)
+        if spec.distill:  # always a job (seconds when finished): it also caches any new unlabelled rooms
+            if "teacher" not in keys:
+                keys.add("teacher")
+                tasks.append(Task("teacher", "teacher", _job_teacher, (suite, distilling, settings, data, out)))
+            after.append("teacher")
+        tasks.append(Task(f"run {run.name}", run.name, _job_run, (suite, spec, seed, settings, data, out),
+                          tuple(after)))
+    if progress:
+        tqdm.write(f"suite {suite.name}: {len(tasks)} job(s), {n_jobs} at a time, {threads} thread(s) each")
+    bar = tqdm(total=len(tasks), desc=f"suite {suite.name}", unit="job", disable=not progress, dynamic_ncols=True)
+
+    def started(task) -> None:
+        log.record(task.label, "job", "started")
+
+    def finished(task, seconds: float) -> None:
+        log.record(task.label, "job", "done", seconds=round(seconds, 3))
+        bar.update(1)
+
+    try:
+        run_tasks(tasks, n_jobs, threads, on_start=started, on_done=finished)
+    finally:
+        bar.close()
 
 
 def _check_room_patterns(suite: Suite, runs: list[RunSpec], settings: dict, dataset, data: Path) -> None:
@@ -482,10 +572,13 @@ def _check_run_folder(suite: Suite, run: RunSpec, settings: dict, out: Path, run
                          f"use another --out.")
 
 
-def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path, log: SuiteLog, progress: bool) -> Path:
+def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path, log: SuiteLog, progress: bool,
+              threads: int | None = None) -> Path:
     from panorooms3d.bench.train import train
 
     cfg = _pretrain_settings(suite, run, settings)
+    if threads is not None:  # a parallel job's share of the cores (not part of the folder's key)
+        cfg["threads"] = threads
     folder = pretrain_folder(suite, run, settings, out)
     config = TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
     marker = folder / "model.pt"
