@@ -79,3 +79,14 @@ def test_bad_task_lists_are_refused() -> None:
         run_tasks([Task("a", "a", die, (0,), after=("b",)), Task("b", "b", die, (0,), after=("a",))], jobs=2)
     with pytest.raises(ValueError, match="unique"):
         run_tasks([Task("a", "a", die, (0,)), Task("a", "a", die, (0,))], jobs=1)
+
+
+def fail_loudly(size: int) -> None:
+    raise ValueError("x" * size)
+
+
+def test_a_large_error_message_does_not_block_its_process(tmp_path: Path) -> None:
+    # the report is read while the process still runs: a message larger than a pipe's buffer must come through
+    with pytest.raises(ValueError) as info:
+        run_tasks([Task("big", "big", fail_loudly, (1_000_000,))], jobs=1, threads=1)
+    assert len(str(info.value)) == 1_000_000

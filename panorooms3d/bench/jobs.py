@@ -74,6 +74,17 @@ def _child(fn: Callable, args: tuple, threads: int, conn) -> None:
     conn.send(None)
 
 
+def _receive(entry) -> tuple | None | bool:
+    """What a task's process sent: None (finished), (exception, traceback), or False (nothing: it died)."""
+    task, _, receive, _ = entry
+    try:
+        return receive.recv() if receive.poll() else False
+    except EOFError:  # the process ended without sending anything
+        return False
+    except Exception as exc:  # an exception that pickles but does not unpickle
+        return (JobError(f"{task.label} failed, and its error could not be passed back: {exc}"), "")
+
+
 def run_tasks(tasks: list[Task], jobs: int, threads: int | None = None,
               on_start: Callable[[Task], None] | None = None,
               on_done: Callable[[Task, float], None] | None = None) -> None:
@@ -101,6 +112,7 @@ def run_tasks(tasks: list[Task], jobs: int, threads: int | None = None,
     waiting = list(tasks)
     done: set[str] = set()
     running: dict = {}  # sentinel -> (task, process, connection, start time)
+    reports: dict = {}  # sentinel -> what its task sent (None: finished; (exception, traceback): failed)
     try:
         while waiting or running:
             ready = [t for t in waiting if all(k in done for k in t.after)]
@@ -116,14 +128,15 @@ def run_tasks(tasks: list[Task], jobs: int, threads: int | None = None,
                     on_start(task)
             if not running:  # waiting tasks whose dependencies can never finish (a cycle)
                 raise JobError(f"tasks wait on each other: {', '.join(t.key for t in waiting)}")
-            for sentinel in wait(list(running)):
-                task, proc, receive, t0 = running.pop(sentinel)
-                try:
-                    report = receive.recv() if receive.poll() else False
-                except EOFError:  # the process ended without sending anything
-                    report = False
-                except Exception as exc:  # an exception that pickles but does not unpickle
-                    report = (JobError(f"{task.label} failed, and its error could not be passed back: {exc}"), "")
+            receivers = {entry[2]: sentinel for sentinel, entry in running.items() if sentinel not in reports}
+            for ready_object in wait(list(running) + list(receivers)):
+                if ready_object in receivers:  # read a report as soon as it comes: a large one must not block
+                    sentinel = receivers[ready_object]
+                    if sentinel in running:  # not if its process's end came first in this same wait
+                        reports[sentinel] = _receive(running[sentinel])
+                    continue
+                task, proc, receive, t0 = running.pop(ready_object)
+                report = reports.pop(ready_object) if ready_object in reports else _receive((task, proc, receive, t0))
                 proc.join()
                 receive.close()
                 if report is None and proc.exitcode == 0:
