@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from panorooms3d.run.atomic import write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {"sparseconv": 60, "3dseg-t": 200, "unet3d-s": 40}  # iterations: about a minute of steps each
 
@@ -97,8 +99,7 @@ def main(argv=None) -> int:
     result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                           "python": platform.python_version()},
               "command": "python benchmark/diagnosis/allocator_ab.py " + str(a.data), "rows": rows, "summary": summary}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(a.out, result)  # atomically, its folder created
     for model, s in summary.items():
         print(f"{model}: {s['default_s_per_step']:.3f} -> {s['tuned_s_per_step']:.3f} s/step ({s['change']:+.0%}), "
               f"same final loss: {s['same_final_loss']}")

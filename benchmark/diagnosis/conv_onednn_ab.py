@@ -17,7 +17,6 @@ Not part of ``make bench`` (about a minute on 2 cores). Results are in docs/perf
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ import panorooms3d.nn.layers as layers
 from panorooms3d.bench.train import keep_large_allocations_in_heap
 from panorooms3d.nn import sparseconv
 from panorooms3d.nn.registry import build_model
+from panorooms3d.run.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,8 +94,7 @@ def main(argv=None) -> int:
                           "python": platform.python_version(), "torch": torch.__version__},
               "threads": a.threads, "command": "python benchmark/diagnosis/conv_onednn_ab.py", "rows": rows,
               "summary": summary}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(a.out, result)  # atomically, its folder created
     for model, s in summary.items():
         print(f"{model}: {s['torch_s_per_step']:.3f} -> {s['onednn_s_per_step']:.3f} s/step ({s['change']:+.0%}), "
               f"loss spread {s['loss_spread']:.1e}")

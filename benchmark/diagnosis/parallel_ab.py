@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from panorooms3d.run.atomic import write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = {"3dseg-t": 150, "sparseconv": 40, "unet3d-s": 25}  # steps: about a minute a training at all cores
 
@@ -119,8 +121,7 @@ def main(argv=None) -> int:
                           "python": platform.python_version()},
               "command": "python benchmark/diagnosis/parallel_ab.py " + str(a.data), "rows": rows,
               "summary": summary}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(a.out, result)  # atomically, its folder created
     for model, s in summary.items():
         print(f"{model}: serial {s['serial_wall_seconds']:.1f} s, side by side {s['parallel_wall_seconds']:.1f} s "
               f"(x{s['speedup']:.2f})")

@@ -74,9 +74,8 @@ def _child(fn: Callable, args: tuple, threads: int, conn) -> None:
     conn.send(None)
 
 
-def _receive(entry) -> tuple | None | bool:
+def _receive(task: Task, receive) -> tuple | None | bool:
     """What a task's process sent: None (finished), (exception, traceback), or False (nothing: it died)."""
-    task, _, receive, _ = entry
     try:
         return receive.recv() if receive.poll() else False
     except EOFError:  # the process ended without sending anything
@@ -133,10 +132,10 @@ def run_tasks(tasks: list[Task], jobs: int, threads: int | None = None,
                 if ready_object in receivers:  # read a report as soon as it comes: a large one must not block
                     sentinel = receivers[ready_object]
                     if sentinel in running:  # not if its process's end came first in this same wait
-                        reports[sentinel] = _receive(running[sentinel])
+                        reports[sentinel] = _receive(running[sentinel][0], ready_object)
                     continue
                 task, proc, receive, t0 = running.pop(ready_object)
-                report = reports.pop(ready_object) if ready_object in reports else _receive((task, proc, receive, t0))
+                report = reports.pop(ready_object) if ready_object in reports else _receive(task, receive)
                 proc.join()
                 receive.close()
                 if report is None and proc.exitcode == 0:
