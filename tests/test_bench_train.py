@@ -196,3 +196,40 @@ def test_large_allocations_stay_in_the_heap_after_the_allocator_is_tuned():
     # The first one or two allocations grow the heap (how many depends on its state); untuned, every one of them
     # faults its 16,384 pages in again, tuned the later ones fault none.
     assert min(faults_of_one_allocation() for _ in range(4)) < 1000
+
+
+def test_cpu_amp_setting_chooses_bf16_autocast() -> None:
+    from panorooms3d.bench.train import bf16_autocast, cpu_has_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert bf16_autocast(cpu, True, "off") is False  # amp is CUDA's switch
+    assert bf16_autocast(cpu, False, "on") is True
+    assert bf16_autocast(cpu, False, "auto") is cpu_has_bf16()
+    assert bf16_autocast(cuda, True, "off") is True and bf16_autocast(cuda, False, "on") is False
+    # cpu_has_bf16 is torch's own CPU feature check of AMX tiles or AVX512-BF16
+    flags = set()
+    if Path("/proc/cpuinfo").is_file():
+        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+                 for f in line.split(":", 1)[1].split()}
+        assert cpu_has_bf16() == bool(flags & {"amx_bf16", "avx512_bf16"}), sorted(flags & {"amx_bf16", "avx512_bf16"})
+    with pytest.raises(ValueError, match="cpu_amp = 'yes'.*off, on, auto"):
+        bf16_autocast(cpu, True, "yes")
+
+
+def test_cpu_amp_on_trains_under_bf16_autocast(dataset: Path, tmp_path: Path) -> None:
+    base = dict(data=str(dataset), model="3dseg-t", iterations=3, batch_size=1, block=16, workers=0,
+                checkpoint_every=10, log_every=1, device="cpu")
+    runs = {name: train(TrainConfig(out=str(tmp_path / name), cpu_amp=amp, **base), progress=False)
+            for name, amp in (("fp32", "off"), ("fp32-again", "off"), ("bf16", "on"))}
+    fp32, again, bf16 = (_state(runs[n].checkpoint) for n in ("fp32", "fp32-again", "bf16"))
+    assert all(torch.equal(fp32[k], again[k]) for k in fp32)
+    # the same blocks and initialisation, other arithmetic: the weights move apart, but not far
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32 if fp32[k].is_floating_point())
+    assert all(torch.allclose(fp32[k], bf16[k], atol=0.05) for k in fp32 if fp32[k].is_floating_point())
+    for name, flag in (("fp32", False), ("bf16", True)):
+        log = [json.loads(line) for line in (tmp_path / name / "train_log.jsonl").read_text().splitlines()]
+        assert [r["bf16"] for r in log] == [flag] * 3
+    # a bad value is refused before the run folder is written
+    with pytest.raises(ValueError, match="cpu_amp = 'bf16'"):
+        train(TrainConfig(out=str(tmp_path / "bad"), cpu_amp="bf16", **base), progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -59,14 +59,16 @@ def accuracy(model, ds: Dataset, uid: str) -> tuple[float, float]:
     return float((pred == sample.y).mean()), float((pred[solid] == sample.y[solid]).mean())
 
 
-def test_3dseg_t_learns_a_room(room_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cpu_amp", ["off", "on"])
+def test_3dseg_t_learns_a_room(room_data: Path, tmp_path: Path, cpu_amp: str) -> None:
+    """In float32, and under bf16 autocast (``cpu_amp = "on"``, which the CPU track's ``auto`` picks on AMX CPUs)."""
     from panorooms3d.bench.suite import load_model
 
     torch.set_num_threads(2)
     run = train(TrainConfig(data=str(room_data), model="3dseg-t", out=str(tmp_path / "t"), iterations=160,
                             batch_size=1, block=32, lr=3e-3, warmup=20, schedule="cosine",
                             class_weights="sqrt-inverse", decoder_lr_mult=10, workers=0, checkpoint_every=1000,
-                            device="cpu"), progress=False)
+                            device="cpu", cpu_amp=cpu_amp), progress=False)
     model = load_model(run.checkpoint.parent.parent / "model.pt")
     ds = Dataset(room_data)
     acc, solid = accuracy(model, ds, "box0/Room-0")

@@ -74,3 +74,22 @@ def _train_and_score(panoramas: Path, tmp_path: Path) -> None:
     acc = scores["pooled"]["aAcc"]
     assert acc >= 85.0, f"teacher pixel accuracy {acc:.1f} % on its training panoramas (majority class {majority:.1f} %)"
     assert acc >= majority + 45, f"teacher {acc:.1f} % is not clearly above the majority class ({majority:.1f} %)"
+
+
+def test_teacher_cpu_amp_trains_under_bf16_autocast(panoramas: Path, tmp_path: Path) -> None:
+    from panorooms3d.bench.teacher import train_teacher
+
+    states, logs = {}, {}
+    for amp in ("off", "on"):
+        result = train_teacher(panoramas, tmp_path / amp, iterations=3, progress=False, cpu_amp=amp,
+                               **{**TEACHER, "log_every": 1})
+        states[amp] = torch.load(result.checkpoint, weights_only=True)["state_dict"]
+        logs[amp] = [line for line in (tmp_path / amp / "train_log.jsonl").read_text().splitlines()]
+    assert all('"bf16": false' in line for line in logs["off"]) and len(logs["off"]) == 3
+    assert all('"bf16": true' in line for line in logs["on"]) and len(logs["on"]) == 3
+    floats = [k for k, v in states["off"].items() if v.is_floating_point()]
+    assert any(not torch.equal(states["off"][k], states["on"][k]) for k in floats)
+    assert all(torch.allclose(states["off"][k], states["on"][k], atol=0.05) for k in floats)
+    with pytest.raises(ValueError, match="cpu_amp = 'maybe'"):
+        train_teacher(panoramas, tmp_path / "bad", iterations=1, progress=False, cpu_amp="maybe", **TEACHER)
+    assert not (tmp_path / "bad").exists()

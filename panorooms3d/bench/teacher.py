@@ -56,6 +56,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from panorooms3d.bench.train import (
+    bf16_autocast,
     keep_large_allocations_in_heap,
     make_scheduler,
     optimisation_step,
@@ -97,6 +98,9 @@ class TeacherConfig:
         checkpoint_every, log_every: iterations between checkpoints / log lines.
         workers: DataLoader workers.
         device: ``auto``, ``cpu`` or ``cuda``.
+        cpu_amp: bf16 autocast on the CPU: ``off``, ``on`` or ``auto`` (where the CPU has AMX or AVX512-BF16), as
+            block training's (:class:`~panorooms3d.bench.train.TrainConfig`); the CUDA path is unchanged (float32).
+            The convolutional teacher's steps were 1.3-1.6x as fast with it on an AMX CPU. Validation stays float32.
         model_overrides: extra Segmenter2D constructor arguments (e.g. ``{"n_layers": 2}`` for tiny demos).
         panoramas: extra panorama-only dataset folders (``panorooms3d panoramas``), relative to ``data``
             or absolute, whose rooms are trained on as well (see the module docstring).
@@ -128,6 +132,7 @@ class TeacherConfig:
     log_every: int = 10
     workers: int = 0
     device: str = "auto"
+    cpu_amp: str = "off"
     model_overrides: dict = field(default_factory=dict)
     panoramas: list[str] = field(default_factory=list)
     panorama_splits: list[str] = field(default_factory=lambda: ["train"])
@@ -418,11 +423,12 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     if len(shapes) > 1 and not (config.height and config.width):
         raise TeacherDataError(f"the teacher's panoramas have different sizes {sorted(shapes)}; set the teacher's "
                                "height and width (e.g. height = 256, width = 512) to train on all of them")
+    device = resolve_device(config.device)
+    use_amp = bf16_autocast(device, False, config.cpu_amp)  # CUDA: float32 as before; a bad cpu_amp fails here
     out.mkdir(parents=True, exist_ok=True)
     folder0, uid0 = rooms[0]
     first = Dataset(Path(folder0)).load_panorama(uid0)
     size = (config.height or first.rgb.shape[0], config.width or first.rgb.shape[1])
-    device = resolve_device(config.device)
     if device.type == "cpu":
         keep_large_allocations_in_heap()
     if config.val_every > 0 and config.val_split == config.split:
@@ -472,14 +478,15 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     for it, (x, y) in enumerate(loader, start=start):
         torch.manual_seed(config.seed * 1_000_003 + it)
         x, y = x.to(device), y.to(device)
-        logits = model(model.normalize(x))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            logits = model(model.normalize(x))
         loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weight), optimizer, scheduler,
                                        on_diverge=lambda it=it: checkpoint(it), where=f"teacher iteration {it + 1}")
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if (it + 1) % config.log_every == 0 or it + 1 == end:
             log.write(json.dumps({"iteration": it + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                                  "seconds": time.perf_counter() - t0}) + "\n")
+                                  "seconds": time.perf_counter() - t0, "bf16": use_amp}) + "\n")
             log.flush()
         if val_rooms and ((it + 1) % config.val_every == 0 or it + 1 == config.iterations):
             validate(it + 1)
