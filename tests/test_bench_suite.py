@@ -265,8 +265,12 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert not any("block" in r.train or "batch_size" in r.train for r in track.runs)
     flat = {"block": [64, 64, 32], "batch_size": 2}  # the track's blocks until 2026-12: the same voxels a step
     assert 64 ** 3 * track.train["batch_size"] == 64 * 64 * 32 * flat["batch_size"]
-    old_track = dataclasses.replace(track, train={**track.train, **flat})
-    assert (kd.train, kd.teacher, kd.distill, kd.eval) == (old_track.train, track.teacher, track.distill, track.eval)
+    # and in float32: they were recorded before the track chose bf16 where the CPU has it
+    assert track.train["cpu_amp"] == track.teacher["cpu_amp"] == "auto"
+    old_track = dataclasses.replace(track, train={**track.train, **flat, "cpu_amp": "off"},
+                                    teacher={**track.teacher, "cpu_amp": "off"})
+    assert (kd.train, kd.teacher, kd.distill, kd.eval) == (old_track.train, old_track.teacher, track.distill,
+                                                          track.eval)
     patch = load_suite("cpu-track-patch")
     assert (patch.train, patch.distill) == (old_track.train, track.distill)
     assert patch.eval == {**track.eval, "panorama": False}
@@ -279,7 +283,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         "3dseg-t-convstem": ({"stem": "conv"}, {}, [0, 1, 2]), "3dseg-t": ({}, {}, [0, 1, 2])}
     patch2 = load_suite("cpu-track-patch2")  # the track's everything, incl. its teacher and [distill]
     assert (patch2.train, patch2.teacher, patch2.distill, patch2.eval) == (
-        old_track.train, track.teacher, track.distill, track.eval)
+        old_track.train, old_track.teacher, track.distill, track.eval)
     assert {r.name: (r.model_overrides, r.train, r.seeds, r.finetune_only, r.distill) for r in patch2.runs} == {
         "3dseg-t": ({}, {}, [0, 1, 2], False, False),
         "3dseg-t-patch2": ({"patch_size": 2}, {}, [0, 1, 2], False, False),
@@ -293,7 +297,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune"), ("3dseg-t-patch2-dist-tau1", "3dseg-t-patch2-finetune")]
     t3x = load_suite("cpu-track-teacher3x")  # patch2's everything but a 3x-longer teacher
     assert (t3x.train, t3x.distill, t3x.eval) == (old_track.train, track.distill, track.eval)
-    assert t3x.teacher == {**track.teacher, "iterations": 3 * track.teacher["iterations"], "checkpoint_every": 300}
+    assert t3x.teacher == {**old_track.teacher, "iterations": 3 * track.teacher["iterations"], "checkpoint_every": 300}
     assert {r.name: (r.model_overrides, r.train, r.distill_settings, r.seeds, r.finetune_only, r.distill)
             for r in t3x.runs} == {
         **{r.name: (r.model_overrides, r.train, r.distill_settings, r.seeds, r.finetune_only, r.distill)
@@ -365,7 +369,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
                 {**more.settings, "seed": seed}, tmp_path)
     rooms = load_suite("cpu-track-more-rooms")  # the track's settings at 4x the steps; 24 against 130 rooms
     assert rooms.train == {**old_track.train, "iterations": 4 * track.train["iterations"], "val_every": 400}
-    assert (rooms.teacher, rooms.distill) == (track.teacher, track.distill)
+    assert (rooms.teacher, rooms.distill) == (old_track.teacher, track.distill)
     assert rooms.eval == {**track.eval, "panorama": False}
     assert {r.name: (r.model, r.train, r.model_overrides, r.seeds, r.room_level) for r in rooms.runs} == {
         "3dseg-t-130rooms": ("3dseg-t", {}, {}, [0, 1, 2], False),
@@ -467,7 +471,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert _pretrain_settings(clong, clong.runs[0], rs) == {**_pretrain_settings(cube, cube.runs[2], rs),
                                                                "iterations": 11200}
     own = load_suite("cpu-track-cube-own")  # 64^3 blocks in the track's recipe against the track's blocks
-    assert (own.train, own.teacher, own.distill, own.eval) == (old_track.train, track.teacher, track.distill,
+    assert (own.train, own.teacher, own.distill, own.eval) == (old_track.train, old_track.teacher, track.distill,
                                                                track.eval)
     assert {r.name: (r.train, r.seeds, r.finetune_only, r.distill, r.distill_settings) for r in own.runs} == {
         f"3dseg-t{shape}{suffix}": (cubed if shape else {}, [0, 1, 2], bool(suffix), False, {})
@@ -475,13 +479,16 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert [(c.better, c.worse) for c in own.claims] == [
         ("3dseg-t-cube", "3dseg-t"), ("3dseg-t-cube-finetune", "3dseg-t-finetune"),
         ("3dseg-t-cube-finetune", "3dseg-t-cube")]
+    fp32_track = dataclasses.replace(track, train={**track.train, "cpu_amp": "off"})  # the track until cpu_amp
     for seed in (0, 1, 2):  # its 64 x 64 x 32 rows are the former track's block trainings (same key); its 64^3
-        rs = {**own.settings, "seed": seed}  # ones are the track's now (copied into a track run, not retrained)
+        rs = {**own.settings, "seed": seed}  # ones the float32 track's (copied into a track run, not retrained)
         ts = {**track.settings, "seed": seed}
         flat_blocks, flat_ft, cube_blocks, cube_ft = (pretrain_folder(own, r, rs, tmp_path) for r in own.runs)
         assert flat_blocks == flat_ft == pretrain_folder(old_track, track.runs[0], ts, tmp_path)
-        assert cube_blocks == cube_ft == pretrain_folder(track, track.runs[0], ts, tmp_path) != flat_blocks
-        assert _pretrain_settings(own, own.runs[2], rs) == {**_pretrain_settings(track, track.runs[0], rs), **cubed}
+        assert cube_blocks == cube_ft == pretrain_folder(fp32_track, track.runs[0], ts, tmp_path) != flat_blocks
+        assert cube_blocks != pretrain_folder(track, track.runs[0], ts, tmp_path)  # bf16 where the CPU has it
+        assert _pretrain_settings(own, own.runs[2], rs) == {**_pretrain_settings(track, track.runs[0], rs), **cubed,
+                                                            "cpu_amp": "off"}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
