@@ -100,7 +100,7 @@ class TeacherConfig:
         device: ``auto``, ``cpu`` or ``cuda``.
         cpu_amp: bf16 autocast on the CPU: ``off``, ``on`` or ``auto`` (where the CPU has AMX or AVX512-BF16), as
             block training's (:class:`~panorooms3d.bench.train.TrainConfig`); the CUDA path is unchanged (float32).
-            The convolutional teacher's steps were 1.3-1.6x as fast with it on an AMX CPU. Validation stays float32.
+            The convolutional teacher's steps were 1.65x as fast with it on an AMX CPU. Validation stays float32.
         model_overrides: extra Segmenter2D constructor arguments (e.g. ``{"n_layers": 2}`` for tiny demos).
         panoramas: extra panorama-only dataset folders (``panorooms3d panoramas``), relative to ``data``
             or absolute, whose rooms are trained on as well (see the module docstring).

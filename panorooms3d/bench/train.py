@@ -106,8 +106,8 @@ class TrainConfig:
         log_every: iterations between log lines.
         amp: bf16 autocast on CUDA.
         cpu_amp: bf16 autocast on the CPU (:data:`CPU_AMP`): ``off`` (float32), ``on``, or ``auto`` (on where the
-            CPU multiplies bf16 in hardware, :func:`cpu_has_bf16`). Where it does (AMX), steps were 1.1x (3DSeg-T),
-            1.9x (SparseConv) and 2.8x (the reduced U-Net) as fast at one thread; where it does not, bf16 is 3-5x
+            CPU multiplies bf16 in hardware, :func:`cpu_has_bf16`). Where it does (AMX), steps were 1.03x (3DSeg-T),
+            1.75x (SparseConv) and 2.45x (the reduced U-Net) as fast at one thread; where it does not, bf16 is 3-5x
             slower (docs/performance.md). Validation and evaluation stay float32.
         device: ``auto``, ``cpu`` or ``cuda``.
         split: the split to train on.
