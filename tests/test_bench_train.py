@@ -19,7 +19,8 @@ from bench_rooms import BED, FLOOR, make_dataset
 
 from panorooms3d.bench.data import BlockConfig, BlockDataset, augment, encode_input, encode_target, padded_shape
 from panorooms3d.bench.evaluate import evaluate, predict_logits
-from panorooms3d.bench.train import TrainConfig, build, train
+from panorooms3d.bench.train import CHECKPOINT, TrainConfig, build, train
+from panorooms3d.run.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +234,37 @@ def test_cpu_amp_on_trains_under_bf16_autocast(dataset: Path, tmp_path: Path) ->
     with pytest.raises(ValueError, match="cpu_amp = 'bf16'"):
         train(TrainConfig(out=str(tmp_path / "bad"), cpu_amp="bf16", **base), progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_resumed_run_keeps_the_precision_it_began_in(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    """cpu_amp = auto is decided by the machine that starts a run: resumed on a CPU of the other kind it goes on
+    in the precision its checkpoint records; an explicit setting that contradicts the checkpoint is refused."""
+    import panorooms3d.bench.train as train_module
+
+    base = dict(data=str(dataset), model="3dseg-t", iterations=4, batch_size=1, block=16, workers=0,
+                checkpoint_every=10, log_every=1, device="cpu")
+    whole = {amp: _state(train(TrainConfig(out=str(tmp_path / f"whole-{amp}"), cpu_amp=amp, **base),
+                               progress=False).checkpoint) for amp in ("off", "on")}
+    for began, other_machine in (("off", True), ("on", False)):
+        out = tmp_path / f"began-{began}"
+        train(TrainConfig(out=str(out), cpu_amp=began, **base), stop_after=2, progress=False)
+        # the other kind of machine: auto would choose the other precision there
+        monkeypatch.setattr(train_module, "cpu_has_bf16", lambda flag=other_machine: flag)
+        assert train_module.bf16_autocast(torch.device("cpu"), False, "auto") is other_machine
+        result = train(TrainConfig(out=str(out), cpu_amp="auto", **base), progress=False)
+        monkeypatch.undo()
+        assert (result.resumed_from, result.iterations) == (2, 4)
+        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        assert [r["bf16"] for r in log] == [began == "on"] * 4
+        # bit for bit the run trained in one go in its first precision
+        state = _state(result.checkpoint)
+        assert all(torch.equal(state[k], whole[began][k]) for k in state)
+        assert torch.load(out / "model.pt", weights_only=True)["bf16"] is (began == "on")
+    # an explicit setting against the checkpoint: refused, naming it, and the run is left as it was
+    out = tmp_path / "explicit"
+    train(TrainConfig(out=str(out), cpu_amp="on", **base), stop_after=2, progress=False)
+    before = (out / CHECKPOINT).read_bytes(), (out / "train_log.jsonl").read_text()
+    with pytest.raises(UserError, match=r"last\.pt: this run began under bf16 autocast and this call asks "
+                                         r"float32 \(cpu_amp = 'off'.*'on'"):
+        train(TrainConfig(out=str(out), cpu_amp="off", **base), progress=False)
+    assert ((out / CHECKPOINT).read_bytes(), (out / "train_log.jsonl").read_text()) == before

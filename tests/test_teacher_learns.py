@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from panorooms3d.run.errors import UserError
+
 pytestmark = pytest.mark.blender
 
 #: The teacher of the guard: ~0.03-0.1 CPU-seconds per iteration at 32 x 64 (one thread), 300 iterations.
@@ -93,3 +95,21 @@ def test_teacher_cpu_amp_trains_under_bf16_autocast(panoramas: Path, tmp_path: P
     with pytest.raises(ValueError, match="cpu_amp = 'maybe'"):
         train_teacher(panoramas, tmp_path / "bad", iterations=1, progress=False, cpu_amp="maybe", **TEACHER)
     assert not (tmp_path / "bad").exists()
+
+
+def test_teacher_resumed_keeps_the_precision_it_began_in(panoramas: Path, tmp_path: Path, monkeypatch) -> None:
+    import panorooms3d.bench.train as train_module
+    from panorooms3d.bench.teacher import train_teacher
+
+    settings = {**TEACHER, "log_every": 1}
+    train_teacher(panoramas, tmp_path / "t", iterations=3, stop_after=1, progress=False, cpu_amp="on", **settings)
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)  # a machine where auto means float32
+    result = train_teacher(panoramas, tmp_path / "t", iterations=3, progress=False, cpu_amp="auto", **settings)
+    monkeypatch.undo()
+    assert (result.resumed_from, result.iterations) == (1, 3)
+    lines = (tmp_path / "t" / "train_log.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all('"bf16": true' in line for line in lines)  # it went on under bf16
+    train_teacher(panoramas, tmp_path / "u", iterations=3, stop_after=1, progress=False, cpu_amp="on", **settings)
+    with pytest.raises(UserError, match="began under bf16 autocast and this call asks float32"):
+        train_teacher(panoramas, tmp_path / "u", iterations=3, progress=False, cpu_amp="off", **settings)
+    assert len((tmp_path / "u" / "train_log.jsonl").read_text().splitlines()) == 1

@@ -62,6 +62,7 @@ from panorooms3d.bench.train import (
     optimisation_step,
     resolve_device,
     resume,
+    resumed_bf16,
     save_checkpoint,
     weights_from_counts,
 )
@@ -445,6 +446,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     scheduler = make_scheduler(optimizer, config)
     ckpt_path = out / CHECKPOINT
     ckpt = resume(ckpt_path, model, optimizer, scheduler)
+    use_amp = resumed_bf16(ckpt, use_amp, device, config.cpu_amp, ckpt_path)
     start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     b = config.batch_size
@@ -460,7 +462,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     def checkpoint(iteration: int) -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "iteration": iteration, "config": asdict(config),
-                          "teacher_config": dict(model.config)})
+                          "teacher_config": dict(model.config), "bf16": use_amp})
 
     def validate(iteration: int) -> None:
         result = evaluate_teacher(model, data, split=config.val_split, rooms=val_rooms, class_set=config.class_set,

@@ -53,6 +53,7 @@ from panorooms3d.bench.data import (
 )
 from panorooms3d.run.atomic import atomic_path, write_json
 from panorooms3d.run.checkpoint import load_checkpoint
+from panorooms3d.run.errors import UserError
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
@@ -183,6 +184,30 @@ def bf16_autocast(device: torch.device, amp: bool, cpu_amp: str) -> bool:
     if device.type == "cpu":
         return cpu_amp == "on" or (cpu_amp == "auto" and cpu_has_bf16())
     return False
+
+
+def resumed_bf16(ckpt: dict | None, use_amp: bool, device: torch.device, cpu_amp: str, path: Path) -> bool:
+    """The precision a run continues in: what its checkpoint was trained in, so that no run mixes the two.
+
+    ``cpu_amp = "auto"`` is decided by the machine that *starts* a run; a run resumed on a CPU of the other
+    kind (bf16 hardware or not) goes on in the precision it began in, which is what its checkpoint records
+    (``"bf16"``; checkpoints written before it was recorded are not checked). ``on`` and ``off`` are the
+    user's explicit choice: one that contradicts the checkpoint is refused.
+
+    Raises:
+        UserError: an explicit ``cpu_amp`` (or CUDA ``amp``) disagrees with the checkpoint's precision (nothing
+            of the run is changed).
+    """
+    if ckpt is None or "bf16" not in ckpt or bool(ckpt["bf16"]) == use_amp:
+        return use_amp
+    recorded = bool(ckpt["bf16"])
+    if device.type == "cpu" and cpu_amp == "auto":
+        return recorded
+    began = "under bf16 autocast" if recorded else "in float32"
+    asked = "bf16" if use_amp else "float32"
+    raise UserError(f"{path}: this run began {began} and this call asks {asked} (cpu_amp = {cpu_amp!r} on "
+                     f"{device.type}); resuming would mix the two precisions. Resume it with cpu_amp = 'auto' or "
+                     f"{'on' if recorded else 'off'!r}, or start it again in a new output folder")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -478,6 +503,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
 
     ckpt_path = out / CHECKPOINT
     ckpt = resume(ckpt_path, model, optimizer, scheduler)
+    use_amp = resumed_bf16(ckpt, use_amp, device, config.cpu_amp, ckpt_path)
     start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     net = model
@@ -527,7 +553,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         if rank == 0:
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "iteration": iteration,
-                              "config": asdict(config)})
+                              "config": asdict(config), "bf16": use_amp})
 
     t0 = time.perf_counter()
     loss_value = math.nan
@@ -567,7 +593,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if writer is not None:
         writer.close()
     if rank == 0 and done >= config.iterations:
-        save_checkpoint(out / "model.pt", {"model": model.state_dict(), "config": asdict(config), "iteration": done})
+        save_checkpoint(out / "model.pt", {"model": model.state_dict(), "config": asdict(config), "iteration": done,
+                                           "bf16": use_amp})
     if owns_group:
         # every rank leaves together: a gloo group left to the interpreter's exit aborted a rank now and
         # then on 2 cores ("terminate called without an active exception", SIGABRT after training)
