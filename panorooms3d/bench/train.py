@@ -198,9 +198,9 @@ def resumed_bf16(ckpt: dict | None, use_amp: bool, device: torch.device, cpu_amp
         UserError: an explicit ``cpu_amp`` (or CUDA ``amp``) disagrees with the checkpoint's precision (nothing
             of the run is changed).
     """
-    if ckpt is None or "bf16" not in ckpt or bool(ckpt["bf16"]) == use_amp:
+    recorded = None if ckpt is None or "bf16" not in ckpt else bool(ckpt["bf16"])
+    if recorded is None or recorded == use_amp:
         return use_amp
-    recorded = bool(ckpt["bf16"])
     if device.type == "cpu" and cpu_amp == "auto":
         return recorded
     began = "under bf16 autocast" if recorded else "in float32"
