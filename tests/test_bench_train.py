@@ -268,3 +268,52 @@ def test_a_resumed_run_keeps_the_precision_it_began_in(dataset: Path, tmp_path: 
                                          r"float32 \(cpu_amp = 'off'.*'on'"):
         train(TrainConfig(out=str(out), cpu_amp="off", **base), progress=False)
     assert ((out / CHECKPOINT).read_bytes(), (out / "train_log.jsonl").read_text()) == before
+
+
+def test_weight_average_is_the_moving_average_of_the_trained_weights(dataset: Path, tmp_path: Path) -> None:
+    """ema: the average follows avg_t = d_t avg_(t-1) + (1 - d_t) w_t with d_t = min(ema, (1 + t) / (10 + t)) over
+    the raw weights w_t the optimiser makes (which the average does not change); model.pt holds it; a resumed run
+    ends with the same average bit for bit."""
+    decay = 0.3  # (1 + t) / (10 + t) is below it for t <= 2 and above it from t = 3
+    base = dict(data=str(dataset), model="3dseg-t", iterations=5, batch_size=1, block=16, workers=0,
+                checkpoint_every=10, log_every=1, device="cpu")
+    plain = train(TrainConfig(out=str(tmp_path / "plain"), **base), progress=False)
+    whole = train(TrainConfig(out=str(tmp_path / "whole"), ema=decay, **base), progress=False)
+    # step by step: the raw weights after each step, from the checkpoint of a run resumed one step at a time
+    cfg = TrainConfig(out=str(tmp_path / "steps"), ema=decay, **base)
+    train(cfg, stop_after=0, progress=False)  # the initial weights, as checkpoint 0
+    raw = [_state(tmp_path / "steps" / CHECKPOINT)]
+    for _ in range(5):
+        train(cfg, stop_after=1, progress=False)
+        raw.append(_state(tmp_path / "steps" / CHECKPOINT))
+    expected = {k: v.clone() for k, v in raw[0].items()}
+    for t in range(1, 6):
+        d = min(decay, (1 + t) / (10 + t))
+        for k, v in expected.items():
+            if v.is_floating_point():
+                v.mul_(d).add_(raw[t][k], alpha=1 - d)
+            else:
+                v.copy_(raw[t][k])
+    stepped = torch.load(tmp_path / "steps" / CHECKPOINT, weights_only=False)
+    whole_ckpt = torch.load(whole.checkpoint, weights_only=False)
+    assert all(torch.equal(stepped["ema"][k], whole_ckpt["ema"][k]) for k in expected), "resumed: the same average"
+    assert all(torch.allclose(whole_ckpt["ema"][k].float(), v.float(), atol=1e-6) for k, v in expected.items())
+    assert not all(torch.equal(whole_ckpt["ema"][k], raw[5][k]) for k in expected), "the average is not the weights"
+    final = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(final[k], whole_ckpt["ema"][k]) for k in final), "model.pt holds the average"
+    plain_state = _state(plain.checkpoint)
+    assert all(torch.equal(plain_state[k], whole_ckpt["model"][k]) for k in plain_state), "training is unchanged"
+
+
+def test_weight_average_settings_are_checked(dataset: Path, tmp_path: Path) -> None:
+    base = dict(data=str(dataset), model="3dseg-t", iterations=2, batch_size=1, block=16, workers=0, device="cpu")
+    with pytest.raises(ValueError, match=r"ema = 1\.0: the decay of the weight average must be in \(0, 1\)"):
+        train(TrainConfig(out=str(tmp_path / "bad"), ema=1.0, **base), progress=False)
+    assert not (tmp_path / "bad").exists(), "refused before the run folder is written"
+    # a run begun without an average cannot go on with one: it is refused, its checkpoint left as it was
+    out = tmp_path / "began-plain"
+    train(TrainConfig(out=str(out), **base), stop_after=1, progress=False)
+    before = (out / CHECKPOINT).read_bytes()
+    with pytest.raises(UserError, match=r"last\.pt was written without a weight average \(ema\).*ema = 0\.9"):
+        train(TrainConfig(out=str(out), ema=0.9, **base), progress=False)
+    assert (out / CHECKPOINT).read_bytes() == before

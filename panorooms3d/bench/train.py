@@ -114,6 +114,10 @@ class TrainConfig:
         split: the split to train on.
         init: optional checkpoint to initialise the model from (e.g. a pretrained student).
         model_overrides: constructor overrides (e.g. ``{"skip": False}``).
+        ema: decay of an exponential moving average of the weights (0 = none, the paper). With it the
+            average is what is validated and what ``model.pt`` holds (the optimiser still steps the raw
+            weights, kept in the checkpoint); its decay at step t is ``min(ema, (1 + t) / (10 + t))`` so
+            that the first steps are not averaged with the random initialisation.
     """
 
     data: str | None = None
@@ -147,6 +151,7 @@ class TrainConfig:
     init: str | None = None
     model_overrides: dict = field(default_factory=dict)
     blocks: str = "crops"
+    ema: float = 0.0
 
 
 @dataclass
@@ -453,6 +458,36 @@ def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sche
     return value
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights (``TrainConfig.ema``).
+
+    ``update(step)`` after optimiser step ``step`` (1-based) moves each floating-point parameter and buffer of
+    the average toward the model's by ``1 - min(decay, (1 + step) / (10 + step))``; other buffers (counters)
+    are copied. ``model`` is a copy of the trained model holding the average, in eval mode.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        import copy
+
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema = {decay}: the decay of the weight average must be in (0, 1), or 0 for none")
+        self.decay = decay
+        self.source = model
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        avg = self.model.state_dict()
+        for name, value in self.source.state_dict().items():
+            if value.is_floating_point():
+                avg[name].lerp_(value.detach(), 1.0 - d)
+            else:
+                avg[name].copy_(value)
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """``torch.save`` to ``path`` atomically (temp + rename): a checkpoint that exists is complete."""
     with atomic_path(path) as tmp:
@@ -477,6 +512,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     source = training_blocks(config)  # a bad source fails here, before the run folder is written
     device = resolve_device(config.device)
     use_amp = bf16_autocast(device, config.amp, config.cpu_amp)  # a bad cpu_amp fails here too
+    if not 0.0 <= config.ema < 1.0:
+        raise ValueError(f"ema = {config.ema}: the decay of the weight average must be in (0, 1), or 0 for none")
     if rank == 0:  # DDP: only rank 0 writes in the run folder
         out.mkdir(parents=True, exist_ok=True)
     owns_group = False  # a process group this call made is destroyed by it before it returns
@@ -504,6 +541,12 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     ckpt_path = out / CHECKPOINT
     ckpt = resume(ckpt_path, model, optimizer, scheduler)
     use_amp = resumed_bf16(ckpt, use_amp, device, config.cpu_amp, ckpt_path)
+    average = WeightAverage(model, config.ema) if config.ema else None
+    if average is not None and ckpt is not None:
+        if "ema" not in ckpt:
+            raise UserError(f"{ckpt_path} was written without a weight average (ema), and the run's settings ask "
+                            f"for ema = {config.ema}: move {out} away to train with it from the start.")
+        average.model.load_state_dict(ckpt["ema"])
     start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     net = model
@@ -538,8 +581,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     def validate(iteration: int) -> None:
         from panorooms3d.bench.evaluate import evaluate
 
-        result = evaluate(model, Path(config.data), rooms=val_rooms, split=config.val_split,
-                          class_set=config.class_set, device=str(device), progress=False,
+        result = evaluate(model if average is None else average.model, Path(config.data), rooms=val_rooms,
+                          split=config.val_split, class_set=config.class_set, device=str(device), progress=False,
                           input_encoding=config.input_encoding)
         net.train()
         record = {"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
@@ -553,7 +596,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         if rank == 0:
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "iteration": iteration,
-                              "config": asdict(config), "bf16": use_amp})
+                              "config": asdict(config), "bf16": use_amp,
+                              **({"ema": average.model.state_dict()} if average is not None else {})})
 
     t0 = time.perf_counter()
     loss_value = math.nan
@@ -570,6 +614,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
                 logits = net(x)
             loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weights), optimizer, scheduler,
                                            on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}")
+            if average is not None:
+                average.update(it + 1)
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if rank == 0 and ((it + 1) % config.log_every == 0 or it + 1 == end):
@@ -593,7 +639,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if writer is not None:
         writer.close()
     if rank == 0 and done >= config.iterations:
-        save_checkpoint(out / "model.pt", {"model": model.state_dict(), "config": asdict(config), "iteration": done,
+        final = model if average is None else average.model  # with ema, the average is the trained model
+        save_checkpoint(out / "model.pt", {"model": final.state_dict(), "config": asdict(config), "iteration": done,
                                            "bf16": use_amp})
     if owns_group:
         # every rank leaves together: a gloo group left to the interpreter's exit aborted a rank now and
