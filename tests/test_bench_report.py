@@ -201,6 +201,14 @@ def test_training_curves_name_each_training_by_its_model_settings(tmp_path: Path
         (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
     assert [c["name"] for c in training_curves(tmp_path / "more")] == [
         "3dseg-t seed0 (batch_size=2, block=[64, 64, 32])", "3dseg-t seed0 (batch_size=1, block=[64, 64, 64])"]
+    # a config.json written before a setting existed (no "ema") has that setting's default, not None
+    for folder, extra in (("g", {}), ("h", {"ema": 0.99})):
+        d = tmp_path / "older" / "pretrain" / folder
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "seed": 0, **extra}))
+        (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
+    assert [c["name"] for c in training_curves(tmp_path / "older")] == ["3dseg-t seed0 (ema=0.0)",
+                                                                          "3dseg-t seed0 (ema=0.99)"]
     # gain of the last 20%: the final value minus the last one at or before 80% of the final iteration
     assert curves["3dseg-t seed0"]["gain_last_20"] == pytest.approx(0.5)
     assert curves["3dseg-t (stem=conv) seed0"]["gain_last_20"] == pytest.approx(18.0)

@@ -448,7 +448,16 @@ def training_curves(out: Path) -> list[dict]:
         return f"{name} seed{cfg.get('seed', 0)}"
 
     def differing(folders: list[Path], cfgs: list[dict]) -> list[str]:
-        """For block trainings that share a name: the settings in which each differs from the others."""
+        """For block trainings that share a name: the settings in which each differs from the others.
+
+        A setting a training's ``config.json`` lacks (written before TrainConfig had it) has its default value.
+        """
+        from dataclasses import MISSING, fields
+
+        from panorooms3d.bench.train import TrainConfig
+
+        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+        cfgs = [{**defaults, **c} for c in cfgs]
         keys = sorted({k for c in cfgs for k in c} - {"out", "data", "seed"})
         keys = [k for k in keys if len({_json.dumps(c.get(k), sort_keys=True) for c in cfgs}) > 1]
         labels = [", ".join(f"{k}={c.get(k)}" for k in keys) if keys else f.name for f, c in zip(folders, cfgs)]

@@ -467,10 +467,9 @@ class WeightAverage:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        """``decay`` in (0, 1); :func:`train` checks ``TrainConfig.ema`` before its run folder is written."""
         import copy
 
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema = {decay}: the decay of the weight average must be in (0, 1), or 0 for none")
         self.decay = decay
         self.source = model
         self.model = copy.deepcopy(model).eval()
