@@ -310,3 +310,72 @@ def test_teacher_training_writes_a_validation_curve(tmp_path):
     with pytest.raises(TeacherDataError, match="trains on"):
         train_teacher(data, tmp_path / "t2", iterations=2, batch_size=1, val_every=1, val_split="train",
                       model_overrides=overrides, progress=False, device="cpu")
+
+
+def test_teacher_weight_average_is_validated_saved_and_resumed(tmp_path, monkeypatch):
+    """ema for the teacher: the checkpoint's average is the moving average of the raw weights the optimiser makes
+    (avg_t = d_t avg_(t-1) + (1 - d_t) w_t, d_t = min(ema, (1 + t) / (10 + t))); teacher.pt holds it; a run resumed
+    step by step ends with the same average; training itself is unchanged; bad settings are refused."""
+    from bench_rooms import make_dataset
+
+    from panorooms3d.bench.teacher import CHECKPOINT, TEACHER, load_teacher, train_teacher
+    from panorooms3d.run.errors import UserError
+
+    uids = [f"box{i}/Room-{i}" for i in range(3)]
+    data = make_dataset(tmp_path / "data", n_rooms=3, splits={"train": uids[:2], "val": uids[2:], "test": []})
+    decay = 0.3  # (1 + t) / (10 + t) is below it for t <= 2 and above it from t = 3
+    base = dict(iterations=4, lr=1e-3, batch_size=1, val_every=2, model_overrides={"n_layers": 1}, progress=False,
+                device="cpu", checkpoint_every=10)
+    train_teacher(data, tmp_path / "plain", **base)
+    train_teacher(data, tmp_path / "whole", ema=decay, **base)
+    steps = tmp_path / "steps"
+    train_teacher(data, steps, ema=decay, stop_after=0, **base)  # checkpoint 0: the initial weights
+
+    def state(path, key="model"):
+        return torch.load(path, weights_only=False)[key]
+
+    raw = [state(steps / CHECKPOINT)]
+    for _ in range(4):
+        train_teacher(data, steps, ema=decay, stop_after=1, **base)
+        raw.append(state(steps / CHECKPOINT))
+    expected = {k: v.clone() for k, v in raw[0].items()}
+    for t in range(1, 5):
+        d = min(decay, (1 + t) / (10 + t))
+        for k, v in expected.items():
+            if v.is_floating_point():
+                v.mul_(d).add_(raw[t][k], alpha=1 - d)
+            else:
+                v.copy_(raw[t][k])
+    whole = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=False)
+    stepped = state(steps / CHECKPOINT, "ema")
+    assert all(torch.equal(stepped[k], whole["ema"][k]) for k in expected), "resumed: the same average"
+    assert all(torch.allclose(whole["ema"][k].float(), v.float(), atol=1e-6) for k, v in expected.items())
+    assert not all(torch.equal(whole["ema"][k], raw[4][k]) for k in expected), "the average is not the weights"
+    plain = state(tmp_path / "plain" / CHECKPOINT)
+    assert all(torch.equal(plain[k], whole["model"][k]) for k in plain), "training is unchanged"
+    final = load_teacher(tmp_path / "whole" / TEACHER).state_dict()
+    assert all(torch.equal(final[k], whole["ema"][k]) for k in final), "teacher.pt holds the average"
+    # the curve scores the average: the weights each validation is given, seen through the real scoring
+    import panorooms3d.bench.teacher as teacher_module
+
+    scored = []
+    real = teacher_module.evaluate_teacher
+
+    def seen(model, *args, **kwargs):
+        scored.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(teacher_module, "evaluate_teacher", seen)
+    again = train_teacher(data, tmp_path / "again", ema=decay, **base)
+    assert again.iterations == 4 and len(scored) == 2
+    assert all(torch.equal(scored[-1][k], whole["ema"][k]) for k in whole["ema"]), "the last validation: the average"
+    # refused settings: a decay outside [0, 1) before the folder is written; an average asked of a plain run
+    with pytest.raises(ValueError, match=r"ema = 1\.0: the decay of the weight average must be in \(0, 1\)"):
+        train_teacher(data, tmp_path / "bad", ema=1.0, **base)
+    assert not (tmp_path / "bad").exists()
+    begun = tmp_path / "begun-plain"
+    train_teacher(data, begun, stop_after=1, **base)
+    before = (begun / CHECKPOINT).read_bytes()
+    with pytest.raises(UserError, match=r"last\.pt was written without a weight average \(ema\).*ema = 0\.9"):
+        train_teacher(data, begun, ema=0.9, **base)
+    assert (begun / CHECKPOINT).read_bytes() == before

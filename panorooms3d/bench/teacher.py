@@ -57,11 +57,13 @@ from tqdm import tqdm
 
 from panorooms3d.bench.train import (
     bf16_autocast,
+    check_ema,
     keep_large_allocations_in_heap,
     make_scheduler,
     optimisation_step,
     resolve_device,
     resume,
+    resumed_average,
     resumed_bf16,
     save_checkpoint,
     weights_from_counts,
@@ -112,6 +114,9 @@ class TeacherConfig:
             (0 = none); each adds ``val_mIoU`` to ``train_log.jsonl``, the curve that shows when the
             teacher has flattened.
         val_split: the split of ``data`` validated on (never a split the teacher trains on).
+        ema: decay of an exponential moving average of the weights (0 = none), as block training's
+            (:class:`~panorooms3d.bench.train.TrainConfig`): with it the average is what is validated and what
+            ``teacher.pt`` holds (and so what is cached and distilled from); the checkpoint keeps both.
     """
 
     data: str
@@ -140,6 +145,7 @@ class TeacherConfig:
     class_weights: str = "none"
     val_every: int = 0
     val_split: str = "val"
+    ema: float = 0.0
 
 
 class TeacherDataError(UserError):
@@ -426,6 +432,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
                                "height and width (e.g. height = 256, width = 512) to train on all of them")
     device = resolve_device(config.device)
     use_amp = bf16_autocast(device, False, config.cpu_amp)  # CUDA: float32 as before; a bad cpu_amp fails here
+    check_ema(config.ema)
     out.mkdir(parents=True, exist_ok=True)
     folder0, uid0 = rooms[0]
     first = Dataset(Path(folder0)).load_panorama(uid0)
@@ -447,6 +454,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     ckpt_path = out / CHECKPOINT
     ckpt = resume(ckpt_path, model, optimizer, scheduler)
     use_amp = resumed_bf16(ckpt, use_amp, device, config.cpu_amp, ckpt_path)
+    average = resumed_average(model, config.ema, ckpt, ckpt_path, out)
     start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     b = config.batch_size
@@ -462,10 +470,11 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     def checkpoint(iteration: int) -> None:
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "iteration": iteration, "config": asdict(config),
-                          "teacher_config": dict(model.config), "bf16": use_amp})
+                          "teacher_config": dict(model.config), "bf16": use_amp,
+                          **({"ema": average.model.state_dict()} if average is not None else {})})
 
     def validate(iteration: int) -> None:
-        result = evaluate_teacher(model, data, split=config.val_split, rooms=val_rooms, class_set=config.class_set,
+        result = evaluate_teacher(model if average is None else average.model, data, split=config.val_split, rooms=val_rooms, class_set=config.class_set,
                                   height=size[0], width=size[1], device=str(device), progress=False)
         model.train()
         log.write(json.dumps({"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
@@ -484,6 +493,8 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
             logits = model(model.normalize(x))
         loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weight), optimizer, scheduler,
                                        on_diverge=lambda it=it: checkpoint(it), where=f"teacher iteration {it + 1}")
+        if average is not None:
+            average.update(it + 1)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if (it + 1) % config.log_every == 0 or it + 1 == end:
@@ -501,7 +512,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     final = out / TEACHER
     if done >= config.iterations:
         with atomic_path(final) as tmp:
-            model.cpu().save_checkpoint(tmp)
+            (model if average is None else average.model).cpu().save_checkpoint(tmp)
     return TeacherResult(checkpoint=final if final.exists() else ckpt_path, iterations=done, final_loss=loss_value,
                          seconds=time.perf_counter() - t0, resumed_from=resumed_from)
 

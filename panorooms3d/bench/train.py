@@ -487,6 +487,30 @@ class WeightAverage:
                 avg[name].copy_(value)
 
 
+def check_ema(ema: float) -> None:
+    """Refuse a weight-average decay outside [0, 1) (0 = none) before a run folder is written."""
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema = {ema}: the decay of the weight average must be in (0, 1), or 0 for none")
+
+
+def resumed_average(model: torch.nn.Module, decay: float, ckpt: dict | None, ckpt_path: Path,
+                    out: Path) -> WeightAverage | None:
+    """The run's weight average (None for ``decay = 0``), restored from its checkpoint when the run resumes.
+
+    Raises:
+        UserError: the checkpoint was written without an average and the run's settings ask for one.
+    """
+    if not decay:
+        return None
+    average = WeightAverage(model, decay)
+    if ckpt is not None:
+        if "ema" not in ckpt:
+            raise UserError(f"{ckpt_path} was written without a weight average (ema), and the run's settings ask "
+                            f"for ema = {decay}: move {out} away to train with it from the start.")
+        average.model.load_state_dict(ckpt["ema"])
+    return average
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """``torch.save`` to ``path`` atomically (temp + rename): a checkpoint that exists is complete."""
     with atomic_path(path) as tmp:
@@ -511,8 +535,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     source = training_blocks(config)  # a bad source fails here, before the run folder is written
     device = resolve_device(config.device)
     use_amp = bf16_autocast(device, config.amp, config.cpu_amp)  # a bad cpu_amp fails here too
-    if not 0.0 <= config.ema < 1.0:
-        raise ValueError(f"ema = {config.ema}: the decay of the weight average must be in (0, 1), or 0 for none")
+    check_ema(config.ema)
     if rank == 0:  # DDP: only rank 0 writes in the run folder
         out.mkdir(parents=True, exist_ok=True)
     owns_group = False  # a process group this call made is destroyed by it before it returns
@@ -540,12 +563,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     ckpt_path = out / CHECKPOINT
     ckpt = resume(ckpt_path, model, optimizer, scheduler)
     use_amp = resumed_bf16(ckpt, use_amp, device, config.cpu_amp, ckpt_path)
-    average = WeightAverage(model, config.ema) if config.ema else None
-    if average is not None and ckpt is not None:
-        if "ema" not in ckpt:
-            raise UserError(f"{ckpt_path} was written without a weight average (ema), and the run's settings ask "
-                            f"for ema = {config.ema}: move {out} away to train with it from the start.")
-        average.model.load_state_dict(ckpt["ema"])
+    average = resumed_average(model, config.ema, ckpt, ckpt_path, out)
     start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     net = model
