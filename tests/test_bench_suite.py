@@ -265,10 +265,14 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert not any("block" in r.train or "batch_size" in r.train for r in track.runs)
     flat = {"block": [64, 64, 32], "batch_size": 2}  # the track's blocks until 2026-12: the same voxels a step
     assert 64 ** 3 * track.train["batch_size"] == 64 * 64 * 32 * flat["batch_size"]
-    # and in float32: they were recorded before the track chose bf16 where the CPU has it
+    # and in float32, without weight averages, with the teacher of then: they were recorded before the track chose
+    # bf16 where the CPU has it, its averages, and its teacher's 2,400 steps of batch 2
     assert track.train["cpu_amp"] == track.teacher["cpu_amp"] == "auto"
-    old_track = dataclasses.replace(track, train={**track.train, **flat, "cpu_amp": "off"},
-                                    teacher={**track.teacher, "cpu_amp": "off"})
+    assert track.train["ema"] == track.teacher["ema"] == 0.99
+    assert (track.teacher["iterations"], track.teacher["batch_size"]) == (2400, 2)
+    before = {"cpu_amp": "off", "ema": 0.0}
+    old_teacher = {**track.teacher, **before, "iterations": 1200, "batch_size": 4}
+    old_track = dataclasses.replace(track, train={**track.train, **flat, **before}, teacher=old_teacher)
     assert (kd.train, kd.teacher, kd.distill, kd.eval) == (old_track.train, old_track.teacher, track.distill,
                                                           track.eval)
     patch = load_suite("cpu-track-patch")
@@ -297,7 +301,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         ("3dseg-t-patch2-dist", "3dseg-t-patch2-finetune"), ("3dseg-t-patch2-dist-tau1", "3dseg-t-patch2-finetune")]
     t3x = load_suite("cpu-track-teacher3x")  # patch2's everything but a 3x-longer teacher
     assert (t3x.train, t3x.distill, t3x.eval) == (old_track.train, track.distill, track.eval)
-    assert t3x.teacher == {**old_track.teacher, "iterations": 3 * track.teacher["iterations"], "checkpoint_every": 300}
+    assert t3x.teacher == {**old_track.teacher, "iterations": 3 * old_teacher["iterations"], "checkpoint_every": 300}
     assert {r.name: (r.model_overrides, r.train, r.distill_settings, r.seeds, r.finetune_only, r.distill)
             for r in t3x.runs} == {
         **{r.name: (r.model_overrides, r.train, r.distill_settings, r.seeds, r.finetune_only, r.distill)
@@ -479,7 +483,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert [(c.better, c.worse) for c in own.claims] == [
         ("3dseg-t-cube", "3dseg-t"), ("3dseg-t-cube-finetune", "3dseg-t-finetune"),
         ("3dseg-t-cube-finetune", "3dseg-t-cube")]
-    fp32_track = dataclasses.replace(track, train={**track.train, "cpu_amp": "off"})  # the track until cpu_amp
+    fp32_track = dataclasses.replace(track, train={**track.train, **before})  # the track until cpu_amp and ema
     for seed in (0, 1, 2):  # its 64 x 64 x 32 rows are the former track's block trainings (same key); its 64^3
         rs = {**own.settings, "seed": seed}  # ones the float32 track's (copied into a track run, not retrained)
         ts = {**track.settings, "seed": seed}
@@ -488,7 +492,19 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert cube_blocks == cube_ft == pretrain_folder(fp32_track, track.runs[0], ts, tmp_path) != flat_blocks
         assert cube_blocks != pretrain_folder(track, track.runs[0], ts, tmp_path)  # bf16 where the CPU has it
         assert _pretrain_settings(own, own.runs[2], rs) == {**_pretrain_settings(track, track.runs[0], rs), **cubed,
-                                                            "cpu_amp": "off"}
+                                                            **before}
+    # suites recorded against the track before its weight average keep ema = 0: the ema suite's plain rows are the
+    # trainings of the track without it (the same keys), its averaged rows the track's own
+    no_avg = dataclasses.replace(track, train={**track.train, "ema": 0.0})
+    ema_suite = load_suite("cpu-track-ema")
+    ema_runs = {r.name: r for r in ema_suite.runs}
+    for seed in (0, 1, 2):
+        ts = {**track.settings, "seed": seed}
+        assert pretrain_folder(ema_suite, ema_runs["3dseg-t"], ts, tmp_path) == \
+            pretrain_folder(no_avg, track.runs[0], ts, tmp_path)
+        assert pretrain_folder(ema_suite, ema_runs["3dseg-t-ema"], ts, tmp_path) == \
+            pretrain_folder(track, track.runs[0], ts, tmp_path)
+    assert all(load_suite(name).train == no_avg.train for name in ("cpu-track-screen", "cpu-track-precision"))
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
