@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,13 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
     bad.write_text('[train]\nblockz = 3\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
     with pytest.raises(SuiteError, match="unknown key.*blockz"):
         load_suite(bad)
+    # a weight-average decay out of range: refused when the suite is read, naming the file and the table
+    for table, text in (("[teacher]", '[teacher]\nema = 1.0\n'), ("[train]", '[train]\nema = "0.9"\n'),
+                        ("[[run]] #1 train", '')):
+        run = '[[run]]\nname="a"\nmodel="3dseg-t"\n' + ('train = {ema = -0.5}\n' if not text else '')
+        bad.write_text(text + run)
+        with pytest.raises(SuiteError, match=rf"bad\.toml: {re.escape(table)}: ema = .*weight average must be"):
+            load_suite(bad)
 
 
 def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:

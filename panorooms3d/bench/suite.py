@@ -166,6 +166,8 @@ def load_suite(path: str | Path) -> Suite:
     _check_keys(path, "[teacher]", sections["teacher"], (_fields(TeacherConfig) - _RUNNER_FIELDS - SETTINGS) | {"init", "model_overrides", "teacher_input"})
     _check_keys(path, "[distill]", sections["distill"], _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
     _check_keys(path, "[eval]", sections["eval"], EVAL_KEYS)
+    _check_ema(path, "[train]", sections["train"])
+    _check_ema(path, "[teacher]", sections["teacher"])
     raw_runs = data.get("run", [])
     if not isinstance(raw_runs, list) or not raw_runs:
         raise SuiteError(f"{path}: no [[run]] entries")
@@ -183,6 +185,7 @@ def load_suite(path: str | Path) -> Suite:
             if key in r:
                 train[key] = r[key]
         _check_keys(path, f"{where} train", train, _fields(TrainConfig) - _RUNNER_FIELDS - SETTINGS)
+        _check_ema(path, f"{where} train", train)
         dset = dict(r.get("distill_settings", {}))
         if "distill_iterations" in r:
             dset["iterations"] = r["distill_iterations"]
@@ -207,6 +210,23 @@ def load_suite(path: str | Path) -> Suite:
     return Suite(path=path, name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                  reference=str(data.get("reference", "")), runs=runs, claims=_claims(path, data, runs),
                  protocol=protocol.name, **sections)
+
+
+def _check_ema(path: Path, where: str, section: dict) -> None:
+    """A weight-average decay out of range is refused when the suite is read, naming the file and the table
+    (not hours in, when the training that uses it starts)."""
+    from panorooms3d.bench.train import check_ema
+
+    if "ema" not in section:
+        return
+    value = section["ema"]
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"ema = {value!r}: the decay of the weight average must be a number in (0, 1), or 0 "
+                             "for none")
+        check_ema(float(value))
+    except ValueError as exc:
+        raise SuiteError(f"{path}: {where}: {exc}") from None
 
 
 def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict:
