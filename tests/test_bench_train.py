@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bench_rooms import BED, FLOOR, make_dataset
+from bench_rooms import BED, FLOOR, make_dataset, moving_average
 
 from panorooms3d.bench.data import BlockConfig, BlockDataset, augment, encode_input, encode_target, padded_shape
 from panorooms3d.bench.evaluate import evaluate, predict_logits
@@ -286,14 +286,7 @@ def test_weight_average_is_the_moving_average_of_the_trained_weights(dataset: Pa
     for _ in range(5):
         train(cfg, stop_after=1, progress=False)
         raw.append(_state(tmp_path / "steps" / CHECKPOINT))
-    expected = {k: v.clone() for k, v in raw[0].items()}
-    for t in range(1, 6):
-        d = min(decay, (1 + t) / (10 + t))
-        for k, v in expected.items():
-            if v.is_floating_point():
-                v.mul_(d).add_(raw[t][k], alpha=1 - d)
-            else:
-                v.copy_(raw[t][k])
+    expected = moving_average(raw, decay)
     stepped = torch.load(tmp_path / "steps" / CHECKPOINT, weights_only=False)
     whole_ckpt = torch.load(whole.checkpoint, weights_only=False)
     assert all(torch.equal(stepped["ema"][k], whole_ckpt["ema"][k]) for k in expected), "resumed: the same average"

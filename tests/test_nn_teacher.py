@@ -316,7 +316,7 @@ def test_teacher_weight_average_is_validated_saved_and_resumed(tmp_path, monkeyp
     """ema for the teacher: the checkpoint's average is the moving average of the raw weights the optimiser makes
     (avg_t = d_t avg_(t-1) + (1 - d_t) w_t, d_t = min(ema, (1 + t) / (10 + t))); teacher.pt holds it; a run resumed
     step by step ends with the same average; training itself is unchanged; bad settings are refused."""
-    from bench_rooms import make_dataset
+    from bench_rooms import make_dataset, moving_average
 
     from panorooms3d.bench.teacher import CHECKPOINT, TEACHER, load_teacher, train_teacher
     from panorooms3d.run.errors import UserError
@@ -338,14 +338,7 @@ def test_teacher_weight_average_is_validated_saved_and_resumed(tmp_path, monkeyp
     for _ in range(4):
         train_teacher(data, steps, ema=decay, stop_after=1, **base)
         raw.append(state(steps / CHECKPOINT))
-    expected = {k: v.clone() for k, v in raw[0].items()}
-    for t in range(1, 5):
-        d = min(decay, (1 + t) / (10 + t))
-        for k, v in expected.items():
-            if v.is_floating_point():
-                v.mul_(d).add_(raw[t][k], alpha=1 - d)
-            else:
-                v.copy_(raw[t][k])
+    expected = moving_average(raw, decay)
     whole = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=False)
     stepped = state(steps / CHECKPOINT, "ema")
     assert all(torch.equal(stepped[k], whole["ema"][k]) for k in expected), "resumed: the same average"

@@ -455,6 +455,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     ckpt = resume(ckpt_path, model, optimizer, scheduler)
     use_amp = resumed_bf16(ckpt, use_amp, device, config.cpu_amp, ckpt_path)
     average = resumed_average(model, config.ema, ckpt, ckpt_path, out)
+    trained = model if average is None else average.model  # what is validated and saved as the teacher
     start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     b = config.batch_size
@@ -474,7 +475,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
                           **({"ema": average.model.state_dict()} if average is not None else {})})
 
     def validate(iteration: int) -> None:
-        result = evaluate_teacher(model if average is None else average.model, data, split=config.val_split, rooms=val_rooms, class_set=config.class_set,
+        result = evaluate_teacher(trained, data, split=config.val_split, rooms=val_rooms, class_set=config.class_set,
                                   height=size[0], width=size[1], device=str(device), progress=False)
         model.train()
         log.write(json.dumps({"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
@@ -512,7 +513,7 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
     final = out / TEACHER
     if done >= config.iterations:
         with atomic_path(final) as tmp:
-            (model if average is None else average.model).cpu().save_checkpoint(tmp)
+            trained.cpu().save_checkpoint(tmp)
     return TeacherResult(checkpoint=final if final.exists() else ckpt_path, iterations=done, final_loss=loss_value,
                          seconds=time.perf_counter() - t0, resumed_from=resumed_from)
 
