@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from panorooms3d.bench import stats
-    from panorooms3d.bench.report import curve_summary
+    from panorooms3d.bench.report import curve_summary, validation_curve
     from panorooms3d.bench.teacher import TEACHER, evaluate_teacher, train_teacher
     from panorooms3d.run.atomic import write_json
 
@@ -54,7 +54,7 @@ def main() -> None:
     train_teacher(args.data, args.work, progress=False, **settings)
     seconds = time.perf_counter() - t0
     log = [json.loads(line) for line in (args.work / "train_log.jsonl").read_text().splitlines()]
-    curve = sorted({r["iteration"]: r["val_mIoU"] for r in log if "val_mIoU" in r}.items())
+    curve = validation_curve(log)
     steps = [r for r in log if "loss" in r]
     result = evaluate_teacher(args.work / TEACHER, args.data, split=suite["eval"].get("split", "test"),
                               class_set=settings["class_set"], device=settings["device"], progress=False)

@@ -481,15 +481,17 @@ def training_curves(out: Path) -> list[dict]:
         logs.append(("teacher (panorama pixels)", "teacher", out / "teacher" / "train_log.jsonl"))
     rows = []
     for kind, name, path in logs:
-        points = []
-        for line in path.read_text().splitlines():
-            rec = _json.loads(line)
-            if rec.get("val_mIoU") is not None:
-                points.append((int(rec["iteration"]), float(rec["val_mIoU"])))
-        points = sorted(dict(points).items())
+        points = validation_curve(_json.loads(line) for line in path.read_text().splitlines())
         if points:
             rows.append({"name": name, "kind": kind, **curve_summary(points)})
     return rows
+
+
+def validation_curve(records) -> list[tuple[int, float]]:
+    """[(iteration, val mIoU)] of a training log's records (its lines with ``val_mIoU``), sorted by iteration; a
+    resumed run's repeated iteration counts once, with its last value."""
+    points = {int(r["iteration"]): float(r["val_mIoU"]) for r in records if r.get("val_mIoU") is not None}
+    return sorted(points.items())
 
 
 def curve_summary(points: list[tuple[int, float]]) -> dict:

@@ -219,12 +219,8 @@ def _check_ema(path: Path, where: str, section: dict) -> None:
 
     if "ema" not in section:
         return
-    value = section["ema"]
     try:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"ema = {value!r}: the decay of the weight average must be a number in (0, 1), or 0 "
-                             "for none")
-        check_ema(float(value))
+        check_ema(section["ema"])
     except ValueError as exc:
         raise SuiteError(f"{path}: {where}: {exc}") from None
 

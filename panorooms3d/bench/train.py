@@ -488,7 +488,9 @@ class WeightAverage:
 
 
 def check_ema(ema: float) -> None:
-    """Refuse a weight-average decay outside [0, 1) (0 = none) before a run folder is written."""
+    """Refuse a weight-average decay that is not a number in [0, 1) (0 = none) before a run folder is written."""
+    if isinstance(ema, bool) or not isinstance(ema, (int, float)):
+        raise ValueError(f"ema = {ema!r}: the decay of the weight average must be a number in (0, 1), or 0 for none")
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"ema = {ema}: the decay of the weight average must be in (0, 1), or 0 for none")
 
