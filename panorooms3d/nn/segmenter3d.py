@@ -23,8 +23,13 @@ same outputs: at each block the tokens are padded (after ``norm1``) to multiples
 along an axis whose token count is at most the window size the window shrinks to that count and
 the shift along it is 0; the relative position bias of a shrunk window of N tokens uses the first
 N rows/columns of the full window's index (Video Swin's ``relative_position_index[:N, :N]``).
-Attention runs through :func:`torch.nn.functional.scaled_dot_product_attention` with the
-relative position bias (plus the shifted-window mask of -100 between regions) as ``attn_mask``.
+Attention adds the relative position bias (plus the shifted-window mask of -100 between regions) to
+the scaled query-key products before the softmax. Where no gradient is taken, or on a GPU, it runs
+through :func:`torch.nn.functional.scaled_dot_product_attention` with that sum as ``attn_mask``. Training
+on the CPU writes it out instead (products, bias and mask added in place, softmax, product with the
+values): there torch's fused kernel cannot give the bias its gradient and falls back to a general path
+that guards every row against being fully masked, which costs a 3DSeg-T training step about a fifth
+(docs/performance.md, "Training throughput").
 """
 
 from __future__ import annotations
@@ -180,9 +185,10 @@ def _blocked_pairs(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
 
 
 @lru_cache(maxsize=4)
-def _blocked_pairs_on(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> torch.Tensor:
-    """:func:`_blocked_pairs` moved to ``device`` once (cached, read-only)."""
-    return _blocked_pairs(padded, window, shift).to(device)
+def _additive_mask_on(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> torch.Tensor:
+    """float32 (nW, 1, N, N): :data:`MASK_VALUE` where :func:`_blocked_pairs` is True, else 0 (cached, read-only)."""
+    blocked = _blocked_pairs(padded, window, shift)
+    return torch.zeros(blocked.shape).masked_fill(blocked, MASK_VALUE).unsqueeze(1).to(device)
 
 
 @lru_cache(maxsize=8)
@@ -260,6 +266,9 @@ class WindowAttention3D(nn.Module):
     ((2wx-1)(2wy-1)(2wz-1), heads). Input (B, nW, N, C) windows, output the same shape.
     """
 
+    write_out_cpu_training = True
+    """False: attention always through the fused kernel (benchmark/diagnosis/attention_ab.py compares the two)."""
+
     def __init__(
         self, dim: int, window: Size3, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
         proj_drop: float = 0.0,
@@ -292,8 +301,8 @@ class WindowAttention3D(nn.Module):
 
         Args:
             x: (B, nW, N, C) window tokens.
-            mask: optional (nW, N, N) bool, True where tokens of a shifted window may not attend (they get
-                -100 added to their logits, as official).
+            mask: optional float32 (nW, 1, N, N), added to the logits: -100 where tokens of a shifted window
+                may not attend (as official), 0 elsewhere.
 
         Returns:
             (B, nW, N, C).
@@ -303,8 +312,10 @@ class WindowAttention3D(nn.Module):
         hd = c // h
         qkv = self.qkv(x).view(b, nw, n, 3, h, hd).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, h, N, hd
         q, k, v = qkv.unbind(0)
-        bias = self.position_bias(n).to(q.dtype)  # h, N, N
         p = self.attn_drop if self.training else 0.0
+        if self.write_out_cpu_training and torch.is_grad_enabled() and x.device.type == "cpu":
+            return self._attend_written_out(q, k, v, mask, p)
+        bias = self.position_bias(n).to(q.dtype)  # h, N, N
         # A 4-D attn_mask keeps torch on its fused CPU kernel; a 3-D (h, N, N) one falls back to a slow path.
         if mask is None:
             out = F.scaled_dot_product_attention(
@@ -312,11 +323,28 @@ class WindowAttention3D(nn.Module):
                 attn_mask=bias.unsqueeze(0), dropout_p=p,
             ).view(b, nw, h, n, hd)
         else:
-            full = torch.where(mask.unsqueeze(1), bias + MASK_VALUE, bias)  # nW, h, N, N
+            full = bias + mask.to(bias.dtype)  # nW, h, N, N
             out = torch.stack(
                 [F.scaled_dot_product_attention(q[i], k[i], v[i], attn_mask=full, dropout_p=p) for i in range(b)]
             )  # per sample, so the (nW, h, N, N) mask is never repeated over the batch
         out = out.transpose(2, 3).reshape(b, nw, n, c)
+        return self.proj_drop(self.proj(out))
+
+    def _attend_written_out(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float,
+    ) -> torch.Tensor:
+        """The same attention as the fused path, written out for CPU training (module docstring): (B, nW, N, C).
+
+        The bias and the mask are added in place to the products (whose backward needs neither), so no
+        (nW, h, N, N) masked bias is built.
+        """
+        b, nw, h, n, hd = q.shape
+        logits = torch.matmul(q * hd ** -0.5, k.transpose(-2, -1))  # B, nW, h, N, N
+        logits.add_(self.position_bias(n))
+        if mask is not None:
+            logits.add_(mask)
+        weights = F.dropout(logits.softmax(-1).to(v.dtype), p=p, training=p > 0)
+        out = torch.matmul(weights, v).transpose(2, 3).reshape(b, nw, n, h * hd)
         return self.proj_drop(self.proj(out))
 
 
@@ -353,7 +381,7 @@ class SwinBlock3D(nn.Module):
         gather, scatter = _window_gather(grid, window, shift, x.device)
         n = window[0] * window[1] * window[2]
         windows = x.reshape(b, -1, c).index_select(1, gather).view(b, -1, n, c)
-        mask = _blocked_pairs_on(grid, window, shift, x.device) if any(shift) else None
+        mask = _additive_mask_on(grid, window, shift, x.device) if any(shift) else None
         out = self.attn(windows, mask).reshape(b, -1, c).index_select(1, scatter).view(b, *grid, c)
         if any(pads):
             out = out[:, :nx, :ny, :nz].contiguous()
