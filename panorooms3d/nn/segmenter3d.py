@@ -28,8 +28,8 @@ the scaled query-key products before the softmax. Where no gradient is taken, or
 through :func:`torch.nn.functional.scaled_dot_product_attention` with that sum as ``attn_mask``. Training
 on the CPU writes it out instead (products, bias and mask added in place, softmax, product with the
 values): there torch's fused kernel cannot give the bias its gradient and falls back to a general path
-that guards every row against being fully masked, which costs a 3DSeg-T training step about a fifth
-(docs/performance.md, "Training throughput").
+that guards every row against being fully masked, which makes a 3DSeg-T training step 1.18x as long
+under bf16 autocast and 1.04x in float32 (docs/performance.md, "Training throughput").
 """
 
 from __future__ import annotations
