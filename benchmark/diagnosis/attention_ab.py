@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from cpu_bf16_ab import _cpu  # this folder's script: the CPU's name and bf16 flags
 
 from panorooms3d.bench.train import cpu_has_bf16, keep_large_allocations_in_heap
 from panorooms3d.nn.registry import build_model
@@ -100,10 +101,8 @@ def main(argv=None) -> int:
                 "max_loss_difference": max(abs(p - q) for f, w in zip(sel["fused"], sel["written-out"])
                                            for p, q in zip(f["losses"], w["losses"])),
             }
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    result = {"machine": {"cpu": cpu, "cpu_has_bf16": cpu_has_bf16(), "cores": os.cpu_count(),
-                          "python": platform.python_version(), "torch": torch.__version__},
+    result = {"machine": {**_cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+                          "torch": torch.__version__},
               "threads": a.threads, "command": "python benchmark/diagnosis/attention_ab.py", "rows": rows,
               "summary": summary}
     write_json(a.out, result)  # atomically, its folder created

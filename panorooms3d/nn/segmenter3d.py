@@ -186,9 +186,8 @@ def _blocked_pairs(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
 
 @lru_cache(maxsize=4)
 def _additive_mask_on(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> torch.Tensor:
-    """float32 (nW, 1, N, N): :data:`MASK_VALUE` where :func:`_blocked_pairs` is True, else 0 (cached, read-only)."""
-    blocked = _blocked_pairs(padded, window, shift)
-    return torch.zeros(blocked.shape).masked_fill(blocked, MASK_VALUE).unsqueeze(1).to(device)
+    """:func:`shifted_window_mask` as (nW, 1, N, N) on ``device``, to add to (B, nW, h, N, N) logits (cached, read-only)."""
+    return shifted_window_mask(padded, window, shift).unsqueeze(1).to(device)
 
 
 @lru_cache(maxsize=8)
@@ -313,17 +312,17 @@ class WindowAttention3D(nn.Module):
         qkv = self.qkv(x).view(b, nw, n, 3, h, hd).permute(3, 0, 1, 4, 2, 5)  # 3, B, nW, h, N, hd
         q, k, v = qkv.unbind(0)
         p = self.attn_drop if self.training else 0.0
+        bias = self.position_bias(n)  # h, N, N
         if self.write_out_cpu_training and torch.is_grad_enabled() and x.device.type == "cpu":
-            return self._attend_written_out(q, k, v, mask, p)
-        bias = self.position_bias(n).to(q.dtype)  # h, N, N
-        # A 4-D attn_mask keeps torch on its fused CPU kernel; a 3-D (h, N, N) one falls back to a slow path.
-        if mask is None:
+            out = self._attend_written_out(q, k, v, bias, mask, p)
+        elif mask is None:
+            # A 4-D attn_mask keeps torch on its fused CPU kernel; a 3-D (h, N, N) one falls back to a slow path.
             out = F.scaled_dot_product_attention(
                 q.reshape(b * nw, h, n, hd), k.reshape(b * nw, h, n, hd), v.reshape(b * nw, h, n, hd),
-                attn_mask=bias.unsqueeze(0), dropout_p=p,
+                attn_mask=bias.to(q.dtype).unsqueeze(0), dropout_p=p,
             ).view(b, nw, h, n, hd)
         else:
-            full = bias + mask.to(bias.dtype)  # nW, h, N, N
+            full = bias.to(q.dtype) + mask.to(q.dtype)  # nW, h, N, N
             out = torch.stack(
                 [F.scaled_dot_product_attention(q[i], k[i], v[i], attn_mask=full, dropout_p=p) for i in range(b)]
             )  # per sample, so the (nW, h, N, N) mask is never repeated over the batch
@@ -331,21 +330,21 @@ class WindowAttention3D(nn.Module):
         return self.proj_drop(self.proj(out))
 
     def _attend_written_out(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, p: float,
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None,
+        p: float,
     ) -> torch.Tensor:
-        """The same attention as the fused path, written out for CPU training (module docstring): (B, nW, N, C).
+        """The fused kernel's attention written out for CPU training (module docstring): (B, nW, h, N, hd).
 
         The bias and the mask are added in place to the products (whose backward needs neither), so no
         (nW, h, N, N) masked bias is built.
         """
-        b, nw, h, n, hd = q.shape
+        hd = q.shape[-1]
         logits = torch.matmul(q * hd ** -0.5, k.transpose(-2, -1))  # B, nW, h, N, N
-        logits.add_(self.position_bias(n))
+        logits.add_(bias)
         if mask is not None:
             logits.add_(mask)
         weights = F.dropout(logits.softmax(-1).to(v.dtype), p=p, training=p > 0)
-        out = torch.matmul(weights, v).transpose(2, 3).reshape(b, nw, n, h * hd)
-        return self.proj_drop(self.proj(out))
+        return torch.matmul(weights, v)
 
 
 class SwinBlock3D(nn.Module):
