@@ -213,6 +213,12 @@ def test_cpu_amp_setting_chooses_bf16_autocast() -> None:
         flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
                  for f in line.split(":", 1)[1].split()}
         assert cpu_has_bf16() == bool(flags & {"amx_bf16", "avx512_bf16"}), sorted(flags & {"amx_bf16", "avx512_bf16"})
+    # what the benchmark scripts record beside their timings: the same flags and check
+    from panorooms3d.bench.train import cpu_description
+
+    described = cpu_description()
+    assert described["cpu_has_bf16"] is cpu_has_bf16() and described["cpu"]
+    assert set(described["bf16_flags"]) == flags & {"amx_bf16", "amx_tile", "avx512_bf16"}
     with pytest.raises(ValueError, match="cpu_amp = 'yes'.*off, on, auto"):
         bf16_autocast(cpu, True, "yes")
 

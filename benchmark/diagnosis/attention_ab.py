@@ -24,9 +24,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from cpu_bf16_ab import _cpu  # this folder's script: the CPU's name and bf16 flags
 
-from panorooms3d.bench.train import cpu_has_bf16, keep_large_allocations_in_heap
+from panorooms3d.bench.train import cpu_description, cpu_has_bf16, keep_large_allocations_in_heap
 from panorooms3d.nn.registry import build_model
 from panorooms3d.nn.segmenter3d import WindowAttention3D
 from panorooms3d.run.atomic import write_json
@@ -101,7 +100,7 @@ def main(argv=None) -> int:
                 "max_loss_difference": max(abs(p - q) for f, w in zip(sel["fused"], sel["written-out"])
                                            for p, q in zip(f["losses"], w["losses"])),
             }
-    result = {"machine": {**_cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+    result = {"machine": {**cpu_description(), "cores": os.cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__},
               "threads": a.threads, "command": "python benchmark/diagnosis/attention_ab.py", "rows": rows,
               "summary": summary}

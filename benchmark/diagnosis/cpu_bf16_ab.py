@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from panorooms3d.bench.train import cpu_has_bf16, keep_large_allocations_in_heap
+from panorooms3d.bench.train import cpu_description, keep_large_allocations_in_heap
 from panorooms3d.nn.registry import build_model
 from panorooms3d.run.atomic import write_json
 
@@ -67,20 +67,6 @@ def steps(name: str, bf16: bool, repeats: int) -> tuple[float, float]:
     return statistics.median(times[1:]), first
 
 
-def _cpu() -> dict:
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"cpu": name, "bf16_flags": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16"}),
-            "cpu_has_bf16": cpu_has_bf16()}
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", choices=MODELS, help="default: all")
@@ -110,7 +96,7 @@ def main(argv=None) -> int:
                           "speedup": statistics.median(f) / statistics.median(b),
                           "speedup_per_round": [x / y for x, y in zip(f, b)],
                           "first_loss_fp32": lf, "first_loss_bf16": lb}
-    result = {"machine": {**_cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+    result = {"machine": {**cpu_description(), "cores": os.cpu_count(), "python": platform.python_version(),
                           "torch": torch.__version__},
               "threads": a.threads, "command": "python benchmark/diagnosis/cpu_bf16_ab.py", "rows": rows,
               "summary": summary}

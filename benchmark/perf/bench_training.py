@@ -171,13 +171,16 @@ def main(argv=None) -> int:
     for name in track_models:
         if name != "3dseg-t":  # 3DSeg-T's default-allocator row is in the sweep
             rows.append(dict(step_seconds(name, *TRACK, cores, False, a.repeats, a.warmup), allocator="default"))
-    from panorooms3d.bench.train import keep_large_allocations_in_heap
+    from panorooms3d.bench.train import cpu_description, cpu_has_bf16, keep_large_allocations_in_heap
 
     tuned = keep_large_allocations_in_heap()  # process-wide and not undone: every row after this one is tuned
-    for name in track_models:
-        rows.append(dict(step_seconds(name, *TRACK, cores, False, a.repeats, a.warmup),
-                         allocator="tuned" if tuned else "default (tuning unavailable)"))
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
+    # as the track trains them: bf16 autocast too where the CPU has bf16 hardware (cpu_amp = "auto")
+    precisions = (False, True) if cpu_has_bf16() else (False,)
+    for bf16 in precisions:
+        for name in track_models:
+            rows.append(dict(step_seconds(name, *TRACK, cores, bf16, a.repeats, a.warmup),
+                             allocator="tuned" if tuned else "default (tuning unavailable)"))
+    result = {"machine": {**cpu_description(), "cores": cores,
                           "torch": torch.__version__, "python": platform.python_version()},
               "command": "python benchmark/perf/bench_training.py" + (" --quick" if a.quick else "")
               + (" --compile" if a.compile else ""),

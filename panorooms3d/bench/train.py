@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,6 +174,22 @@ def cpu_has_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware: AMX tiles or AVX512-BF16 (torch's own CPU feature checks)."""
     checks = (getattr(torch.cpu, "_is_amx_tile_supported", None), getattr(torch.cpu, "_is_avx512_bf16_supported", None))
     return any(bool(check()) for check in checks if check is not None)
+
+
+def cpu_description() -> dict:
+    """The CPU's model name (``/proc/cpuinfo`` where there is one), its bf16 flags and :func:`cpu_has_bf16`: what
+    the benchmark scripts record beside their timings."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"cpu": name, "bf16_flags": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16"}),
+            "cpu_has_bf16": cpu_has_bf16()}
 
 
 def bf16_autocast(device: torch.device, amp: bool, cpu_amp: str) -> bool:
