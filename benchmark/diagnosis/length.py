@@ -51,7 +51,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from panorooms3d.bench.evaluate import evaluate
-    from panorooms3d.bench.report import curve_summary
+    from panorooms3d.bench.report import curve_summary, validation_curve
     from panorooms3d.bench.stats import bootstrap
     from panorooms3d.bench.suite import load_model
     from panorooms3d.bench.train import TrainConfig, train
@@ -89,12 +89,11 @@ def main() -> None:
     t0 = time.perf_counter()
     train(config, progress=False)
     seconds = time.perf_counter() - t0
-    curve = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
-    curve = [(r["iteration"], r["val_mIoU"]) for r in curve if r.get("val_mIoU") is not None]
+    curve = validation_curve(json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines())
     model = load_model(folder / "model.pt")
     result = evaluate(model, args.data, split="test", progress=False)
     on_train = evaluate(model, args.data, split="train", progress=False)
-    tail = curve_summary(sorted(dict(curve).items()))
+    tail = curve_summary(curve)
     record = {"data": str(args.data), "train_rooms": len(Dataset(args.data).split("train")),
               "model": args.model, "model_overrides": overrides, "iterations": args.iterations, "seed": args.seed,
               "settings": settings, "parameters": sum(p.numel() for p in model.parameters()),
