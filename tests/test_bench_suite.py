@@ -513,6 +513,23 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert pretrain_folder(ema_suite, ema_runs["3dseg-t-ema"], ts, tmp_path) == \
             pretrain_folder(track, track.runs[0], ts, tmp_path)
     assert all(load_suite(name).train == no_avg.train for name in ("cpu-track-screen", "cpu-track-precision"))
+    # suites that reuse the track's own trainings (copied from a recording): the same folders, so only their new
+    # trainings run; the float32 baselines differ from the track's only by cpu_amp
+    seeds_suite, prec = load_suite("cpu-track-seeds"), load_suite("cpu-track-precision-1400")
+    track_runs, seeds_runs, prec_runs = ({r.name: r for r in s.runs} for s in (track, seeds_suite, prec))
+    assert all(r.seeds == [0, 1, 2, 3, 4, 5] for r in seeds_suite.runs)
+    for name, run in seeds_runs.items():
+        assert dataclasses.replace(run, seeds=None) == dataclasses.replace(track_runs[name], seeds=None, paper={})
+        for seed in (0, 1, 2, 3):
+            ts = {**track.settings, "seed": seed}
+            assert pretrain_folder(seeds_suite, run, ts, tmp_path) == pretrain_folder(track, track_runs[name], ts,
+                                                                                   tmp_path)
+    ts = {**track.settings, "seed": 0}
+    for name in ("sparseconv", "unet3d-s"):
+        assert pretrain_folder(prec, prec_runs[name], ts, tmp_path) == \
+            pretrain_folder(track, track_runs[name], ts, tmp_path)
+        assert _pretrain_settings(prec, prec_runs[f"{name}-fp32"], ts) == {
+            **_pretrain_settings(track, track_runs[name], ts), "cpu_amp": "off"}
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
