@@ -18,7 +18,9 @@ user can choose (issue 14, point 8):
 
 Every 3D model is timed at the CPU track's setting (1 x 64^3, all cores, fp32) twice: first with glibc's
 default allocator settings, then after ``keep_large_allocations_in_heap()``, which training calls on the CPU
-(the rows' ``allocator``; the 3DSeg-T sweep runs with the default, as before).
+(the rows' ``allocator``; the 3DSeg-T sweep runs with the default, as before); where the CPU has bf16 hardware
+(AMX or AVX512-BF16: ``cpu_has_bf16``) the tuned rows are timed under bf16 autocast too, as the CPU track trains
+them (``cpu_amp = "auto"``). ``machine`` records the CPU's name and bf16 flags.
 Results: stdout (Markdown) and ``benchmark/results/perf_training.json``; docs/performance.md
 records them with the machine and the command.
 
