@@ -524,6 +524,13 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
             ts = {**track.settings, "seed": seed}
             assert pretrain_folder(seeds_suite, run, ts, tmp_path) == pretrain_folder(track, track_runs[name], ts,
                                                                                    tmp_path)
+    longer = load_suite("cpu-track-1800")  # its 1,400-step row is the track's trainings; the other differs by length
+    for seed in (0, 1, 2):
+        ts = {**track.settings, "seed": seed}
+        short, long_ = (pretrain_folder(longer, r, ts, tmp_path) for r in longer.runs)
+        assert short == pretrain_folder(track, track.runs[0], ts, tmp_path) != long_
+        assert _pretrain_settings(longer, longer.runs[1], ts) == {**_pretrain_settings(track, track.runs[0], ts),
+                                                                  "iterations": 1800}
     ts = {**track.settings, "seed": 0}
     for name in ("sparseconv", "unet3d-s"):
         assert pretrain_folder(prec, prec_runs[name], ts, tmp_path) == \
