@@ -96,7 +96,10 @@ def main(argv=None) -> int:
         losses = {r["final_loss"] for r in rows if r["model"] == model}
         summary[model] = {"default_s_per_step": statistics.median(d), "tuned_s_per_step": statistics.median(t),
                           "change": statistics.median(t) / statistics.median(d) - 1, "same_final_loss": len(losses) == 1}
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    # torch is imported only here in the parent, where the record is written
+    from panorooms3d.bench.train import cpu_description
+
+    result = {"machine": {**cpu_description(), "cores": os.cpu_count(),
                           "python": platform.python_version()},
               "command": "python benchmark/diagnosis/allocator_ab.py " + str(a.data), "rows": rows, "summary": summary}
     write_json(a.out, result)  # atomically, its folder created

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import panorooms3d.nn.layers as layers
-from panorooms3d.bench.train import keep_large_allocations_in_heap
+from panorooms3d.bench.train import cpu_description, keep_large_allocations_in_heap
 from panorooms3d.nn import sparseconv
 from panorooms3d.nn.registry import build_model
 from panorooms3d.run.atomic import write_json
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
         summary[model] = {"torch_s_per_step": statistics.median(t), "onednn_s_per_step": statistics.median(o),
                           "change": statistics.median(o) / statistics.median(t) - 1,
                           "loss_spread": max(losses) - min(losses)}
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    result = {"machine": {**cpu_description(), "cores": os.cpu_count(),
                           "python": platform.python_version(), "torch": torch.__version__},
               "threads": a.threads, "command": "python benchmark/diagnosis/conv_onednn_ab.py", "rows": rows,
               "summary": summary}

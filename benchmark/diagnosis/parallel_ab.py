@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from panorooms3d.bench.train import cpu_description
 from panorooms3d.run.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
         summary[model] = {"serial_wall_seconds": statistics.median(s), "parallel_wall_seconds": statistics.median(p),
                           "speedup": statistics.median(s) / statistics.median(p),
                           "speedup_by_round": [a_ / b_ for a_, b_ in zip(s, p)]}
-    result = {"machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
+    result = {"machine": {**cpu_description(), "cores": cores,
                           "python": platform.python_version()},
               "command": "python benchmark/diagnosis/parallel_ab.py " + str(a.data), "rows": rows,
               "summary": summary}
