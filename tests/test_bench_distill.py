@@ -127,6 +127,34 @@ def test_distillation_lowers_kd_and_resumes(setup: dict) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_teacher_term_only_on_unlabelled_rooms(setup: dict) -> None:
+    """``kd_rooms = "unlabelled"``: CE alone on the labelled room, the teacher alone on the other, for either KD loss."""
+    from panorooms3d.bench.data import labelled_subset
+
+    rooms = Dataset(setup["data"]).split("train")
+    labelled = set(labelled_subset(rooms, 0.5))
+    assert len(labelled) == 1
+    for kd_loss in ("soft", "hard"):
+        out = setup["root"] / f"unl-{kd_loss}"
+        distill(setup["data"], setup["student"], setup["cache"], out, iterations=4, lr=1e-3, device="cpu",
+                split="train", val_every=0, labelled_fraction=0.5, kd_rooms="unlabelled", kd_loss=kd_loss,
+                progress=False)
+        steps = [json.loads(x) for x in (out / "distill_log.jsonl").read_text().splitlines() if '"kd"' in x]
+        assert len(steps) == 4 and {r["room"] for r in steps} == set(rooms)
+        for r in steps:
+            if r["room"] in labelled:
+                assert r["kd"] is None and r["ce"] is not None and r["loss"] == r["ce"], r
+            else:
+                assert r["ce"] is None and r["kd"] is not None and r["loss"] == pytest.approx(r["kd"]), r
+        assert json.loads((out / "config.json").read_text())["kd_rooms"] == "unlabelled"
+    with pytest.raises(ValueError, match="kd_rooms"):
+        distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "bad", iterations=1, device="cpu",
+                kd_rooms="labelled", progress=False)
+    with pytest.raises(ValueError, match="kd_loss"):
+        distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "bad2", iterations=1, device="cpu",
+                kd_loss="sharp", progress=False)
+
+
 def test_finetune_only_control_has_no_kd(setup: dict) -> None:
     out = setup["root"] / "ft"
     res = distill(setup["data"], setup["student"], None, out, iterations=2, lr=1e-3, finetune_only=True,

@@ -576,6 +576,18 @@ def test_train_and_distill_commands(finished: dict, tmp_path: Path) -> None:
                                   "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "ft" / "model.pt").exists() and "finetune: 1 rooms" in r.output
+    # the teacher's argmax as pseudo-labels (beyond the paper), from the finished suite's teacher cache
+    r = runner.invoke(benchmark, ["distill", "--data", str(finished["data"]), "--student", str(out / "model.pt"),
+                                  "--teacher-cache", str(finished["out"] / "teacher" / "cache"),
+                                  "--out", str(tmp_path / "pl"), "--kd-loss", "hard", "--pseudo-threshold", "0.5",
+                                  "--labelled-fraction", "0.5", "--kd-rooms", "unlabelled",
+                                  "--iterations", "1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    config = json.loads((tmp_path / "pl" / "config.json").read_text())
+    assert config["kd_loss"] == "hard" and config["pseudo_threshold"] == 0.5
+    assert config["labelled_fraction"] == 0.5 and config["kd_rooms"] == "unlabelled"
+    log = [json.loads(x) for x in (tmp_path / "pl" / "distill_log.jsonl").read_text().splitlines() if '"kd"' in x]
+    assert len(log) == 1 and (log[0]["kd"] is None) != (log[0]["ce"] is None), "CE or the teacher, never both"
     r = runner.invoke(benchmark, ["train", "--data", str(finished["data"]), "--model", "nosuch", "--out",
                                   str(tmp_path / "x"), "--iterations", "1", "--workers", "0"])
     assert r.exit_code != 0 and "unknown model 'nosuch'" in r.output

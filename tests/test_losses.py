@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from panorooms3d.nn.losses import distillation_loss, distillation_objective, voxel_cross_entropy
+from panorooms3d.nn.losses import distillation_loss, distillation_objective, pseudo_label_loss, voxel_cross_entropy
 
 
 def _kl_by_hand(zs, zt, tau):
@@ -133,3 +133,42 @@ def test_objective_is_sum_of_parts():
     total.backward()
     assert vl.grad.abs().sum() > 0 and ps.grad.abs().sum() > 0
     assert torch.count_nonzero(ps.grad[:, 0, 1]).item() == 0  # an unmasked pixel gets no gradient
+
+
+def test_pseudo_labels_by_hand_with_threshold_weights_and_mask():
+    """The teacher's argmax as labels: -log softmax(S_p)[argmax T_p], weighted, over the pixels kept."""
+    # 3 classes, 1 x 3 pixels. Teacher: pixel 0 sure of class 2, pixel 1 unsure (class 0 barely), pixel 2 sure of 1.
+    t = torch.tensor([[[0.0, 0.1, -5.0]], [[0.0, 0.0, 5.0]], [[6.0, 0.0, 0.0]]], dtype=torch.float64)
+    s = torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 2.0, 1.0]], [[0.0, 0.0, -1.0]]], dtype=torch.float64)
+
+    def nll(pixel: int, label: int) -> float:
+        z = s[:, 0, pixel].numpy()
+        return float(-(z[label] - np.log(np.exp(z).sum())))
+
+    conf = torch.softmax(t[:, 0, 1], 0).max().item()  # pixel 1's confidence, about 0.41
+    assert 0.3 < conf < 0.5
+    every = pseudo_label_loss(s, t)
+    assert every.item() == pytest.approx((nll(0, 2) + nll(1, 0) + nll(2, 1)) / 3, rel=1e-12)
+    sure = pseudo_label_loss(s, t, threshold=0.9)  # pixel 1 drops out
+    assert sure.item() == pytest.approx((nll(0, 2) + nll(2, 1)) / 2, rel=1e-12)
+    w = torch.tensor([1.0, 1.0, 3.0], dtype=torch.float64)  # class weights, as the voxel CE's
+    weighted = pseudo_label_loss(s, t, weight=w, threshold=0.9)
+    assert weighted.item() == pytest.approx((3 * nll(0, 2) + nll(2, 1)) / 4, rel=1e-12)
+    masked = pseudo_label_loss(s, t, torch.tensor([[False, True, True]]))  # pixel 0 not hit
+    assert masked.item() == pytest.approx((nll(1, 0) + nll(2, 1)) / 2, rel=1e-12)
+    # the same as a batch of one
+    assert pseudo_label_loss(s[None], t[None]).item() == pytest.approx(every.item(), rel=1e-12)
+
+
+def test_pseudo_labels_with_nothing_kept_are_zero_and_bad_thresholds_fail():
+    s = torch.randn(4, 3, 5, requires_grad=True)
+    t = torch.zeros(4, 3, 5)  # a uniform teacher: confidence 0.25 everywhere
+    loss = pseudo_label_loss(s, t, threshold=0.5)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert s.grad is not None and torch.count_nonzero(s.grad).item() == 0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="threshold"):
+            pseudo_label_loss(s, t, threshold=bad)
+    with pytest.raises(ValueError, match="differ"):
+        pseudo_label_loss(s, t[:3])

@@ -263,6 +263,17 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--protocol", type=click.Choice(["project", "official"]), default="project", show_default=True,
               help="benchmark/protocols/<name>.toml as defaults (official: the official code's KD normalisation, "
                    "six-face projection, MultiStepLR schedule, encoding); options given here win.")
+@click.option("--kd-loss", type=click.Choice(["soft", "hard"]), default="soft", show_default=True,
+              help="The teacher's term: soft = the paper's KD at --tau; hard = beyond the paper, the teacher's argmax as "
+                   "pseudo-labels of the projected student (weighted like the CE term, hit pixels only).")
+@click.option("--pseudo-threshold", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="With --kd-loss hard: only pixels whose teacher probability of its argmax reaches this count.")
+@click.option("--labelled-fraction", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Share of the training rooms whose 3D labels are used (beyond the paper; the same rooms as block "
+                   "training's labelled_fraction). The others get the teacher's term alone.")
+@click.option("--kd-rooms", type=click.Choice(["all", "unlabelled"]), default="all", show_default=True,
+              help="Rooms that get the teacher's term: all (the paper) or only those without 3D labels "
+                   "(--labelled-fraction below 1), CE alone on the others.")
 @click.option("--val-every", type=click.IntRange(1), default=1500, show_default=True)
 @click.option("--val-split", type=SPLITS, default="val", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -270,7 +281,7 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark distill")
 def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, protocol,
-                    val_every, val_split, seed, device, force) -> None:
+                    kd_loss, pseudo_threshold, labelled_fraction, kd_rooms, val_every, val_split, seed, device, force) -> None:
     """Distil the cached teacher into a 3D student room by room (or finetune it with --finetune-only)."""
     from click.core import ParameterSource
 
@@ -278,7 +289,9 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
     from panorooms3d.bench.protocol import load_protocol
 
     ctx = click.get_current_context()
-    options = dict(iterations=iterations, tau=tau, lr=lr, projection=projection, val_every=val_every)
+    options = dict(iterations=iterations, tau=tau, lr=lr, projection=projection, val_every=val_every,
+                   kd_loss=kd_loss, pseudo_threshold=pseudo_threshold, kd_rooms=kd_rooms,
+                   labelled_fraction=labelled_fraction)
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     settings = {**options, **load_protocol(protocol).apply("distill", given)}
 

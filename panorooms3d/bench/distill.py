@@ -27,7 +27,13 @@ schedule and validation, with CE only (no projection is computed; the log's ``kd
 subset of the training rooms (:func:`panorooms3d.bench.data.labelled_subset`, the same rooms the
 block pretraining used) has 3D labels. Distillation then visits every training room with a cached
 teacher prediction and applies CE only on the labelled ones (KD only on the others); the
-finetune-only control visits the labelled rooms alone.
+finetune-only control visits the labelled rooms alone. The labelled rooms get the teacher's term too
+(``kd_rooms = "all"``, the paper's recipe on every room), or not (``kd_rooms = "unlabelled"``: CE alone there).
+
+``kd_loss`` chooses the teacher's term (:data:`KD_LOSSES`): ``soft``, the KD term above, or ``hard``
+(beyond the paper), the teacher's argmax as pseudo-labels of the projected student
+(:func:`panorooms3d.nn.losses.pseudo_label_loss`, weighted like CE, hit pixels whose teacher
+probability reaches ``pseudo_threshold``).
 
 ``unlabelled_data`` adds rooms from other 3D datasets (folders relative to ``data`` or absolute)
 whose 3D labels are never read: their ``split`` rooms are distilled with KD only, beside the rooms
@@ -69,7 +75,7 @@ from panorooms3d.bench.train import (
     resume,
     save_checkpoint,
 )
-from panorooms3d.nn.losses import distillation_loss, voxel_cross_entropy
+from panorooms3d.nn.losses import distillation_loss, pseudo_label_loss, voxel_cross_entropy
 from panorooms3d.run.atomic import write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
@@ -88,6 +94,27 @@ PROJECTION_OPTIONS = {
 KD_MASKS = {"hit": lambda result: result.hit, "none": lambda result: None}
 
 
+def _soft_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold):
+    """The paper's KD term: tau^2 KL(softmax(T / tau) || softmax(S / tau)) over ``mask`` (:func:`distillation_loss`)."""
+    return distillation_loss(values, teacher, mask, tau=tau, normalisation=normalisation)
+
+
+def _hard_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold):
+    """Pseudo-labels: class-weighted CE against the teacher's argmax, on hit pixels (of ``mask``) it is sure of."""
+    counted = result.hit if mask is None else mask & result.hit
+    return pseudo_label_loss(values, teacher, counted, weight=class_weight, threshold=threshold)
+
+
+#: What the teacher's term is (``kd_loss``): ``soft`` = the paper's KL at temperature tau (``kd_normalisation``
+#: and ``kd_mask`` apply); ``hard`` = beyond the paper, the teacher's argmax as labels of the projected student
+#: (:func:`panorooms3d.nn.losses.pseudo_label_loss`: weighted like the CE term, only pixels whose ray hit a
+#: surface and whose teacher probability reaches ``pseudo_threshold``; tau and the normalisation do not apply).
+KD_LOSSES = {"soft": _soft_kd, "hard": _hard_kd}
+#: Which rooms get the teacher's term (``kd_rooms``), by whether the room has 3D labels: ``all`` (the paper's
+#: recipe, and the project's default) or ``unlabelled`` (the teacher only where no 3D labels exist, CE alone elsewhere).
+KD_ROOMS = {"all": lambda labelled: True, "unlabelled": lambda labelled: not labelled}
+
+
 @dataclass
 class DistillConfig:
     """Settings of a distillation (or finetune-only) run; JSON-able, stored in every checkpoint.
@@ -103,7 +130,7 @@ class DistillConfig:
         kd_weight: weight of the KD term (1 = the paper; 0 = finetune-only control).
         lr: Adam learning rate (the paper does not state one for this stage; our default 1e-4).
         schedule: ``constant`` or ``poly``.
-        val_every: iterations between validations (the official script: 1500).
+        val_every: iterations between validations (the official script: 1500); 0 = none (the final weights are the best).
         val_split: the split validated on.
         projection: ``surface`` | ``faces`` | ``emission`` (see the module docstring).
         class_set, seed, device: as in :class:`panorooms3d.bench.train.TrainConfig`.
@@ -119,6 +146,9 @@ class DistillConfig:
         kd_normalisation: ``project`` (mean over counted pixels) or ``official`` (sum / (K H W)), see
             :func:`panorooms3d.nn.losses.distillation_loss`.
         kd_mask: ``hit`` or ``none`` (:data:`KD_MASKS`).
+        kd_loss: ``soft`` (the paper's KD) or ``hard`` (the teacher's argmax as pseudo-labels; :data:`KD_LOSSES`).
+        pseudo_threshold: with ``kd_loss = "hard"``, the smallest teacher probability of its argmax that counts.
+        kd_rooms: ``all`` or ``unlabelled``: the rooms that get the teacher's term (:data:`KD_ROOMS`).
         face_size, n_samples, near, far, stitch_padding: projection options (:data:`PROJECTION_OPTIONS`;
             ``official-emission``: the official 256, 100, 0.1, 7.0, reflection). ``face_size`` None =
             the render function's default.
@@ -160,6 +190,9 @@ class DistillConfig:
     class_weights: str = "none"
     kd_normalisation: str = "project"
     kd_mask: str = "hit"
+    kd_loss: str = "soft"
+    pseudo_threshold: float = 0.0
+    kd_rooms: str = "all"
     face_size: int | None = None
     n_samples: int = 100
     near: float = 0.1
@@ -208,7 +241,8 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
                 tau: float = 20.0, kd_weight: float = 1.0, projection: str = "surface",
                 device: torch.device | str = "cpu", labelled: bool = True, kd_normalisation: str = "project",
                 kd_mask: str = "hit", projection_options: dict | None = None,
-                class_weight: torch.Tensor | None = None) -> dict:
+                class_weight: torch.Tensor | None = None, kd_loss: str = "soft",
+                pseudo_threshold: float = 0.0) -> dict:
     """The losses of one room (batch 1): ``ce``, ``kd`` (None when kd_weight is 0 or no teacher), ``loss``, ``hit``.
 
     Args:
@@ -217,7 +251,8 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         teacher_logits: (K, H, W) cached teacher logits, or None.
         labelled: False for a room whose 3D labels may not be used: no CE term (``ce`` is None).
         kd_normalisation, kd_mask, projection_options: see :class:`DistillConfig` (the protocol's KD term).
-        class_weight: optional (K,) CE class weights.
+        class_weight: optional (K,) CE class weights (also those of the ``hard`` teacher term).
+        kd_loss, pseudo_threshold: the teacher's term (:data:`KD_LOSSES`).
     """
     from panorooms3d.bench.evaluate import forward_room
 
@@ -239,9 +274,12 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
                              **(projection_options or {}))
         if kd_mask not in KD_MASKS:
             raise ValueError(f"unknown KD mask {kd_mask!r}; use one of {tuple(KD_MASKS)}")
+        if kd_loss not in KD_LOSSES:
+            raise ValueError(f"unknown KD loss {kd_loss!r}; use one of {tuple(KD_LOSSES)}")
         mask = KD_MASKS[kd_mask](res)
-        kd = distillation_loss(res.values, t.to(res.values.dtype), None if mask is None else mask.to(device), tau=tau,
-                               normalisation=kd_normalisation)
+        kd = KD_LOSSES[kd_loss](res.values, t.to(res.values.dtype), res, None if mask is None else mask.to(device),
+                                tau=tau, normalisation=kd_normalisation, class_weight=class_weight,
+                                threshold=pseudo_threshold)
         out.update(kd=kd, loss=kd_weight * kd if ce is None else ce + kd_weight * kd, hit=float(res.hit.float().mean()))
     return out
 
@@ -326,6 +364,12 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     if config.unlabelled_share is not None and not 0 < config.unlabelled_share < 1:
         raise ValueError(f"unlabelled_share must be between 0 and 1 (exclusive), not {config.unlabelled_share}; "
                          "leave it unset to visit every room equally often")
+    if config.kd_loss not in KD_LOSSES:
+        raise ValueError(f"unknown kd_loss {config.kd_loss!r}; use one of {tuple(KD_LOSSES)}")
+    if config.kd_rooms not in KD_ROOMS:
+        raise ValueError(f"unknown kd_rooms {config.kd_rooms!r}; use one of {tuple(KD_ROOMS)}")
+    if not 0.0 <= config.pseudo_threshold < 1.0:
+        raise ValueError(f"pseudo_threshold must be in [0, 1), not {config.pseudo_threshold}")
     if config.kd_weight > 0 and (teacher_cache is None or not Path(teacher_cache).is_dir()):
         raise FileNotFoundError(f"teacher cache folder not found: {teacher_cache} (run train-teacher and cache first)")
     student = _read_student(Path(student_checkpoint))
@@ -362,17 +406,19 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         rooms = [u for u in rooms if u in labelled]
     else:
         extra = _unlabelled_rooms(Path(data), config.unlabelled_data, config.split, source)
+    taught = KD_ROOMS[config.kd_rooms]  # labelled? -> does the room get the teacher's term
     if config.kd_weight > 0:
         from panorooms3d.bench.teacher import teacher_cache_path
 
-        missing = [u for u in rooms + extra if not teacher_cache_path(teacher_cache, u).exists()]
+        missing = [u for u in rooms + extra
+                   if taught(u in labelled) and not teacher_cache_path(teacher_cache, u).exists()]
         rooms = [u for u in rooms if u not in missing]
         extra = [u for u in extra if u not in missing]
         if missing and progress:
             tqdm.write(f"distill: {len(missing)} room(s) without a cached teacher prediction are left out")
     if not rooms:
         raise ValueError(f"{data}: no {config.split!r} rooms to distil on")
-    val_rooms = ds.split(config.val_split)
+    val_rooms = ds.split(config.val_split) if config.val_every > 0 else []  # val_every 0: no validation
     weight = class_weights(Path(data), sorted(labelled), config.class_set, config.class_weights) if labelled else None
     if weight is not None:
         weight = weight.to(device)
@@ -413,7 +459,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         if len(cache) < 64:
             cache[uid] = sample
         teacher = None
-        if config.kd_weight > 0:
+        if config.kd_weight > 0 and taught(uid in labelled):
             from panorooms3d.bench.teacher import teacher_cache_path
 
             teacher = torch.from_numpy(np.load(teacher_cache_path(teacher_cache, uid)).astype(np.float32))
@@ -421,7 +467,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
                              projection=config.projection, device=device, labelled=uid in labelled,
                              kd_normalisation=config.kd_normalisation, kd_mask=config.kd_mask,
                              projection_options={k: getattr(config, k) for k in PROJECTION_OPTIONS[config.projection]},
-                             class_weight=weight)
+                             class_weight=weight, kd_loss=config.kd_loss, pseudo_threshold=config.pseudo_threshold)
         value = optimisation_step(losses["loss"], optimizer, scheduler, on_diverge=lambda it=it: checkpoint(it),
                                   where=f"iteration {it + 1} (room {uid})")
         kd = None if losses["kd"] is None else float(losses["kd"].detach())

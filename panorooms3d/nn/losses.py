@@ -7,6 +7,8 @@
   panorama (:func:`panorooms3d.panorama.projection.render_equirect`), averaged over the pixels
   whose ray hits a surface (``normalisation="project"``) or, as the official code does, summed
   over all pixels and divided by the number of map elements ``B*K*H*W`` (``"official"``).
+- :func:`pseudo_label_loss`: beyond the paper, the teacher's argmax as hard labels of the projected
+  student prediction (cross-entropy over the counted pixels whose teacher confidence reaches a threshold).
 - :func:`distillation_objective`: their sum, with the parts.
 
 Reductions are spelled out in each docstring and docs/projection.md.
@@ -17,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distillation_loss", "voxel_cross_entropy", "distillation_objective", "KD_NORMALISATIONS"]
+__all__ = ["distillation_loss", "pseudo_label_loss", "voxel_cross_entropy", "distillation_objective",
+           "KD_NORMALISATIONS"]
 
 #: The paper's distillation temperature.
 DEFAULT_TAU = 20.0
@@ -87,6 +90,58 @@ def distillation_loss(
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # [P]
     denominator = KD_NORMALISATIONS[normalisation](b, k, h, w, kl.shape[0])
     return (tau * tau) * kl.sum() / denominator
+
+
+def pseudo_label_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    threshold: float = 0.0,
+) -> torch.Tensor:
+    """Hard pseudo-labels from the teacher: cross-entropy of the student against the teacher's argmax.
+
+    Beyond the paper (its KD term is :func:`distillation_loss`). Per pixel p of the mask, with
+    ``q_p = softmax(T_p)`` (the teacher at temperature 1), ``l_p = argmax_k q_p[k]`` and
+    ``c_p = max_k q_p[k]``, the pixels that count are ``P = {p in mask : c_p >= threshold}`` and
+
+        ``loss = sum_{p in P} w[l_p] * (-log softmax(S_p)[l_p]) / sum_{p in P} w[l_p]``
+
+    (``w`` = 1 without ``weight``): ``F.cross_entropy`` with ``reduction="mean"`` over those pixels,
+    pooled over the batch. With no pixel left it is exactly 0 (on the graph, zero gradient), never
+    NaN. The teacher gets no gradient; values outside the mask are never read.
+
+    Args:
+        student_logits: [K, H, W] or [B, K, H, W] float logits of the student (the projected 3D prediction).
+        teacher_logits: same shape, logits of the 2D teacher.
+        mask: [H, W] or [B, H, W] bool: pixels that may count (normally ``ProjectionResult.hit``); None = all.
+        weight: optional [K] class weights (as the voxel cross-entropy's).
+        threshold: the smallest teacher probability of its own argmax that counts (0 = every pixel, < 1).
+
+    Returns:
+        Scalar tensor (dtype of ``student_logits``).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
+    if student_logits.dim() == 3:
+        student_logits, teacher_logits = student_logits[None], teacher_logits[None]
+        if mask is not None and mask.dim() == 2:
+            mask = mask[None]
+    if student_logits.dim() != 4:
+        raise ValueError(f"logits must be [K, H, W] or [B, K, H, W], got {tuple(student_logits.shape)}")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"the pseudo-label threshold must be in [0, 1), got {threshold}")
+    b, _, h, w = student_logits.shape
+    if mask is None:
+        mask = torch.ones((b, h, w), dtype=torch.bool, device=student_logits.device)
+    mask = mask.to(device=student_logits.device, dtype=torch.bool).expand(b, h, w)
+    s = student_logits.permute(0, 2, 3, 1)[mask]
+    confidence, label = F.softmax(teacher_logits.detach().permute(0, 2, 3, 1)[mask].float(), dim=1).max(1)
+    keep = confidence >= threshold
+    if not bool(keep.any()):
+        return s.sum() * 0.0  # nothing counts: exactly 0, on the graph, no NaN
+    w = None if weight is None else weight.to(device=s.device, dtype=s.dtype)
+    return F.cross_entropy(s[keep], label[keep], weight=w)
 
 
 def _per_masked_pixel(b: int, k: int, h: int, w: int, masked: int) -> int:
