@@ -531,6 +531,19 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert short == pretrain_folder(track, track.runs[0], ts, tmp_path) != long_
         assert _pretrain_settings(longer, longer.runs[1], ts) == {**_pretrain_settings(track, track.runs[0], ts),
                                                                   "iterations": 1800}
+    pseudo = load_suite("cpu-track-pseudo")  # the track's rows as they are, and rows that change only [distill]
+    assert (pseudo.train, pseudo.teacher, pseudo.distill, pseudo.eval) == (track.train, track.teacher, track.distill,
+                                                                          track.eval)
+    pseudo_runs = {r.name: r for r in pseudo.runs}
+    for name in ("3dseg-t-finetune", "3dseg-t-dist", "3dseg-t-half-finetune", "3dseg-t-half-dist"):
+        assert dataclasses.replace(pseudo_runs[name], label="") == dataclasses.replace(track_runs[name], label="",
+                                                                                        paper={})
+    for run in pseudo.runs:
+        assert run.distill or run.finetune_only
+        twin = track_runs["3dseg-t-half-dist" if run.train.get("labelled_fraction", 1) < 1 else "3dseg-t-dist"]
+        for seed in run.seeds:
+            ts = {**track.settings, "seed": seed}
+            assert pretrain_folder(pseudo, run, ts, tmp_path) == pretrain_folder(track, twin, ts, tmp_path)
     ts = {**track.settings, "seed": 0}
     for name in ("sparseconv", "unet3d-s"):
         assert pretrain_folder(prec, prec_runs[name], ts, tmp_path) == \
