@@ -101,6 +101,31 @@ def test_kd_gradients_reach_the_student(setup: dict) -> None:
     assert grad is not None and float(grad.abs().sum()) > 0, "the KD gradient reaches the encoder"
 
 
+def test_pseudo_label_terms_are_the_loss_on_the_projection(setup: dict) -> None:
+    """``hard``: pseudo_label_loss of the projected student on the hit pixels, with CE's class weights;
+    ``hard-unweighted``: the same with none."""
+    from panorooms3d.bench.distill import project_logits
+    from panorooms3d.bench.evaluate import forward_room
+    from panorooms3d.bench.train import build, load_weights
+    from panorooms3d.nn.losses import pseudo_label_loss
+
+    model = build(TrainConfig(data=str(setup["data"]), model="3dseg-t"))
+    load_weights(setup["student"], model)
+    model.eval()  # no stochastic depth: the same logits in every call
+    sample = load_room(Dataset(setup["data"]), "box0/Room-0")
+    teacher = torch.from_numpy(np.load(teacher_cache_path(setup["cache"], "box0/Room-0")).astype(np.float32))
+    w = torch.linspace(0.5, 2.0, K)
+    with torch.no_grad():
+        res = project_logits(sample, forward_room(model, torch.as_tensor(sample.x)[None])[0].float(), *teacher.shape[1:])
+        want_w = pseudo_label_loss(res.values, teacher, res.hit, weight=w)
+        want = pseudo_label_loss(res.values, teacher, res.hit)
+        got = {k: float(room_losses(model, sample, teacher, kd_loss=k, class_weight=w)["kd"])
+               for k in ("hard", "hard-unweighted")}
+    assert got["hard"] == pytest.approx(float(want_w), rel=1e-5)
+    assert got["hard-unweighted"] == pytest.approx(float(want), rel=1e-5)
+    assert abs(float(want_w) - float(want)) > 1e-3, "the weights must matter on this room"
+
+
 def test_distillation_lowers_kd_and_resumes(setup: dict) -> None:
     base = dict(iterations=6, tau=20.0, lr=1e-3, val_every=3, checkpoint_every=1, device="cpu",
                 split="train")

@@ -105,11 +105,18 @@ def _hard_kd(values, teacher, result, mask, *, tau, normalisation, class_weight,
     return pseudo_label_loss(values, teacher, counted, weight=class_weight, threshold=threshold)
 
 
+def _hard_unweighted_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold):
+    """Pseudo-labels as ``hard``, every class weighing 1 (the CE term keeps its weights)."""
+    return _hard_kd(values, teacher, result, mask, tau=tau, normalisation=normalisation, class_weight=None,
+                    threshold=threshold)
+
+
 #: What the teacher's term is (``kd_loss``): ``soft`` = the paper's KL at temperature tau (``kd_normalisation``
 #: and ``kd_mask`` apply); ``hard`` = beyond the paper, the teacher's argmax as labels of the projected student
 #: (:func:`panorooms3d.nn.losses.pseudo_label_loss`: weighted like the CE term, only pixels whose ray hit a
-#: surface and whose teacher probability reaches ``pseudo_threshold``; tau and the normalisation do not apply).
-KD_LOSSES = {"soft": _soft_kd, "hard": _hard_kd}
+#: surface and whose teacher probability reaches ``pseudo_threshold``; tau and the normalisation do not apply);
+#: ``hard-unweighted`` = the same without class weights.
+KD_LOSSES = {"soft": _soft_kd, "hard": _hard_kd, "hard-unweighted": _hard_unweighted_kd}
 #: Which rooms get the teacher's term (``kd_rooms``), by whether the room has 3D labels: ``all`` (the paper's
 #: recipe, and the project's default) or ``unlabelled`` (the teacher only where no 3D labels exist, CE alone elsewhere).
 KD_ROOMS = {"all": lambda labelled: True, "unlabelled": lambda labelled: not labelled}
@@ -146,7 +153,8 @@ class DistillConfig:
         kd_normalisation: ``project`` (mean over counted pixels) or ``official`` (sum / (K H W)), see
             :func:`panorooms3d.nn.losses.distillation_loss`.
         kd_mask: ``hit`` or ``none`` (:data:`KD_MASKS`).
-        kd_loss: ``soft`` (the paper's KD) or ``hard`` (the teacher's argmax as pseudo-labels; :data:`KD_LOSSES`).
+        kd_loss: ``soft`` (the paper's KD), ``hard`` (the teacher's argmax as pseudo-labels, weighted like CE) or
+            ``hard-unweighted`` (the same, every class weighing 1); :data:`KD_LOSSES`.
         pseudo_threshold: with ``kd_loss = "hard"``, the smallest teacher probability of its argmax that counts.
         kd_rooms: ``all`` or ``unlabelled``: the rooms that get the teacher's term (:data:`KD_ROOMS`).
         face_size, n_samples, near, far, stitch_padding: projection options (:data:`PROJECTION_OPTIONS`;
