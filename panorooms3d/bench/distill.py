@@ -33,7 +33,7 @@ finetune-only control visits the labelled rooms alone. The labelled rooms get th
 ``kd_loss`` chooses the teacher's term (:data:`KD_LOSSES`): ``soft``, the KD term above, or ``hard``
 (beyond the paper), the teacher's argmax as pseudo-labels of the projected student
 (:func:`panorooms3d.nn.losses.pseudo_label_loss`, weighted like CE, hit pixels whose teacher
-probability reaches ``pseudo_threshold``).
+probability reaches ``pseudo_threshold``), or ``hard-unweighted``, the same with every class weighing 1.
 
 ``unlabelled_data`` adds rooms from other 3D datasets (folders relative to ``data`` or absolute)
 whose 3D labels are never read: their ``split`` rooms are distilled with KD only, beside the rooms
@@ -155,7 +155,7 @@ class DistillConfig:
         kd_mask: ``hit`` or ``none`` (:data:`KD_MASKS`).
         kd_loss: ``soft`` (the paper's KD), ``hard`` (the teacher's argmax as pseudo-labels, weighted like CE) or
             ``hard-unweighted`` (the same, every class weighing 1); :data:`KD_LOSSES`.
-        pseudo_threshold: with ``kd_loss = "hard"``, the smallest teacher probability of its argmax that counts.
+        pseudo_threshold: with a ``hard`` kd_loss, the smallest teacher probability of its argmax that counts.
         kd_rooms: ``all`` or ``unlabelled``: the rooms that get the teacher's term (:data:`KD_ROOMS`).
         face_size, n_samples, near, far, stitch_padding: projection options (:data:`PROJECTION_OPTIONS`;
             ``official-emission``: the official 256, 100, 0.1, 7.0, reflection). ``face_size`` None =

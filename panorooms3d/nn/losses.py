@@ -64,6 +64,27 @@ def distillation_loss(
     Returns:
         Scalar tensor (dtype of ``student_logits``).
     """
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if normalisation not in KD_NORMALISATIONS:
+        raise ValueError(f"unknown KD normalisation {normalisation!r}; use one of {KD_NORMALISATIONS}")
+    s, t, (b, k, h, w) = _masked_pixels(student_logits, teacher_logits, mask)
+    t = t.to(s.dtype)
+    if s.shape[0] == 0:
+        return s.sum() * 0.0  # an empty sum: exactly 0, on the graph, no NaN
+    log_ps = F.log_softmax(s / tau, dim=1)
+    log_pt = F.log_softmax(t / tau, dim=1)
+    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # [P]
+    denominator = KD_NORMALISATIONS[normalisation](b, k, h, w, kl.shape[0])
+    return (tau * tau) * kl.sum() / denominator
+
+
+def _masked_pixels(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None):
+    """[P, K] rows of the student's and the (detached) teacher's logits at the P masked pixels, and (B, K, H, W).
+
+    Logits are [K, H, W] or [B, K, H, W] of the same shape; ``mask`` [H, W] or [B, H, W] bool (broadcast over the
+    batch if [H, W]) or None (every pixel).
+    """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
     if student_logits.dim() == 3:
@@ -72,24 +93,12 @@ def distillation_loss(
             mask = mask[None]
     if student_logits.dim() != 4:
         raise ValueError(f"logits must be [K, H, W] or [B, K, H, W], got {tuple(student_logits.shape)}")
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if normalisation not in KD_NORMALISATIONS:
-        raise ValueError(f"unknown KD normalisation {normalisation!r}; use one of {KD_NORMALISATIONS}")
     b, k, h, w = student_logits.shape
     if mask is None:
         mask = torch.ones((b, h, w), dtype=torch.bool, device=student_logits.device)
     mask = mask.to(device=student_logits.device, dtype=torch.bool).expand(b, h, w)
-    # [P, K] rows of the masked pixels only
-    s = student_logits.permute(0, 2, 3, 1)[mask]
-    t = teacher_logits.detach().permute(0, 2, 3, 1)[mask].to(s.dtype)
-    if s.shape[0] == 0:
-        return s.sum() * 0.0  # an empty sum: exactly 0, on the graph, no NaN
-    log_ps = F.log_softmax(s / tau, dim=1)
-    log_pt = F.log_softmax(t / tau, dim=1)
-    kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # [P]
-    denominator = KD_NORMALISATIONS[normalisation](b, k, h, w, kl.shape[0])
-    return (tau * tau) * kl.sum() / denominator
+    rows = student_logits.permute(0, 2, 3, 1)[mask], teacher_logits.detach().permute(0, 2, 3, 1)[mask]
+    return rows[0], rows[1], (b, k, h, w)
 
 
 def pseudo_label_loss(
@@ -121,27 +130,15 @@ def pseudo_label_loss(
     Returns:
         Scalar tensor (dtype of ``student_logits``).
     """
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
-    if student_logits.dim() == 3:
-        student_logits, teacher_logits = student_logits[None], teacher_logits[None]
-        if mask is not None and mask.dim() == 2:
-            mask = mask[None]
-    if student_logits.dim() != 4:
-        raise ValueError(f"logits must be [K, H, W] or [B, K, H, W], got {tuple(student_logits.shape)}")
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"the pseudo-label threshold must be in [0, 1), got {threshold}")
-    b, _, h, w = student_logits.shape
-    if mask is None:
-        mask = torch.ones((b, h, w), dtype=torch.bool, device=student_logits.device)
-    mask = mask.to(device=student_logits.device, dtype=torch.bool).expand(b, h, w)
-    s = student_logits.permute(0, 2, 3, 1)[mask]
-    confidence, label = F.softmax(teacher_logits.detach().permute(0, 2, 3, 1)[mask].float(), dim=1).max(1)
+    s, t, _ = _masked_pixels(student_logits, teacher_logits, mask)
+    confidence, label = F.softmax(t.float(), dim=1).max(1)
     keep = confidence >= threshold
     if not bool(keep.any()):
         return s.sum() * 0.0  # nothing counts: exactly 0, on the graph, no NaN
-    w = None if weight is None else weight.to(device=s.device, dtype=s.dtype)
-    return F.cross_entropy(s[keep], label[keep], weight=w)
+    class_weight = None if weight is None else weight.to(device=s.device, dtype=s.dtype)
+    return F.cross_entropy(s[keep], label[keep], weight=class_weight)
 
 
 def _per_masked_pixel(b: int, k: int, h: int, w: int, masked: int) -> int:
