@@ -178,6 +178,9 @@ def test_teacher_term_only_on_unlabelled_rooms(setup: dict) -> None:
     with pytest.raises(ValueError, match="kd_loss"):
         distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "bad2", iterations=1, device="cpu",
                 kd_loss="sharp", progress=False)
+    with pytest.raises(ValueError, match=r"pseudo_classes \['sofaa'\] are not classes of 'paper30'"):
+        distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "bad3", iterations=1, device="cpu",
+                kd_loss="hard", pseudo_classes=["wall", "sofaa"], progress=False)
 
 
 def test_finetune_only_control_has_no_kd(setup: dict) -> None:

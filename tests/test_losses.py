@@ -158,6 +158,9 @@ def test_pseudo_labels_by_hand_with_threshold_weights_and_mask():
     assert masked.item() == pytest.approx((nll(1, 0) + nll(2, 1)) / 2, rel=1e-12)
     # the same as a batch of one
     assert pseudo_label_loss(s[None], t[None]).item() == pytest.approx(every.item(), rel=1e-12)
+    # only the pseudo-labels of the classes asked for: pixel 0 (the teacher says 2) drops out
+    some = pseudo_label_loss(s, t, classes=torch.tensor([True, True, False]))
+    assert some.item() == pytest.approx((nll(1, 0) + nll(2, 1)) / 2, rel=1e-12)
 
 
 def test_pseudo_labels_with_nothing_kept_are_zero_and_bad_thresholds_fail():

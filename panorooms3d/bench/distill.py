@@ -94,27 +94,28 @@ PROJECTION_OPTIONS = {
 KD_MASKS = {"hit": lambda result: result.hit, "none": lambda result: None}
 
 
-def _soft_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold):
+def _soft_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold, classes):
     """The paper's KD term: tau^2 KL(softmax(T / tau) || softmax(S / tau)) over ``mask`` (:func:`distillation_loss`)."""
     return distillation_loss(values, teacher, mask, tau=tau, normalisation=normalisation)
 
 
-def _hard_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold):
+def _hard_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold, classes):
     """Pseudo-labels: class-weighted CE against the teacher's argmax, on hit pixels (of ``mask``) it is sure of."""
     counted = result.hit if mask is None else mask & result.hit
-    return pseudo_label_loss(values, teacher, counted, weight=class_weight, threshold=threshold)
+    return pseudo_label_loss(values, teacher, counted, weight=class_weight, threshold=threshold, classes=classes)
 
 
-def _hard_unweighted_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold):
+def _hard_unweighted_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold, classes):
     """Pseudo-labels as ``hard``, every class weighing 1 (the CE term keeps its weights)."""
     return _hard_kd(values, teacher, result, mask, tau=tau, normalisation=normalisation, class_weight=None,
-                    threshold=threshold)
+                    threshold=threshold, classes=classes)
 
 
 #: What the teacher's term is (``kd_loss``): ``soft`` = the paper's KL at temperature tau (``kd_normalisation``
 #: and ``kd_mask`` apply); ``hard`` = beyond the paper, the teacher's argmax as labels of the projected student
 #: (:func:`panorooms3d.nn.losses.pseudo_label_loss`: weighted like the CE term, only pixels whose ray hit a
-#: surface and whose teacher probability reaches ``pseudo_threshold``; tau and the normalisation do not apply);
+#: surface, whose teacher probability reaches ``pseudo_threshold`` and whose teacher class is one of
+#: ``pseudo_classes``; tau and the normalisation do not apply);
 #: ``hard-unweighted`` = the same without class weights.
 KD_LOSSES = {"soft": _soft_kd, "hard": _hard_kd, "hard-unweighted": _hard_unweighted_kd}
 #: Which rooms get the teacher's term (``kd_rooms``), by whether the room has 3D labels: ``all`` (the paper's
@@ -157,6 +158,9 @@ class DistillConfig:
             ``hard-unweighted`` (the same, every class weighing 1); :data:`KD_LOSSES`.
         pseudo_threshold: with a ``hard`` kd_loss, the smallest teacher probability of its argmax that counts.
         kd_rooms: ``all`` or ``unlabelled``: the rooms that get the teacher's term (:data:`KD_ROOMS`).
+        pseudo_classes: with a ``hard`` kd_loss, the class names (of ``class_set``) whose pseudo-labels count: only
+            pixels the teacher gives one of them (None = every class; e.g. the classes the teacher leads on
+            held-out panoramas, ``benchmark/diagnosis/teacher_lead.py``).
         face_size, n_samples, near, far, stitch_padding: projection options (:data:`PROJECTION_OPTIONS`;
             ``official-emission``: the official 256, 100, 0.1, 7.0, reflection). ``face_size`` None =
             the render function's default.
@@ -201,6 +205,7 @@ class DistillConfig:
     kd_loss: str = "soft"
     pseudo_threshold: float = 0.0
     kd_rooms: str = "all"
+    pseudo_classes: list | None = None
     face_size: int | None = None
     n_samples: int = 100
     near: float = 0.1
@@ -250,7 +255,7 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
                 device: torch.device | str = "cpu", labelled: bool = True, kd_normalisation: str = "project",
                 kd_mask: str = "hit", projection_options: dict | None = None,
                 class_weight: torch.Tensor | None = None, kd_loss: str = "soft",
-                pseudo_threshold: float = 0.0) -> dict:
+                pseudo_threshold: float = 0.0, pseudo_classes: torch.Tensor | None = None) -> dict:
     """The losses of one room (batch 1): ``ce``, ``kd`` (None when kd_weight is 0 or no teacher), ``loss``, ``hit``.
 
     Args:
@@ -261,6 +266,7 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         kd_normalisation, kd_mask, projection_options: see :class:`DistillConfig` (the protocol's KD term).
         class_weight: optional (K,) CE class weights (also those of the ``hard`` teacher term).
         kd_loss, pseudo_threshold: the teacher's term (:data:`KD_LOSSES`).
+        pseudo_classes: optional (K,) bool: the teacher classes whose pseudo-labels count (``hard`` terms).
     """
     from panorooms3d.bench.evaluate import forward_room
 
@@ -287,9 +293,22 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         mask = KD_MASKS[kd_mask](res)
         kd = KD_LOSSES[kd_loss](res.values, t.to(res.values.dtype), res, None if mask is None else mask.to(device),
                                 tau=tau, normalisation=kd_normalisation, class_weight=class_weight,
-                                threshold=pseudo_threshold)
+                                threshold=pseudo_threshold, classes=pseudo_classes)
         out.update(kd=kd, loss=kd_weight * kd if ce is None else ce + kd_weight * kd, hit=float(res.hit.float().mean()))
     return out
+
+
+def _class_mask(names: list | None, class_set: str) -> torch.Tensor | None:
+    """(K,) bool of the named classes of ``class_set`` (None for None); an unknown name is an error that lists them."""
+    if names is None:
+        return None
+    known = list(get_class_set(class_set).class_names)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise ValueError(f"pseudo_classes {unknown or names} are not classes of {class_set!r}; use some of {known}")
+    mask = torch.zeros(len(known), dtype=torch.bool)
+    mask[[known.index(n) for n in names]] = True
+    return mask
 
 
 def room_order(n_rooms: int, iteration: int, seed: int) -> int:
@@ -378,6 +397,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         raise ValueError(f"unknown kd_rooms {config.kd_rooms!r}; use one of {tuple(KD_ROOMS)}")
     if not 0.0 <= config.pseudo_threshold < 1.0:
         raise ValueError(f"pseudo_threshold must be in [0, 1), not {config.pseudo_threshold}")
+    pseudo_classes = _class_mask(config.pseudo_classes, config.class_set)
     if config.kd_weight > 0 and (teacher_cache is None or not Path(teacher_cache).is_dir()):
         raise FileNotFoundError(f"teacher cache folder not found: {teacher_cache} (run train-teacher and cache first)")
     student = _read_student(Path(student_checkpoint))
@@ -475,7 +495,8 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
                              projection=config.projection, device=device, labelled=uid in labelled,
                              kd_normalisation=config.kd_normalisation, kd_mask=config.kd_mask,
                              projection_options={k: getattr(config, k) for k in PROJECTION_OPTIONS[config.projection]},
-                             class_weight=weight, kd_loss=config.kd_loss, pseudo_threshold=config.pseudo_threshold)
+                             class_weight=weight, kd_loss=config.kd_loss, pseudo_threshold=config.pseudo_threshold,
+                             pseudo_classes=pseudo_classes)
         value = optimisation_step(losses["loss"], optimizer, scheduler, on_diverge=lambda it=it: checkpoint(it),
                                   where=f"iteration {it + 1} (room {uid})")
         kd = None if losses["kd"] is None else float(losses["kd"].detach())

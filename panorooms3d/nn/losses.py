@@ -107,12 +107,13 @@ def pseudo_label_loss(
     mask: torch.Tensor | None = None,
     weight: torch.Tensor | None = None,
     threshold: float = 0.0,
+    classes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Hard pseudo-labels from the teacher: cross-entropy of the student against the teacher's argmax.
 
     Beyond the paper (its KD term is :func:`distillation_loss`). Per pixel p of the mask, with
     ``q_p = softmax(T_p)`` (the teacher at temperature 1), ``l_p = argmax_k q_p[k]`` and
-    ``c_p = max_k q_p[k]``, the pixels that count are ``P = {p in mask : c_p >= threshold}`` and
+    ``c_p = max_k q_p[k]``, the pixels that count are ``P = {p in mask : c_p >= threshold and l_p in classes}`` and
 
         ``loss = sum_{p in P} w[l_p] * (-log softmax(S_p)[l_p]) / sum_{p in P} w[l_p]``
 
@@ -126,6 +127,7 @@ def pseudo_label_loss(
         mask: [H, W] or [B, H, W] bool: pixels that may count (normally ``ProjectionResult.hit``); None = all.
         weight: optional [K] class weights (as the voxel cross-entropy's).
         threshold: the smallest teacher probability of its own argmax that counts (0 = every pixel, < 1).
+        classes: optional [K] bool: the teacher's classes whose pseudo-labels count (None = every class).
 
     Returns:
         Scalar tensor (dtype of ``student_logits``).
@@ -135,6 +137,8 @@ def pseudo_label_loss(
     s, t, _ = _masked_pixels(student_logits, teacher_logits, mask)
     confidence, label = F.softmax(t.float(), dim=1).max(1)
     keep = confidence >= threshold
+    if classes is not None:
+        keep &= classes.to(device=label.device, dtype=torch.bool)[label]
     if not bool(keep.any()):
         return s.sum() * 0.0  # nothing counts: exactly 0, on the graph, no NaN
     class_weight = None if weight is None else weight.to(device=s.device, dtype=s.dtype)
