@@ -593,12 +593,13 @@ def test_train_and_distill_commands(finished: dict, tmp_path: Path) -> None:
     r = runner.invoke(benchmark, ["distill", "--data", str(finished["data"]), "--student", str(out / "model.pt"),
                                   "--teacher-cache", str(finished["out"] / "teacher" / "cache"),
                                   "--out", str(tmp_path / "pl"), "--kd-loss", "hard", "--pseudo-threshold", "0.5",
-                                  "--labelled-fraction", "0.5", "--kd-rooms", "unlabelled",
+                                  "--labelled-fraction", "0.5", "--kd-rooms", "unlabelled", "--pseudo-classes", "wall, floor",
                                   "--iterations", "1", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     config = json.loads((tmp_path / "pl" / "config.json").read_text())
     assert config["kd_loss"] == "hard" and config["pseudo_threshold"] == 0.5
     assert config["labelled_fraction"] == 0.5 and config["kd_rooms"] == "unlabelled"
+    assert config["pseudo_classes"] == ["wall", "floor"]
     log = [json.loads(x) for x in (tmp_path / "pl" / "distill_log.jsonl").read_text().splitlines() if '"kd"' in x]
     assert len(log) == 1 and (log[0]["kd"] is None) != (log[0]["ce"] is None), "CE or the teacher, never both"
     r = runner.invoke(benchmark, ["train", "--data", str(finished["data"]), "--model", "nosuch", "--out",

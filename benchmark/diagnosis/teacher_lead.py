@@ -42,6 +42,11 @@ def lead(teacher: dict[str, float], students: list[dict[str, float]]) -> dict[st
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["lead"]))
 
 
+def lead_classes(table: dict[str, dict]) -> list[str]:
+    """The classes (void left out) the teacher leads, largest lead first."""
+    return [c for c, row in table.items() if c != "void" and row["lead"] > 0]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="the 3D dataset (its split's rooms have panoramas)")
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = lead(per_class(teacher), students)
     record = {"data": str(args.data), "split": args.split, "teacher": str(args.teacher),
               "students": [str(s) for s in args.student], "per_class": table,
-              "lead_classes": [c for c, row in table.items() if c != "void" and row["lead"] > 0]}
+              "lead_classes": lead_classes(table)}
     for cls, row in table.items():
         print(f"{cls:<24}{row['teacher']:8.1f}{row['students']:8.1f}{row['lead']:+8.1f}")
     print("lead classes:", ", ".join(record["lead_classes"]))

@@ -269,6 +269,8 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
                    "hard-unweighted = the same with every class weighing 1.")
 @click.option("--pseudo-threshold", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="With --kd-loss hard: only pixels whose teacher probability of its argmax reaches this count.")
+@click.option("--pseudo-classes", default=None,
+              help="With a hard --kd-loss: comma-separated class names whose pseudo-labels count (default: every class).")
 @click.option("--labelled-fraction", type=click.FloatRange(0, 1), default=1.0, show_default=True,
               help="Share of the training rooms whose 3D labels are used (beyond the paper; the same rooms as block "
                    "training's labelled_fraction). The others get the teacher's term alone.")
@@ -282,7 +284,7 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark distill")
 def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, protocol,
-                    kd_loss, pseudo_threshold, labelled_fraction, kd_rooms, val_every, val_split, seed, device, force) -> None:
+                    kd_loss, pseudo_threshold, pseudo_classes, labelled_fraction, kd_rooms, val_every, val_split, seed, device, force) -> None:
     """Distil the cached teacher into a 3D student room by room (or finetune it with --finetune-only)."""
     from click.core import ParameterSource
 
@@ -292,7 +294,8 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
     ctx = click.get_current_context()
     options = dict(iterations=iterations, tau=tau, lr=lr, projection=projection, val_every=val_every,
                    kd_loss=kd_loss, pseudo_threshold=pseudo_threshold, kd_rooms=kd_rooms,
-                   labelled_fraction=labelled_fraction)
+                   labelled_fraction=labelled_fraction,
+                   pseudo_classes=None if pseudo_classes is None else [c.strip() for c in pseudo_classes.split(",")])
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     settings = {**options, **load_protocol(protocol).apply("distill", given)}
 
