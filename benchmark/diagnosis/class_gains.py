@@ -26,6 +26,8 @@ import json
 import math
 from pathlib import Path
 
+from panorooms3d.run.atomic import write_json
+
 
 def seed_files(results: Path, run: str, name: str) -> list[Path]:
     """``<results>/runs/<run>/seed*/<name>``, or ``<results>/runs/<run>/<name>`` for a one-seed run."""
@@ -87,10 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         cells = [f"{p[k]:9.1f}" if k in p else f"{'-':>9}" for k in ("base", "change", "teacher")]
         print(f"{cls:<24}{row['base']:9.1f}{row['change']:9.1f}{row['difference']:+8.1f}   {''.join(cells)}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(args.out)
+        write_json(args.out, record)
     return record
 
 

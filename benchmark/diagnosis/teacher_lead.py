@@ -21,10 +21,11 @@ distillation can restrict pseudo-labels to (``pseudo_classes``). A class the spl
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
 from pathlib import Path
+
+from panorooms3d.run.atomic import write_json
 
 
 def per_class(result: dict) -> dict[str, float]:
@@ -81,10 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{cls:<24}{row['teacher']:8.1f}{row['students']:8.1f}{row['lead']:+8.1f}")
     print("lead classes:", ", ".join(record["lead_classes"]))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=1) + "\n")
-        tmp.replace(args.out)
+        write_json(args.out, record)
     return record
 
 

@@ -97,8 +97,8 @@ def _masked_pixels(student_logits: torch.Tensor, teacher_logits: torch.Tensor, m
     if mask is None:
         mask = torch.ones((b, h, w), dtype=torch.bool, device=student_logits.device)
     mask = mask.to(device=student_logits.device, dtype=torch.bool).expand(b, h, w)
-    rows = student_logits.permute(0, 2, 3, 1)[mask], teacher_logits.detach().permute(0, 2, 3, 1)[mask]
-    return rows[0], rows[1], (b, k, h, w)
+    student_rows = student_logits.permute(0, 2, 3, 1)[mask]
+    return student_rows, teacher_logits.detach().permute(0, 2, 3, 1)[mask], (b, k, h, w)
 
 
 def pseudo_label_loss(
