@@ -544,6 +544,21 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         for seed in run.seeds:
             ts = {**track.settings, "seed": seed}
             assert pretrain_folder(pseudo, run, ts, tmp_path) == pretrain_folder(track, twin, ts, tmp_path)
+    more2d = load_suite("cpu-track-more2d")  # the track's finetune-only row and students; the teacher on 249 more rooms
+    assert (more2d.train, more2d.teacher, more2d.distill, more2d.eval) == (track.train, track.teacher, track.distill,
+                                                                          track.eval)
+    more2d_runs = {r.name: r for r in more2d.runs}
+    assert dataclasses.replace(more2d_runs["3dseg-t-finetune"], label="") == \
+        dataclasses.replace(track_runs["3dseg-t-finetune"], label="", paper={})
+    for run in more2d.runs:
+        for seed in run.seeds:
+            ts = {**track.settings, "seed": seed}
+            assert pretrain_folder(more2d, run, ts, tmp_path) == \
+                pretrain_folder(track, track_runs["3dseg-t"], ts, tmp_path)
+        if run.distill:  # the teacher's term on the extra rooms alone, the labelled rooms in every other iteration
+            d = run.distill_settings
+            assert (d["unlabelled_data"], d["unlabelled_share"], d["kd_rooms"]) == (["../data-2d"], 0.5, "unlabelled")
+            assert d["iterations"] == 2 * {192: 96, 480: 240}[d["iterations"]]
     ts = {**track.settings, "seed": 0}
     for name in ("sparseconv", "unet3d-s"):
         assert pretrain_folder(prec, prec_runs[name], ts, tmp_path) == \
