@@ -559,6 +559,17 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
             d = run.distill_settings
             assert (d["unlabelled_data"], d["unlabelled_share"], d["kd_rooms"]) == (["../data-2d"], 0.5, "unlabelled")
             assert d["iterations"] == 2 * {192: 96, 480: 240}[d["iterations"]]
+    noaug = load_suite("cpu-track-noaug")  # the track's 3DSeg-T trainings, and the same without flips and turns
+    assert noaug.train == track.train and {r.name: r.train for r in noaug.runs} == {
+        "3dseg-t": {}, "3dseg-t-noaug": {"augment": False}}
+    for seed in (0, 1, 2):
+        ts = {**track.settings, "seed": seed}
+        same = pretrain_folder(track, track_runs["3dseg-t"], ts, tmp_path)
+        plain, unaugmented = (pretrain_folder(noaug, r, ts, tmp_path) for r in noaug.runs)
+        assert plain == same != unaugmented
+        # augment = true is the default: naming it keeps the recorded trainings' folders
+        named = dataclasses.replace(track, train={**track.train, "augment": True})
+        assert pretrain_folder(named, track_runs["3dseg-t"], ts, tmp_path) == same
     ts = {**track.settings, "seed": 0}
     for name in ("sparseconv", "unet3d-s"):
         assert pretrain_folder(prec, prec_runs[name], ts, tmp_path) == \

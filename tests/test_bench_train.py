@@ -75,6 +75,32 @@ def test_blocks_are_a_pure_function_of_seed_and_index(dataset: Path) -> None:
     assert any(not torch.equal(a[i][0], xa) for i in range(8, 12))
 
 
+def test_augment_false_draws_the_crops_as_they_lie_in_the_room(dataset: Path) -> None:
+    from panorooms3d.bench.train import training_blocks
+    from panorooms3d.store.dataset import Dataset
+
+    base = dict(data=str(dataset), block=16, sampling="uniform")
+    plain = training_blocks(TrainConfig(**base, augment=False)).dataset
+    turned = training_blocks(TrainConfig(**base)).dataset  # the default: flips and turns
+    stored = Dataset(dataset)
+    moved = 0
+    for i in range(12):
+        uid, start, aug = plain.draw(i)
+        assert aug == (False, False, 0)
+        x, y = plain[i]
+        # the block is the stored room's crop at its start, in the room's own orientation
+        crop = stored.read_crop(uid, start, (16, 16, 16), arrays=("label",))["label"]
+        assert np.array_equal(y.numpy(), encode_target(crop))
+        # uniform sampling draws the same room and start either way; the default only flips and turns them
+        uid_t, start_t, aug_t = turned.draw(i)
+        assert (uid_t, start_t.tolist()) == (uid, start.tolist())
+        xt, yt = turned[i]
+        xa, ya = augment(x.numpy(), y.numpy(), *aug_t)
+        assert np.array_equal(xa, xt.numpy()) and np.array_equal(ya, yt.numpy())
+        moved += aug_t != (False, False, 0) and not np.array_equal(ya, y.numpy())
+    assert moved >= 3
+
+
 def _state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)["model"]
 

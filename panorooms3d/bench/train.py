@@ -82,6 +82,9 @@ class TrainConfig:
         schedule: ``constant`` (paper), ``poly`` (power 0.9) or ``cosine`` (to 1% of lr); after the warm-up.
         warmup: iterations of linear learning-rate warm-up from 1% (0 = none, the paper).
         sampling: block sampling, ``uniform`` (paper) or ``surface`` (see BlockConfig).
+        augment: random flips in x / y and quarter turns about z of each ``crops`` block (True, the
+            project's default); False draws the crops as they lie in the room, as the official trainer
+            draws its pre-cut blocks (``official:`` blocks are never augmented).
         class_weights: cross-entropy class weights: ``none`` (paper), ``sqrt-inverse`` or ``inverse``
             frequency of each class over the training rooms' voxels (normalised to mean 1 over
             the classes present; absent classes weigh 1).
@@ -132,6 +135,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup: int = 0
     sampling: str = "uniform"
+    augment: bool = True
     class_weights: str = "none"
     labelled_fraction: float = 1.0
     rooms: list[str] | None = None
@@ -383,6 +387,7 @@ def _crop_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
         raise ValueError(f"labelled_fraction {config.labelled_fraction} leaves no labelled room to train on")
     dataset = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, class_set=config.class_set,
                                                                    seed=config.seed, sampling=config.sampling,
+                                                                   augment=bool(config.augment),
                                                                    encoding=config.input_encoding))
     return TrainingBlocks(dataset, class_weights(Path(config.data), rooms, config.class_set, config.class_weights),
                           f"random crops of {len(rooms)} {config.split} room(s) of {config.data}")
