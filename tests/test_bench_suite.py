@@ -570,7 +570,12 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         # augment = true is the default: naming it keeps the recorded trainings' folders
         named = dataclasses.replace(track, train={**track.train, "augment": True})
         assert pretrain_folder(named, track_runs["3dseg-t"], ts, tmp_path) == same
+    rooms = load_suite("cpu-track-rooms273")  # the track's block training on its 24 rooms and on 273, named
+    assert rooms.train == track.train and {r.name: r.train for r in rooms.runs} == {
+        "3dseg-t-24": {"rooms": ["synth-1-*"]}, "3dseg-t-273": {"rooms": ["synth-1-*", "synth-2-*"]}}
     ts = {**track.settings, "seed": 0}
+    assert len({pretrain_folder(rooms, r, ts, tmp_path) for r in rooms.runs}
+               | {pretrain_folder(track, track_runs["3dseg-t"], ts, tmp_path)}) == 3, "no key shared"
     for name in ("sparseconv", "unet3d-s"):
         assert pretrain_folder(prec, prec_runs[name], ts, tmp_path) == \
             pretrain_folder(track, track_runs[name], ts, tmp_path)
