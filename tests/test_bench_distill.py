@@ -273,3 +273,12 @@ def test_unlabelled_data_mistakes_are_clear_errors(setup: dict) -> None:
         distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "e2", unlabelled_data=["."], **base)
     with pytest.raises(ValueError, match=r"unlabelled_share must be between 0 and 1 .*not 1.0"):
         distill(setup["data"], setup["student"], setup["cache"], setup["root"] / "e3", unlabelled_share=1.0, **base)
+
+
+def test_the_distill_command_offers_every_teacher_term_and_room_choice() -> None:
+    # the CLI spells its choices out (it imports no torch until a command runs); they must stay the registries' keys
+    from panorooms3d.bench.commands import distill_command
+    from panorooms3d.bench.distill import KD_LOSSES, KD_ROOMS
+
+    choices = {p.name: list(p.type.choices) for p in distill_command.params if p.name in ("kd_loss", "kd_rooms")}
+    assert choices == {"kd_loss": list(KD_LOSSES), "kd_rooms": list(KD_ROOMS)}

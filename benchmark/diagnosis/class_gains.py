@@ -68,11 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     (bn, bdir), (cn, cdir) = parse_run(args.base, args.results), parse_run(args.change, args.results)
+    base_3d, change_3d = seed_files(bdir, bn, "metrics.json"), seed_files(cdir, cn, "metrics.json")
     record: dict = {"base": f"{bdir}/runs/{bn}", "change": f"{cdir}/runs/{cn}",
-                    "n_seeds": {"base": len(seed_files(bdir, bn, "metrics.json")),
-                                "change": len(seed_files(cdir, cn, "metrics.json"))}}
-    record["volume"] = compare(mean_iou(seed_files(bdir, bn, "metrics.json")),
-                               mean_iou(seed_files(cdir, cn, "metrics.json")))
+                    "n_seeds": {"base": len(base_3d), "change": len(change_3d)}}
+    record["volume"] = compare(mean_iou(base_3d), mean_iou(change_3d))
     pano = compare(mean_iou(seed_files(bdir, bn, "panorama_metrics.json")),
                    mean_iou(seed_files(cdir, cn, "panorama_metrics.json")))
     if args.teacher:

@@ -58,13 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
 
-    import torch
-
     from panorooms3d.bench.evaluate import evaluate, evaluate_on_panoramas
     from panorooms3d.bench.suite import load_model
     from panorooms3d.bench.teacher import write_teacher_metrics
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:  # at its run's training size, as the suites score it
         teacher = write_teacher_metrics(args.teacher, args.data, Path(tmp) / "teacher.json", split=args.split,
                                         class_set=args.class_set, device="cpu", progress=False)

@@ -284,7 +284,8 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark distill")
 def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, protocol,
-                    kd_loss, pseudo_threshold, pseudo_classes, labelled_fraction, kd_rooms, val_every, val_split, seed, device, force) -> None:
+                    kd_loss, pseudo_threshold, pseudo_classes, labelled_fraction, kd_rooms, val_every, val_split, seed,
+                    device, force) -> None:
     """Distil the cached teacher into a 3D student room by room (or finetune it with --finetune-only)."""
     from click.core import ParameterSource
 
