@@ -770,3 +770,48 @@ def test_jobs_must_be_a_whole_number(finished: dict, tmp_path: Path) -> None:
     r = CliRunner().invoke(benchmark, ["run", str(finished["suite"]), "--data", str(finished["data"]), "--out",
                                        str(tmp_path / "o2"), "--jobs", "0"])
     assert r.exit_code == 2 and "--jobs" in r.output
+
+
+def test_a_run_taught_by_another_runs_block_training(tmp_path: Path, monkeypatch) -> None:
+    """``block_teacher``: with two jobs the teacher's block training runs first and the student's names its model.pt
+    (by a path relative to the suite's out folder in its key, so that the key follows the teacher's settings and not
+    the folder); a bad teacher name, the run itself or a teacher of several seeds are refused when the suite loads."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    head, _, _ = SUITE.partition("[[run]]")
+    head = head.replace("device = \"cpu\"", "device = \"cpu\"\njobs = 2").replace("panorama = true", "panorama = false")
+    runs = ('[[run]]\nname = "taught"\nmodel = "3dseg-t"\nblock_teacher = "sc"\n\n'
+            '[[run]]\nname = "sc"\nmodel = "sparseconv"\n')  # the student first: its training must still wait
+    suite = tmp_path / "taught.toml"
+    suite.write_text(head + runs)
+    data = three_rooms(tmp_path / "data")
+    out = tmp_path / "out"
+    run_suite(suite, data, out, progress=False)
+    loaded = load_suite(suite)
+    settings = {"class_set": "paper30", "seed": 0, "device": "cpu", "workers": 0, "jobs": 2}
+    teacher_dir = pretrain_folder(loaded, loaded.runs[1], settings, out)
+    student_dir = pretrain_folder(loaded, loaded.runs[0], settings, out)
+    config = json.loads((student_dir / "config.json").read_text())
+    assert config["block_teacher"] == str(teacher_dir / "model.pt")
+    assert _pretrain_settings(loaded, loaded.runs[0], settings)["block_teacher"] == \
+        f"pretrain/{teacher_dir.name}/model.pt"
+    assert "kd" in json.loads((student_dir / "train_log.jsonl").read_text().splitlines()[0])
+    log = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()]
+    order = [r["run"] for r in log if r["step"] == "job" and r["run"].startswith("train (")]
+    assert order == [f"train ({teacher_dir.name})"] * 2 + [f"train ({student_dir.name})"] * 2, "started, done; then"
+    # another teacher (more steps) gives the student another key
+    longer = load_suite(_write(tmp_path / "longer.toml", head + runs.replace(
+        'model = "sparseconv"\n', 'model = "sparseconv"\niterations = 3\n')))
+    assert pretrain_folder(longer, longer.runs[0], settings, out) != student_dir
+    for bad, message in (('"nobody"', r"block_teacher = 'nobody' names no run of the suite; runs: taught, sc"),
+                         ('"taught"', r"the teacher must be another run trained on labels alone"),):
+        with pytest.raises(SuiteError, match=message):
+            load_suite(_write(tmp_path / "bad.toml", head + runs.replace('"sc"\n\n', f"{bad}\n\n")))
+    with pytest.raises(SuiteError, match=r"the teacher run has seeds \[0, 1\]; give it one"):
+        load_suite(_write(tmp_path / "bad.toml", head + runs + "seeds = [0, 1]\n"))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path

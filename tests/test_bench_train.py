@@ -342,3 +342,69 @@ def test_weight_average_settings_are_checked(dataset: Path, tmp_path: Path) -> N
     with pytest.raises(UserError, match=r"last\.pt was written without a weight average \(ema\).*ema = 0\.9"):
         train(TrainConfig(out=str(out), ema=0.9, **base), progress=False)
     assert (out / CHECKPOINT).read_bytes() == before
+
+
+def test_block_kd_loss_is_the_tempered_kl_divergence() -> None:
+    """tau^2 KL(softmax(t / tau) || softmax(s / tau)), summed over classes and averaged over voxels, computed here in
+    float64 numpy; zero when the student is the teacher; a gradient step moves the student toward the teacher."""
+    from panorooms3d.bench.train import block_kd_loss
+
+    gen = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(2, 5, 3, 4, 2, generator=gen), 3 * torch.randn(2, 5, 3, 4, 2, generator=gen)
+    tau = 2.0
+
+    def softmax(a: np.ndarray) -> np.ndarray:
+        e = np.exp(a - a.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    p, q = softmax(teacher.double().numpy() / tau), softmax(student.double().numpy() / tau)
+    want = tau * tau * (p * np.log(p / q)).sum(axis=1).mean()
+    assert float(block_kd_loss(student, teacher, tau)) == pytest.approx(want, rel=1e-5)
+    assert float(block_kd_loss(teacher, teacher, tau)) == pytest.approx(0.0, abs=1e-6)
+    s = student.clone().requires_grad_(True)
+    block_kd_loss(s, teacher, tau).backward()
+    assert s.grad is not None
+    assert float(block_kd_loss(s.detach() - 0.5 * s.grad, teacher, tau)) < float(block_kd_loss(student, teacher, tau))
+
+
+def test_a_block_teacher_adds_its_kd_term_to_every_block(dataset: Path, tmp_path: Path) -> None:
+    """``block_teacher``: the first step's logged loss is CE of the student on block 0 plus weight x the KD term of
+    the teacher's logits on the same (augmented) block, recomputed here from the two models; the KD term is logged
+    and falls as the student learns; a missing teacher is a clean error before the run folder is written."""
+    import torch.nn.functional as F
+
+    from panorooms3d.bench.train import block_kd_loss, training_blocks
+
+    base = dict(data=str(dataset), batch_size=1, block=16, workers=0, device="cpu", log_every=1)
+    teacher_run = tmp_path / "teacher"
+    train(TrainConfig(out=str(teacher_run), model="3dseg-t", iterations=20, lr=2e-3, sampling="surface",
+                      model_overrides={"drop_path_rate": 0.0}, **base), progress=False)
+    cfg = TrainConfig(out=str(tmp_path / "student"), model="3dseg-t", iterations=30, lr=2e-3, sampling="surface",
+                      block_teacher=str(teacher_run / "model.pt"), block_teacher_weight=2.5, block_teacher_tau=2.0,
+                      **base)
+    train(cfg, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "student" / "train_log.jsonl").read_text().splitlines()]
+    # the first step, recomputed: the student's initial weights, the run's seeding, the teacher's weights
+    x, y = training_blocks(cfg).dataset[0]
+    student = build(cfg).train()
+    teacher = build(TrainConfig(model="3dseg-t", model_overrides={"drop_path_rate": 0.0}))
+    teacher.load_state_dict(torch.load(teacher_run / "model.pt", weights_only=True)["model"])
+    teacher.eval()
+    torch.manual_seed(cfg.seed * 1_000_003)
+    s_logits = student(x[None])
+    with torch.no_grad():
+        t_logits = teacher(x[None])
+    kd = float(block_kd_loss(s_logits.detach(), t_logits, 2.0))
+    assert log[0]["kd"] == pytest.approx(kd, rel=1e-4)
+    assert log[0]["loss"] == pytest.approx(float(F.cross_entropy(s_logits.detach(), y[None])) + 2.5 * kd, rel=1e-4)
+    assert np.mean([r["kd"] for r in log[-5:]]) < 0.5 * np.mean([r["kd"] for r in log[:5]])
+    saved = torch.load(tmp_path / "student" / "model.pt", weights_only=False)["config"]
+    assert saved["block_teacher"] == str(teacher_run / "model.pt")
+
+    with pytest.raises(UserError, match=r"block_teacher: no checkpoint at .*nowhere\.pt; train the teacher first"):
+        train(TrainConfig(out=str(tmp_path / "orphan"), model="3dseg-t", iterations=2,
+                          block_teacher=str(tmp_path / "nowhere.pt"), **base), progress=False)
+    with pytest.raises(UserError, match=r"block_teacher_tau must be > 0, got 0"):
+        train(TrainConfig(out=str(tmp_path / "orphan"), model="3dseg-t", iterations=2,
+                          block_teacher=str(teacher_run / "model.pt"), block_teacher_tau=0, **base), progress=False)
+    assert not (tmp_path / "orphan").exists()

@@ -65,9 +65,9 @@ SETTINGS = {"class_set", "seed", "seeds", "device", "workers", "jobs"}
 EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to", "panorama"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
             "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description", "seeds",
-            "labelled_fraction"}
+            "labelled_fraction", "block_teacher"}
 # fields a suite may not set: they are decided by the suite runner
-_RUNNER_FIELDS = {"data", "out", "model", "student", "teacher_cache", "init", "model_overrides"}
+_RUNNER_FIELDS = {"data", "out", "model", "student", "teacher_cache", "init", "model_overrides", "block_teacher"}
 
 
 class SuiteError(ValueError):
@@ -89,6 +89,7 @@ class RunSpec:
     model_overrides: dict = field(default_factory=dict)
     paper: dict = field(default_factory=dict)
     seeds: list[int] | None = None
+    block_teacher: str | None = None  # another run of the suite whose block training teaches this one's (train.py)
 
     @property
     def room_level(self) -> bool:
@@ -206,10 +207,29 @@ def load_suite(path: str | Path) -> Suite:
                             distill=bool(r.get("distill", False)), finetune_only=bool(r.get("finetune_only", False)),
                             skip=bool(r.get("skip", True)), train=train, distill_settings=dset,
                             model_overrides=overrides, paper=dict(r.get("paper", {})),
-                            seeds=None if seeds is None else [int(v) for v in seeds]))
+                            seeds=None if seeds is None else [int(v) for v in seeds],
+                            block_teacher=None if r.get("block_teacher") is None else str(r["block_teacher"])))
+    _check_block_teachers(path, runs, sections["settings"])
     return Suite(path=path, name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                  reference=str(data.get("reference", "")), runs=runs, claims=_claims(path, data, runs),
                  protocol=protocol.name, **sections)
+
+
+def _check_block_teachers(path: Path, runs: list[RunSpec], settings: dict) -> None:
+    """Each ``block_teacher`` names another run of the suite: one with one seed and no teacher of its own."""
+    by_name = {r.name: r for r in runs}
+    for run in runs:
+        if run.block_teacher is None:
+            continue
+        teacher = by_name.get(run.block_teacher)
+        where = f"{path}: run {run.name!r}: block_teacher = {run.block_teacher!r}"
+        if teacher is None:
+            raise SuiteError(f"{where} names no run of the suite; runs: {', '.join(by_name)}")
+        if teacher is run or teacher.block_teacher is not None:
+            raise SuiteError(f"{where}: the teacher must be another run trained on labels alone (no block_teacher)")
+        if len(run_seeds(teacher, settings)) != 1:
+            raise SuiteError(f"{where}: the teacher run has seeds {run_seeds(teacher, settings)}; give it one "
+                             "(seeds = [0]), whose block training teaches every seed of this run")
 
 
 def _check_ema(path: Path, where: str, section: dict) -> None:
@@ -482,12 +502,23 @@ def _run_parallel(suite: Suite, order: list[tuple[RunSpec, int]], settings: dict
         run, _, rs = _run_variant(spec, settings, seed, out)
         folder = pretrain_folder(suite, run, rs, out)
         after = []
+        taught_after = ()  # a block training with a block_teacher waits for the teacher's training
+        if spec.block_teacher is not None and not (folder / "model.pt").exists():
+            t_spec, t_seed = _block_teacher(suite, spec, settings)
+            t_folder = pretrain_folder(suite, t_spec, {**settings, "seed": t_seed}, out)
+            if not (t_folder / "model.pt").exists():
+                t_key = f"train {t_folder.name}"
+                if t_key not in keys:
+                    keys.add(t_key)
+                    tasks.append(Task(t_key, f"train ({t_folder.name})", _job_train,
+                                      (suite, t_spec, t_seed, settings, data, out, threads)))
+                taught_after = (t_key,)
         if not (folder / "model.pt").exists():
             key = f"train {folder.name}"
             if key not in keys:
                 keys.add(key)
                 tasks.append(Task(key, f"train ({folder.name})", _job_train,
-                                  (suite, spec, seed, settings, data, out, threads)))
+                                  (suite, spec, seed, settings, data, out, threads), taught_after))
             after.append(key)
         if spec.distill:  # always a job (seconds when finished): it also caches any new unlabelled rooms
             if "teacher" not in keys:
@@ -530,7 +561,8 @@ def _check_room_patterns(suite: Suite, runs: list[RunSpec], settings: dict, data
 
 #: Block-training settings added after runs were recorded: at these values they leave a run's key
 #: (its ``pretrain/<model>-<hash>`` folder) as it was, so a recorded suite resumes instead of retraining.
-_KEY_NEUTRAL = {"input_encoding": "project", "cpu_amp": "off", "ema": 0.0, "augment": True}
+_KEY_NEUTRAL = {"input_encoding": "project", "cpu_amp": "off", "ema": 0.0, "augment": True,
+                "block_teacher_weight": 1.0, "block_teacher_tau": 1.0}
 
 
 def run_seeds(run: RunSpec, settings: dict) -> list[int]:
@@ -547,8 +579,18 @@ def run_folder(out: Path, run: RunSpec, settings: dict, seed: int) -> Path:
 
 
 def _pretrain_settings(suite: Suite, run: RunSpec, settings: dict) -> dict:
-    return {**suite.train, **run.train, "model": run.model, "model_overrides": run.model_overrides,
-            "class_set": settings["class_set"], "seed": settings["seed"]}
+    cfg = {**suite.train, **run.train, "model": run.model, "model_overrides": run.model_overrides,
+           "class_set": settings["class_set"], "seed": settings["seed"]}
+    if run.block_teacher is not None:  # relative to the suite's out folder, so that the key does not name it
+        spec, seed = _block_teacher(suite, run, settings)
+        cfg["block_teacher"] = f"pretrain/{pretrain_folder(suite, spec, {**settings, 'seed': seed}, Path()).name}/model.pt"
+    return cfg
+
+
+def _block_teacher(suite: Suite, run: RunSpec, settings: dict) -> tuple[RunSpec, int]:
+    """The run whose block training teaches ``run``'s (its ``block_teacher``), and that run's one seed."""
+    spec = next(r for r in suite.runs if r.name == run.block_teacher)
+    return spec, run_seeds(spec, settings)[0]
 
 
 def pretrain_folder(suite: Suite, run: RunSpec, settings: dict, out: Path) -> Path:
@@ -595,6 +637,10 @@ def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path,
     cfg = _pretrain_settings(suite, run, settings)
     if threads is not None:  # a parallel job's share of the cores (not part of the folder's key)
         cfg["threads"] = threads
+    if run.block_teacher is not None:  # the teacher's block training first (a parallel job waits for it instead)
+        spec, seed = _block_teacher(suite, run, settings)
+        teacher, _, ts = _run_variant(spec, settings, seed, out)
+        cfg["block_teacher"] = str(_pretrain(suite, teacher, ts, data, out, log, progress, threads=threads))
     folder = pretrain_folder(suite, run, settings, out)
     config = TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
     marker = folder / "model.pt"

@@ -21,7 +21,9 @@ blocks centred on labelled voxels (``sampling="surface"``), class-frequency weig
 (``class_weights``), a linear warm-up and a cosine or poly decay (``warmup``, ``schedule``), and
 validation during training (``val_every``) whose curve shows when training has flattened.
 ``labelled_fraction`` < 1 trains on a fixed subset of the training rooms (the rooms whose 3D
-labels the run may use; :func:`panorooms3d.bench.data.labelled_subset`).
+labels the run may use; :func:`panorooms3d.bench.data.labelled_subset`). ``block_teacher`` adds a
+second target beside the labels, beyond the paper: the softened predictions of another trained 3D
+model (e.g. SparseConv) on the same augmented block (:func:`block_kd_loss`).
 
 Where the blocks come from is a setting too (``blocks``, :data:`BLOCK_SOURCES`): ``crops`` (random
 crops of the dataset's rooms, above) or ``official:<folder>``, the official sparse block release as
@@ -122,6 +124,13 @@ class TrainConfig:
             average is what is validated and what ``model.pt`` holds (the optimiser still steps the raw
             weights, kept in the checkpoint); its decay at step t is ``min(ema, (1 + t) / (10 + t))`` so
             that the first steps are not averaged with the random initialisation.
+        block_teacher: optional checkpoint of a trained 3D model (a block training's ``model.pt``, e.g.
+            SparseConv's): every training block also goes through it (no gradient, the student's precision),
+            and ``block_teacher_weight`` x :func:`block_kd_loss` of its logits is added to the cross-entropy.
+            Beyond the paper (whose teacher is 2D and acts at room level): a convolutional teacher of the
+            3D student, as DeiT distils a convnet into a vision transformer. ``None``: labels only.
+        block_teacher_weight: weight of that term.
+        block_teacher_tau: its temperature (both softmaxes divided by it; the term is scaled by tau^2).
     """
 
     data: str | None = None
@@ -157,6 +166,9 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     blocks: str = "crops"
     ema: float = 0.0
+    block_teacher: str | None = None
+    block_teacher_weight: float = 1.0
+    block_teacher_tau: float = 1.0
 
 
 @dataclass
@@ -437,6 +449,50 @@ def training_blocks(config: TrainConfig) -> TrainingBlocks:
     return BLOCK_SOURCES[name](config, argument)
 
 
+def block_kd_loss(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """tau^2 x KL(softmax(teacher / tau) || softmax(student / tau)) over the class axis (1), mean over voxels.
+
+    Both are logits (N, K, ...); the teacher's carry no gradient. Hinton et al.'s soft-target term: the
+    tau^2 keeps its gradient's scale independent of tau.
+    """
+    log_p_student = F.log_softmax(student.float() / tau, dim=1)
+    log_p_teacher = F.log_softmax(teacher.detach().float() / tau, dim=1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+    return kl.mean() * tau * tau
+
+
+def load_block_teacher(config: TrainConfig, device: torch.device) -> torch.nn.Module | None:
+    """The frozen 3D teacher of ``config.block_teacher`` (eval mode, no gradients), or None.
+
+    Raises:
+        UserError: no such checkpoint, or one of another class set, or a temperature that is not positive.
+    """
+    if not config.block_teacher:
+        return None
+    if not config.block_teacher_tau > 0:
+        raise UserError(f"block_teacher_tau must be > 0, got {config.block_teacher_tau!r}")
+    path = Path(config.block_teacher)
+    if not path.is_file():
+        raise UserError(f"block_teacher: no checkpoint at {path}; train the teacher first (a block training's "
+                        "model.pt)")
+    ckpt = load_checkpoint(path, "cpu")
+    cfg = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
+    if not cfg.get("model"):
+        raise UserError(f"block_teacher: {path} does not name its model (not a block training's model.pt)")
+    if cfg.get("class_set", config.class_set) != config.class_set:
+        raise UserError(f"block_teacher: {path} predicts the {cfg['class_set']!r} classes, this run trains "
+                        f"{config.class_set!r}")
+    from panorooms3d.nn.registry import build_model
+
+    net = build_model(cfg["model"], num_classes=get_class_set(config.class_set).num_classes, in_channels=4,
+                      **cfg.get("model_overrides", {}))
+    net.load_state_dict(ckpt["model"])
+    net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 def load_weights(path: Path, model: torch.nn.Module) -> dict:
     """Load a run checkpoint's model weights into ``model``; returns the checkpoint dict."""
     path = Path(path)
@@ -560,6 +616,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     device = resolve_device(config.device)
     use_amp = bf16_autocast(device, config.amp, config.cpu_amp)  # a bad cpu_amp fails here too
     check_ema(config.ema)
+    teacher = load_block_teacher(config, device)  # a missing or unfit teacher fails here too
     if rank == 0:  # DDP: only rank 0 writes in the run folder
         out.mkdir(parents=True, exist_ok=True)
     owns_group = False  # a process group this call made is destroyed by it before it returns
@@ -653,7 +710,14 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
-            loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weights), optimizer, scheduler,
+            loss = F.cross_entropy(logits.float(), y, weight=weights)
+            if teacher is not None:
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    teacher_logits = teacher(x)
+                kd = block_kd_loss(logits, teacher_logits, config.block_teacher_tau)
+                kd_value = float(kd.detach())
+                loss = loss + config.block_teacher_weight * kd
+            loss_value = optimisation_step(loss, optimizer, scheduler,
                                            on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}")
             if average is not None:
                 average.update(it + 1)
@@ -661,7 +725,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             bar.set_postfix(loss=f"{loss_value:.4f}")
             if rank == 0 and ((it + 1) % config.log_every == 0 or it + 1 == end):
                 record = {"iteration": it + 1, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                          "seconds": time.perf_counter() - t0, "bf16": use_amp}
+                          "seconds": time.perf_counter() - t0, "bf16": use_amp,
+                          **({"kd": kd_value} if teacher is not None else {})}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 if writer is not None:
