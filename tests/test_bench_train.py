@@ -408,3 +408,21 @@ def test_a_block_teacher_adds_its_kd_term_to_every_block(dataset: Path, tmp_path
         train(TrainConfig(out=str(tmp_path / "orphan"), model="3dseg-t", iterations=2,
                           block_teacher=str(teacher_run / "model.pt"), block_teacher_tau=0, **base), progress=False)
     assert not (tmp_path / "orphan").exists()
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_diverged_step_names_the_iteration_and_what_to_change(bf16: bool) -> None:
+    """A non-finite loss saves (``on_diverge``) and stops with the iteration; under bf16 autocast it also names
+    float32, which is what cured the CPU track's SparseConv on an AMD CPU with AVX512-BF16."""
+    from panorooms3d.bench.train import optimisation_step
+
+    w = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([w], lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    saved = []
+    message = r"loss became nan at iteration 7; " + (r"train in float32 \(cpu_amp = 'off'.*or lower the learning rate"
+                                                     if bf16 else r"lower the learning rate$")
+    with pytest.raises(FloatingPointError, match=message):
+        optimisation_step((w * float("nan")).sum(), optimizer, scheduler, on_diverge=lambda: saved.append(1),
+                          where="iteration 7", bf16=bf16)
+    assert saved == [1]

@@ -493,7 +493,8 @@ def train_teacher(data: str | Path, out: str | Path, *, variant: str = "tiny", i
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(model.normalize(x))
         loss_value = optimisation_step(F.cross_entropy(logits.float(), y, weight=weight), optimizer, scheduler,
-                                       on_diverge=lambda it=it: checkpoint(it), where=f"teacher iteration {it + 1}")
+                                       on_diverge=lambda it=it: checkpoint(it), where=f"teacher iteration {it + 1}",
+                                       bf16=use_amp)
         if average is not None:
             average.update(it + 1)
         bar.update(1)

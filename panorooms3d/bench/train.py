@@ -125,7 +125,7 @@ class TrainConfig:
             weights, kept in the checkpoint); its decay at step t is ``min(ema, (1 + t) / (10 + t))`` so
             that the first steps are not averaged with the random initialisation.
         block_teacher: optional checkpoint of a trained 3D model (a block training's ``model.pt``, e.g.
-            SparseConv's): every training block also goes through it (no gradient, the student's precision),
+            SparseConv's): every training block also goes through it (no gradient, float32 as in evaluation),
             and ``block_teacher_weight`` x :func:`block_kd_loss` of its logits is added to the cross-entropy.
             Beyond the paper (whose teacher is 2D and acts at room level): a convolutional teacher of the
             3D student, as DeiT distils a convnet into a vision transformer. ``None``: labels only.
@@ -519,11 +519,13 @@ def resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
 
 
 def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler, *, on_diverge,
-                      where: str) -> float:
+                      where: str, bf16: bool = False) -> float:
     """One step on ``loss`` (zero grads, backward, optimizer and scheduler step); returns its value.
 
     A non-finite loss calls ``on_diverge()`` (e.g. to save a checkpoint), then raises
-    FloatingPointError naming ``where`` (e.g. ``"iteration 12"``).
+    FloatingPointError naming ``where`` (e.g. ``"iteration 12"``) and what to change: the learning rate, and
+    float32 when the step ran under bf16 autocast (``bf16``), which can overflow where float32 does not (the
+    CPU track's SparseConv did at step 85 on an AMD EPYC with AVX512-BF16, and trained in float32).
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -532,7 +534,9 @@ def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sche
     value = float(loss.detach())
     if not math.isfinite(value):
         on_diverge()
-        raise FloatingPointError(f"loss became {value} at {where}; lower the learning rate")
+        advice = ("train in float32 (cpu_amp = 'off', or amp = false on a GPU; it ran under bf16 autocast) or "
+                  "lower the learning rate") if bf16 else "lower the learning rate"
+        raise FloatingPointError(f"loss became {value} at {where}; {advice}")
     return value
 
 
@@ -712,13 +716,14 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y, weight=weights)
             if teacher is not None:
-                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                with torch.no_grad():  # float32, as evaluation runs models (a bf16 step may overflow where it did not)
                     teacher_logits = teacher(x)
                 kd = block_kd_loss(logits, teacher_logits, config.block_teacher_tau)
                 kd_value = float(kd.detach())
                 loss = loss + config.block_teacher_weight * kd
             loss_value = optimisation_step(loss, optimizer, scheduler,
-                                           on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}")
+                                           on_diverge=lambda it=it: checkpoint(it), where=f"iteration {it + 1}",
+                                           bf16=use_amp)
             if average is not None:
                 average.update(it + 1)
             bar.update(1)
