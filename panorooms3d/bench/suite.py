@@ -498,28 +498,27 @@ def _run_parallel(suite: Suite, order: list[tuple[RunSpec, int]], settings: dict
     keys: set[str] = set()
     distilling = [spec for spec, _ in order if spec.distill]
     distilling = [r for i, r in enumerate(distilling) if r not in distilling[:i]]
+
+    def training(spec: RunSpec, seed: int, after: tuple[str, ...] = ()) -> str | None:
+        """The key of the job that trains ``spec``'s block training for ``seed`` (added once), None when trained."""
+        folder = pretrain_folder(suite, spec, {**settings, "seed": seed}, out)
+        if (folder / "model.pt").exists():
+            return None
+        key = f"train {folder.name}"
+        if key not in keys:
+            keys.add(key)
+            tasks.append(Task(key, f"train ({folder.name})", _job_train,
+                              (suite, spec, seed, settings, data, out, threads), after))
+        return key
+
     for spec, seed in order:
         run, _, rs = _run_variant(spec, settings, seed, out)
-        folder = pretrain_folder(suite, run, rs, out)
-        after = []
         taught_after = ()  # a block training with a block_teacher waits for the teacher's training
-        if spec.block_teacher is not None and not (folder / "model.pt").exists():
-            t_spec, t_seed = _block_teacher(suite, spec, settings)
-            t_folder = pretrain_folder(suite, t_spec, {**settings, "seed": t_seed}, out)
-            if not (t_folder / "model.pt").exists():
-                t_key = f"train {t_folder.name}"
-                if t_key not in keys:
-                    keys.add(t_key)
-                    tasks.append(Task(t_key, f"train ({t_folder.name})", _job_train,
-                                      (suite, t_spec, t_seed, settings, data, out, threads)))
-                taught_after = (t_key,)
-        if not (folder / "model.pt").exists():
-            key = f"train {folder.name}"
-            if key not in keys:
-                keys.add(key)
-                tasks.append(Task(key, f"train ({folder.name})", _job_train,
-                                  (suite, spec, seed, settings, data, out, threads), taught_after))
-            after.append(key)
+        if spec.block_teacher is not None and not (pretrain_folder(suite, run, rs, out) / "model.pt").exists():
+            teacher_key = training(*_block_teacher(suite, spec, settings))
+            taught_after = () if teacher_key is None else (teacher_key,)
+        key = training(spec, seed, taught_after)
+        after = [] if key is None else [key]
         if spec.distill:  # always a job (seconds when finished): it also caches any new unlabelled rooms
             if "teacher" not in keys:
                 keys.add("teacher")

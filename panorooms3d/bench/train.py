@@ -452,13 +452,15 @@ def training_blocks(config: TrainConfig) -> TrainingBlocks:
 def block_kd_loss(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
     """tau^2 x KL(softmax(teacher / tau) || softmax(student / tau)) over the class axis (1), mean over voxels.
 
-    Both are logits (N, K, ...); the teacher's carry no gradient. Hinton et al.'s soft-target term: the
-    tau^2 keeps its gradient's scale independent of tau.
+    Both are logits (N, K, ...), computed in float32; the teacher's carry no gradient. It is the distillation
+    term of :func:`panorooms3d.nn.losses.distillation_loss` (``normalisation="project"``, every voxel counted)
+    with the voxels laid out as one image row per block.
     """
-    log_p_student = F.log_softmax(student.float() / tau, dim=1)
-    log_p_teacher = F.log_softmax(teacher.detach().float() / tau, dim=1)
-    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
-    return kl.mean() * tau * tau
+    from panorooms3d.nn.losses import distillation_loss
+
+    n, k = student.shape[:2]
+    return distillation_loss(student.float().reshape(n, k, 1, -1), teacher.float().reshape(n, k, 1, -1), None,
+                             tau=tau, normalisation="project")
 
 
 def load_block_teacher(config: TrainConfig, device: torch.device) -> torch.nn.Module | None:
