@@ -268,6 +268,33 @@ def test_conv3d_equals_torch_conv3d_values_and_gradients(cin, cout, size, kernel
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("size,kernel,padding", [
+    ((2, 2, 2), 3, 1),   # SparseConv's deepest level on 64^3 blocks (3^3 submanifold convolution, 60 channels)
+    ((2, 4, 5), 3, 1),
+    ((1, 1, 6), 2, 1),
+    ((3, 6, 4), 5, 2),
+])
+def test_conv3d_weight_gradient_under_cpu_bf16_autocast_is_right_where_the_kernel_exceeds_the_input(
+        size, kernel, padding):
+    # oneDNN's bf16 weight gradient for these shapes was wrong on an AMD EPYC with AVX512-BF16 (off by about its
+    # own size, now and then 1e38): the truth here is float64, to bf16's precision of the inputs
+    from panorooms3d.nn.layers import conv3d
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):  # the wrong gradients came from uninitialised memory: one draw may look right by chance
+        x = torch.randn(1, 32, *size, generator=g)
+        w = (torch.randn(48, 32, kernel, kernel, kernel, generator=g) * 0.05).requires_grad_()
+        up = torch.randn(1, 48, *(s + 2 * padding - kernel + 1 for s in size), generator=g)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv3d(x, w, padding=padding)
+        (grad,) = torch.autograd.grad((out.float() * up).sum(), [w])
+        w64 = w.detach().double().requires_grad_()
+        (ref,) = torch.autograd.grad((torch.nn.functional.conv3d(x.double(), w64, padding=padding) * up.double()).sum(),
+                                     [w64])
+        assert torch.isfinite(grad).all()
+        assert (grad.double() - ref).abs().max() <= 0.02 * ref.abs().max()
+
+
 def test_conv3d_runs_onednn_on_the_cpu_and_torch_under_autocast():
     from torch.profiler import ProfilerActivity, profile
 

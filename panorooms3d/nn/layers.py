@@ -63,10 +63,21 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     goes to oneDNN; anything else (CUDA, other dtypes, autocast, no oneDNN) to ``F.conv3d``. Both compute the
     same convolution (equal to float rounding; values and gradients are tested).
 
+    **Under bf16 autocast on the CPU**, a convolution whose kernel is larger than its input along some axis (a
+    3^3 kernel over a 2 x 2 x 2 grid: SparseConv's deepest level on 64^3 blocks) runs in float32 instead. There
+    oneDNN's bf16 weight gradient was wrong on an AMD EPYC with AVX512-BF16 (torch 2.13): off by about its own
+    size every time and now and then 1e16-1e38, which stopped SparseConv's training with a NaN
+    (``benchmark/diagnosis/conv3d_bf16_grad.py`` scans the shapes; docs/performance.md). Such inputs are tiny,
+    so float32 costs nothing; the output is then float32 and the next bf16 operation promotes as usual.
+
     Args:
         x: (B, Cin, X, Y, Z). weight: (Cout, Cin, k0, k1, k2). bias: (Cout,) or None.
         stride, padding: an int or three ints, as ``F.conv3d``.
     """
+    if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and any(k > s for k, s in zip(weight.shape[2:], x.shape[2:]))):
+        with torch.autocast("cpu", enabled=False):
+            return conv3d(x.float(), weight.float(), None if bias is None else bias.float(), stride, padding)
     if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
             and not torch.is_autocast_enabled("cpu")):
