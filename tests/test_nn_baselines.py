@@ -281,7 +281,7 @@ def test_conv3d_weight_gradient_under_cpu_bf16_autocast_is_right_where_the_kerne
     from panorooms3d.nn.layers import conv3d
 
     g = torch.Generator().manual_seed(0)
-    for _ in range(5):  # the wrong gradients came from uninitialised memory: one draw may look right by chance
+    for _ in range(5):  # the wrong gradients change from call to call: one draw may look right by chance
         x = torch.randn(1, 32, *size, generator=g)
         w = (torch.randn(48, 32, kernel, kernel, kernel, generator=g) * 0.05).requires_grad_()
         up = torch.randn(1, 48, *(s + 2 * padding - kernel + 1 for s in size), generator=g)

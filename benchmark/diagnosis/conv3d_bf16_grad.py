@@ -80,7 +80,8 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    head = json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1)[:-2]
+    tmp.write_text(head + ',\n "rows": [\n' + ",\n".join("  " + json.dumps(r) for r in rows) + "\n ]\n}\n")
     tmp.replace(args.out)
     print({k: v for k, v in summary.items() if k != "rows"})
 
