@@ -526,8 +526,9 @@ def optimisation_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sche
 
     A non-finite loss calls ``on_diverge()`` (e.g. to save a checkpoint), then raises
     FloatingPointError naming ``where`` (e.g. ``"iteration 12"``) and what to change: the learning rate, and
-    float32 when the step ran under bf16 autocast (``bf16``), which can overflow where float32 does not (the
-    CPU track's SparseConv did at step 85 on an AMD EPYC with AVX512-BF16, and trained in float32).
+    float32 when the step ran under bf16 autocast (``bf16``), whose kernels can fail where float32's do not (the
+    CPU track's SparseConv stopped at step 85 on an AMD EPYC with AVX512-BF16, from a wrong bf16 weight gradient
+    of oneDNN that ``layers.conv3d`` now avoids).
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
