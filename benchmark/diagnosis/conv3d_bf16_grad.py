@@ -6,7 +6,7 @@ the project's ``layers.conv3d`` against float64, over kernel sizes, input shapes
 For each shape: the largest |bf16 - float64| / max |float64| of the weight gradient over a few random draws (bf16
 inputs give about 1e-2; wrong gradients are off by 1 or more). Written because SparseConv's bf16 training stopped
 with a NaN on an AMD EPYC with AVX512-BF16 (2026-12-06): its deepest level (a 3^3 kernel over 2 x 2 x 2 voxels)
-got weight gradients of 1e16-1e38 now and then and wrong ones every step (docs/performance.md).
+got weight gradients of up to 1e35 now and then and wrong ones every step (docs/performance.md).
 """
 
 from __future__ import annotations
