@@ -68,7 +68,7 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     oneDNN's bf16 weight gradient was wrong on an AMD EPYC with AVX512-BF16 (torch 2.13): off by about its own
     size every time and now and then 1e16-1e38, which stopped SparseConv's training with a NaN
     (``benchmark/diagnosis/conv3d_bf16_grad.py`` scans the shapes; docs/performance.md). Such inputs are tiny,
-    so float32 costs nothing; the output is then float32 and the next bf16 operation promotes as usual.
+    so float32 costs little; the output is then float32 and the next bf16 operation promotes as usual.
 
     Args:
         x: (B, Cin, X, Y, Z). weight: (Cout, Cin, k0, k1, k2). bias: (Cout,) or None.
