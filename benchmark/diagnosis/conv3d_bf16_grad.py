@@ -4,7 +4,7 @@ the project's ``layers.conv3d`` against float64, over kernel sizes, input shapes
     .venv/bin/python benchmark/diagnosis/conv3d_bf16_grad.py benchmark/results/diagnosis/conv3d-bf16-grad-epyc.json
 
 For each shape: the largest |bf16 - float64| / max |float64| of the weight gradient over a few random draws (bf16
-inputs give about 1e-2; wrong gradients are off by 1 or more). Written because SparseConv's bf16 training stopped
+inputs give about 1e-2; wrong gradients are off by 1 or more; null where it was infinite or NaN). Written because SparseConv's bf16 training stopped
 with a NaN on an AMD EPYC with AVX512-BF16 (2026-12-06): its deepest level (a 3^3 kernel over 2 x 2 x 2 voxels)
 got weight gradients of up to 1e35 now and then and wrong ones every step (docs/performance.md).
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import platform
 from pathlib import Path
 
@@ -81,7 +82,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     head = json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1)[:-2]
-    tmp.write_text(head + ',\n "rows": [\n' + ",\n".join("  " + json.dumps(r) for r in rows) + "\n ]\n}\n")
+    strict = [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()} for r in rows]
+    tmp.write_text(head + ',\n "rows": [\n' + ",\n".join("  " + json.dumps(r, allow_nan=False) for r in strict)
+                   + "\n ]\n}\n")
     tmp.replace(args.out)
     print({k: v for k, v in summary.items() if k != "rows"})
 

@@ -63,7 +63,7 @@ def main() -> None:
     for step, g, name in spikes:
         print(f"  step {step}: largest weight gradient {g:.3g} in {name}")
     print(f"{len(spikes)} of {steps} steps above {args.spike:g}; the largest of the others "
-          f"{max((g for _, (g, _) in enumerate(largest) if g <= args.spike), default=float('nan')):.3g}")
+          f"{max((g for g, _ in largest if g <= args.spike), default=float('nan')):.3g}")
     (out / "gradient_maxima.json").write_text(json.dumps({"largest": [g for g, _ in largest],
                                                           "spikes": spikes}) + "\n")
 
