@@ -209,6 +209,15 @@ def test_training_curves_name_each_training_by_its_model_settings(tmp_path: Path
         (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
     assert [c["name"] for c in training_curves(tmp_path / "older")] == ["3dseg-t seed0 (ema=0.0)",
                                                                           "3dseg-t seed0 (ema=0.99)"]
+    # a training taught by another (block_teacher, an absolute path in its config.json) is named by the teacher's
+    # folder, not told apart by that path
+    for folder, extra in (("i", {}), ("j", {"block_teacher": str(tmp_path / "taught" / "pretrain" / "sc-1" / "model.pt")})):
+        d = tmp_path / "taught" / "pretrain" / folder
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "seed": 0, **extra}))
+        (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
+    assert [c["name"] for c in training_curves(tmp_path / "taught")] == ["3dseg-t seed0",
+                                                                           "3dseg-t (block teacher sc-1) seed0"]
     # gain of the last 20%: the final value minus the last one at or before 80% of the final iteration
     assert curves["3dseg-t seed0"]["gain_last_20"] == pytest.approx(0.5)
     assert curves["3dseg-t (stem=conv) seed0"]["gain_last_20"] == pytest.approx(18.0)

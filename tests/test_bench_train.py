@@ -426,3 +426,44 @@ def test_a_diverged_step_names_the_iteration_and_what_to_change(bf16: bool) -> N
         optimisation_step((w * float("nan")).sum(), optimizer, scheduler, on_diverge=lambda: saved.append(1),
                           where="iteration 7", bf16=bf16)
     assert saved == [1]
+
+
+def test_train_command_takes_every_block_training_setting(dataset: Path, tmp_path: Path) -> None:
+    # The CPU track's [train] from the command line: each option reaches the run's config.json as the suite would
+    # write it, and a malformed shape or a missing teacher is refused before any file is written.
+    from click.testing import CliRunner
+
+    from panorooms3d.bench import commands, data, train
+    from panorooms3d.cli import cli
+
+    assert (commands.SCHEDULES, commands.SAMPLINGS, commands.CLASS_WEIGHTS, commands.CPU_AMP) == (
+        train.SCHEDULES, data.SAMPLINGS, train.CLASS_WEIGHTS, train.CPU_AMP)
+    base = ["benchmark", "train", "--data", str(dataset), "--workers", "0", "--device", "cpu", "--iterations", "2"]
+    out = tmp_path / "run"
+    ok = CliRunner().invoke(cli, [*base, "--out", str(out), "--block", "16x16x8", "--batch-size", "1", "--lr", "2e-3",
+                                  "--warmup", "1", "--schedule", "cosine", "--sampling", "surface", "--no-augment",
+                                  "--class-weights", "sqrt-inverse", "--decoder-lr-mult", "10", "--ema", "0.99",
+                                  "--cpu-amp", "off", "--threads", "1"])
+    assert ok.exit_code == 0, ok.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert {k: cfg[k] for k in ("block", "warmup", "schedule", "sampling", "augment", "class_weights",
+                                "decoder_lr_mult", "ema", "cpu_amp", "threads", "block_teacher")} == {
+        "block": [16, 16, 8], "warmup": 1, "schedule": "cosine", "sampling": "surface", "augment": False,
+        "class_weights": "sqrt-inverse", "decoder_lr_mult": 10.0, "ema": 0.99, "cpu_amp": "off", "threads": 1,
+        "block_teacher": None}
+
+    taught = tmp_path / "taught"
+    r = CliRunner().invoke(cli, [*base, "--out", str(taught), "--block", "16", "--block-teacher", str(out / "model.pt"),
+                                 "--block-teacher-weight", "0.5", "--block-teacher-tau", "2"])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((taught / "config.json").read_text())
+    assert (cfg["block"], cfg["block_teacher"], cfg["block_teacher_weight"], cfg["block_teacher_tau"]) == (
+        16, str(out / "model.pt"), 0.5, 2.0)
+
+    for args, code, says in ((["--block", "64x32"], 2, "give one edge (e.g. 64) or three"),
+                             (["--block", "4"], 2, "each at least 8 voxels"),
+                             (["--block-teacher", str(tmp_path / "none.pt")], 1, "none.pt")):
+        bad = tmp_path / "bad"
+        r = CliRunner().invoke(cli, [*base, "--out", str(bad), *args])
+        assert r.exit_code == code and says in r.output and "Traceback" not in r.output, r.output
+        assert not bad.exists() or not any(bad.iterdir()), "a refused run leaves no files"

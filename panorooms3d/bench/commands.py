@@ -105,7 +105,35 @@ class BlockSourceType(click.ParamType):
 
 
 BLOCK_SOURCE = BlockSourceType()
+
+
+class BlockShapeType(click.ParamType):
+    """A block edge ``N`` (a cube) or ``XxYxZ``, each at least 8 voxels: an int or [x, y, z] for TrainConfig.block."""
+
+    name = "shape"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int | list):
+            return value
+        parts = str(value).lower().replace("×", "x").split("x")
+        try:
+            edges = [int(p) for p in parts]
+        except ValueError:
+            edges = []
+        if len(edges) not in (1, 3) or min(edges) < 8:
+            self.fail(f"{value!r}: give one edge (e.g. 64) or three (e.g. 64x64x32), each at least 8 voxels",
+                      param, ctx)
+        return edges[0] if len(edges) == 1 else edges
+
+
+BLOCK_SHAPE = BlockShapeType()
 SPLITS = click.Choice(["train", "val", "test"])
+# Choices of block training's settings, spelled here so that the CLI starts without importing torch
+# (tests/test_bench_train.py checks them against bench.train's and bench.data's).
+SCHEDULES = ("constant", "poly", "cosine")
+SAMPLINGS = ("uniform", "surface")
+CLASS_WEIGHTS = ("none", "sqrt-inverse", "inverse")
+CPU_AMP = ("off", "on", "auto")
 
 
 def _print_metrics(result: dict) -> None:
@@ -153,9 +181,34 @@ def _suite_device(suite: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--iterations", type=click.IntRange(1), default=20000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--block", type=click.IntRange(8), default=128, show_default=True, help="Block edge in voxels (paper: 128).")
+@click.option("--block", type=BLOCK_SHAPE, default="128", show_default=True,
+              help="Block edge in voxels (paper: 128), or three edges X x Y x Z such as 64x64x32.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate (paper: 1e-3).")
-@click.option("--schedule", type=click.Choice(["constant", "poly"]), default="constant", show_default=True)
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default="constant", show_default=True,
+              help="Learning rate after the warm-up: constant (paper), poly (power 0.9) or cosine (to 1%).")
+@click.option("--warmup", type=click.IntRange(0), default=0, show_default=True,
+              help="Iterations of linear warm-up from 1% of --lr (0 = none, the paper).")
+@click.option("--sampling", type=click.Choice(list(SAMPLINGS)), default="uniform", show_default=True,
+              help="Where crops are drawn: uniform (paper) or surface (centred on labelled voxels 3 times in 4).")
+@click.option("--no-augment", is_flag=True,
+              help="Draw crops as they lie in the room: no flips or quarter turns (the official trainer's way).")
+@click.option("--class-weights", type=click.Choice(list(CLASS_WEIGHTS)), default="none", show_default=True,
+              help="Cross-entropy class weights from the training rooms' class frequencies (none = the paper).")
+@click.option("--decoder-lr-mult", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Learning-rate multiplier of the 3D Segmenter's linear decoder (head and skip; 1 = the paper).")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Decay of a moving average of the weights, validated and saved as model.pt (0 = none, the paper).")
+@click.option("--cpu-amp", type=click.Choice(list(CPU_AMP)), default="off", show_default=True,
+              help="bf16 autocast on the CPU: off (float32), on, or auto (where the CPU has AMX or AVX512-BF16).")
+@click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
+              help="torch threads (0 = torch's default: every core).")
+@click.option("--block-teacher", type=click.Path(path_type=Path), default=None,
+              help="A trained 3D model's model.pt (e.g. SparseConv's) whose logits every block is also distilled "
+                   "from (beyond the paper; none = labels only).")
+@click.option("--block-teacher-weight", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Weight of the --block-teacher term.")
+@click.option("--block-teacher-tau", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Temperature of the --block-teacher term.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=2, show_default=True, help="DataLoader workers.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -171,9 +224,19 @@ def _suite_device(suite: Path) -> None:
               help="Resume from <out>/checkpoints/last.pt when present.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train")
-def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, seed, workers, device,
-                  no_skip, init, checkpoint_every, val_every, room_patterns, resume, force) -> None:
-    """Train a model on blocks (resumable): random crops of the training rooms, or the official block release."""
+def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, warmup, sampling, no_augment,
+                  class_weights, decoder_lr_mult, ema, cpu_amp, threads, block_teacher, block_teacher_weight,
+                  block_teacher_tau, seed, workers, device, no_skip, init, checkpoint_every, val_every, room_patterns,
+                  resume, force) -> None:
+    """Train a model on blocks (resumable): random crops of the training rooms, or the official block release.
+
+    The defaults are the paper's. The CPU track's block training (benchmark/cpu-track.toml's [train]) is:
+
+    \b
+      --block 64 --batch-size 1 --iterations 1400 --lr 2e-3 --warmup 30 --schedule cosine
+      --sampling surface --class-weights sqrt-inverse --decoder-lr-mult 10 --ema 0.99
+      --cpu-amp auto --workers 0 --val-every 100
+    """
     from panorooms3d.bench.train import CHECKPOINT, TrainConfig, train
 
     if data is None and (blocks == "crops" or val_every > 0):
@@ -185,10 +248,16 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
         _check_data(data)
     if init:
         _check_file(init, "init checkpoint")
+    if block_teacher:
+        _check_file(block_teacher, "block teacher checkpoint")
     if not resume and (out / CHECKPOINT).exists():
         raise click.ClickException(f"{out / CHECKPOINT} exists; pass --resume or choose another --out")
     cfg = TrainConfig(data=str(data) if data is not None else None, blocks=blocks, model=model, out=str(out),
-                      iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule, seed=seed,
+                      iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule,
+                      warmup=warmup, sampling=sampling, augment=not no_augment, class_weights=class_weights,
+                      decoder_lr_mult=decoder_lr_mult, ema=ema, cpu_amp=cpu_amp, threads=threads,
+                      block_teacher=str(block_teacher) if block_teacher else None,
+                      block_teacher_weight=block_teacher_weight, block_teacher_tau=block_teacher_tau, seed=seed,
                       workers=workers, device=device, init=str(init) if init else None,
                       checkpoint_every=checkpoint_every, val_every=val_every,
                       rooms=list(room_patterns) if room_patterns else None,
@@ -214,7 +283,7 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
 @click.option("--layers", type=click.IntRange(1), default=None, help="ViT layers (override the variant; for tiny demos).")
 @click.option("--init", type=click.Path(path_type=Path), default=None,
               help="Local checkpoint to start from (ours, or official Segmenter with variant.yml beside it).")
-@click.option("--class-weights", type=click.Choice(["none", "sqrt-inverse", "inverse"]), default="none",
+@click.option("--class-weights", type=click.Choice(list(CLASS_WEIGHTS)), default="none",
               show_default=True, help="Cross-entropy class weights from the training panoramas' pixel frequencies.")
 @click.option("--val-every", type=click.IntRange(0), default=0, show_default=True,
               help="Score the val panoramas every N iterations (the teacher's curve in train_log.jsonl); 0: never.")

@@ -445,6 +445,8 @@ def training_curves(out: Path) -> list[dict]:
             name += f" (labelled {cfg['labelled_fraction']:g})"
         if cfg.get("rooms"):  # a training on some of the split's rooms (TrainConfig.rooms)
             name += f" (rooms {', '.join(cfg['rooms'])})"
+        if cfg.get("block_teacher"):  # taught by another training: named by its folder, not the absolute path
+            name += f" (block teacher {Path(cfg['block_teacher']).parent.name})"
         return f"{name} seed{cfg.get('seed', 0)}"
 
     def differing(folders: list[Path], cfgs: list[dict]) -> list[str]:

@@ -289,6 +289,7 @@ def build(config: TrainConfig) -> torch.nn.Module:
 
 
 SCHEDULES = ("constant", "poly", "cosine")
+CLASS_WEIGHTS = ("none", "sqrt-inverse", "inverse")
 
 
 def lr_factor(it: int, schedule: str, total: int, warmup: int = 0) -> float:
@@ -337,7 +338,7 @@ def class_weights(data: Path, rooms: list[str], class_set: str, mode: str) -> to
     """Cross-entropy class weights from the voxel frequencies of ``rooms`` (None for ``none``)."""
     if mode == "none":
         return None
-    if mode not in ("sqrt-inverse", "inverse"):
+    if mode not in CLASS_WEIGHTS:
         raise ValueError(f"unknown class_weights {mode!r}; use none, sqrt-inverse or inverse")
     from panorooms3d.store.dataset import Dataset
 
