@@ -175,3 +175,29 @@ def test_pseudo_labels_with_nothing_kept_are_zero_and_bad_thresholds_fail():
             pseudo_label_loss(s, t, threshold=bad)
     with pytest.raises(ValueError, match="differ"):
         pseudo_label_loss(s, t[:3])
+
+
+def test_soft_dice_loss_by_hand() -> None:
+    import torch.nn.functional as F
+
+    from panorooms3d.nn.losses import soft_dice_loss
+
+    # 4 voxels, 3 classes, class 2 absent from the target; logits = log p so that softmax gives p exactly.
+    p = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.25, 0.25, 0.5]])
+    logits = torch.log(p).T[None]  # (1, 3, 4)
+    target = torch.tensor([[0, 0, 1, 1]])
+    # class 0: 2 * (0.5 + 1) / (1.75 + 2) = 0.8; class 1: 2 * (1 + 0.25) / (1.75 + 2) = 2/3; class 2 absent
+    assert float(soft_dice_loss(logits, target, eps=0.0)) == pytest.approx(1 - (0.8 + 2 / 3) / 2, abs=1e-6)
+    # with eps = 1 on both sides of each ratio
+    assert float(soft_dice_loss(logits, target)) == pytest.approx(1 - (4 / 4.75 + 3.5 / 4.75) / 2, abs=1e-6)
+    # a confident right prediction scores 0, a confident wrong one about 1, on 3D blocks too
+    y = torch.randint(0, 5, (2, 3, 4, 5))
+    right = F.one_hot(y, 5).movedim(-1, 1).float() * 50
+    assert float(soft_dice_loss(right, y)) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_dice_loss(right.roll(1, dims=1), y)) > 0.95
+    # it has a gradient, and a malformed pair is refused
+    z = torch.zeros(1, 5, 3, 4, 5, requires_grad=True)
+    soft_dice_loss(z, y[:1]).backward()
+    assert z.grad is not None and bool(z.grad.abs().sum() > 0)
+    with pytest.raises(ValueError, match=r"logits must be \[B, K, ...\]"):
+        soft_dice_loss(torch.zeros(1, 5, 3, 4), y[:1])

@@ -194,6 +194,9 @@ def _suite_device(suite: Path) -> None:
               help="Draw crops as they lie in the room: no flips or quarter turns (the official trainer's way).")
 @click.option("--class-weights", type=click.Choice(list(CLASS_WEIGHTS)), default="none", show_default=True,
               help="Cross-entropy class weights from the training rooms' class frequencies (none = the paper).")
+@click.option("--dice-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of a soft Dice term over the classes in each batch, added to the cross-entropy "
+                   "(0 = none, the paper).")
 @click.option("--decoder-lr-mult", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
               help="Learning-rate multiplier of the 3D Segmenter's linear decoder (head and skip; 1 = the paper).")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
@@ -225,7 +228,7 @@ def _suite_device(suite: Path) -> None:
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train")
 def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, warmup, sampling, no_augment,
-                  class_weights, decoder_lr_mult, ema, cpu_amp, threads, block_teacher, block_teacher_weight,
+                  class_weights, dice_weight, decoder_lr_mult, ema, cpu_amp, threads, block_teacher, block_teacher_weight,
                   block_teacher_tau, seed, workers, device, no_skip, init, checkpoint_every, val_every, room_patterns,
                   resume, force) -> None:
     """Train a model on blocks (resumable): random crops of the training rooms, or the official block release.
@@ -255,6 +258,7 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
     cfg = TrainConfig(data=str(data) if data is not None else None, blocks=blocks, model=model, out=str(out),
                       iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule,
                       warmup=warmup, sampling=sampling, augment=not no_augment, class_weights=class_weights,
+                      dice_weight=dice_weight,
                       decoder_lr_mult=decoder_lr_mult, ema=ema, cpu_amp=cpu_amp, threads=threads,
                       block_teacher=str(block_teacher) if block_teacher else None,
                       block_teacher_weight=block_teacher_weight, block_teacher_tau=block_teacher_tau, seed=seed,

@@ -561,7 +561,7 @@ def _check_room_patterns(suite: Suite, runs: list[RunSpec], settings: dict, data
 #: Block-training settings added after runs were recorded: at these values they leave a run's key
 #: (its ``pretrain/<model>-<hash>`` folder) as it was, so a recorded suite resumes instead of retraining.
 _KEY_NEUTRAL = {"input_encoding": "project", "cpu_amp": "off", "ema": 0.0, "augment": True,
-                "block_teacher_weight": 1.0, "block_teacher_tau": 1.0}
+                "block_teacher_weight": 1.0, "block_teacher_tau": 1.0, "dice_weight": 0.0}
 
 
 def run_seeds(run: RunSpec, settings: dict) -> list[int]:

@@ -131,6 +131,9 @@ class TrainConfig:
             3D student, as DeiT distils a convnet into a vision transformer. ``None``: labels only.
         block_teacher_weight: weight of that term.
         block_teacher_tau: its temperature (both softmaxes divided by it; the term is scaled by tau^2).
+        dice_weight: weight of a soft Dice term (:func:`panorooms3d.nn.losses.soft_dice_loss`, over the classes
+            present in each batch) added to the cross-entropy; 0 = cross-entropy only (the paper). Beyond the
+            paper: a loss that counts each class as mIoU does.
     """
 
     data: str | None = None
@@ -169,6 +172,7 @@ class TrainConfig:
     block_teacher: str | None = None
     block_teacher_weight: float = 1.0
     block_teacher_tau: float = 1.0
+    dice_weight: float = 0.0
 
 
 @dataclass
@@ -624,6 +628,10 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     device = resolve_device(config.device)
     use_amp = bf16_autocast(device, config.amp, config.cpu_amp)  # a bad cpu_amp fails here too
     check_ema(config.ema)
+    if not (isinstance(config.dice_weight, int | float) and math.isfinite(config.dice_weight)
+            and config.dice_weight >= 0):
+        raise ValueError(f"dice_weight = {config.dice_weight!r}: the weight of the Dice term must be a number >= 0 "
+                         "(0 = cross-entropy only)")
     teacher = load_block_teacher(config, device)  # a missing or unfit teacher fails here too
     if rank == 0:  # DDP: only rank 0 writes in the run folder
         out.mkdir(parents=True, exist_ok=True)
@@ -719,6 +727,10 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
             loss = F.cross_entropy(logits.float(), y, weight=weights)
+            if config.dice_weight:
+                from panorooms3d.nn.losses import soft_dice_loss
+
+                loss = loss + config.dice_weight * soft_dice_loss(logits, y)
             if teacher is not None:
                 with torch.no_grad():  # float32, as evaluation runs models (a bf16 step may overflow where it did not)
                     teacher_logits = teacher(x)

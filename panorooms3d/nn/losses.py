@@ -10,6 +10,8 @@
 - :func:`pseudo_label_loss`: beyond the paper, the teacher's argmax as hard labels of the projected
   student prediction (cross-entropy over the counted pixels whose teacher confidence reaches a threshold).
 - :func:`distillation_objective`: their sum, with the parts.
+- :func:`soft_dice_loss`: beyond the paper, one minus the mean soft Dice coefficient of the classes present in
+  the target (block training's ``dice_weight``).
 
 Reductions are spelled out in each docstring and docs/projection.md.
 """
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["distillation_loss", "pseudo_label_loss", "voxel_cross_entropy", "distillation_objective",
-           "KD_NORMALISATIONS"]
+           "soft_dice_loss", "KD_NORMALISATIONS"]
 
 #: The paper's distillation temperature.
 DEFAULT_TAU = 20.0
@@ -194,6 +196,35 @@ def voxel_cross_entropy(
     else:
         denom = weight.to(total.dtype)[target[valid]].sum()
     return total / denom.clamp(min=1e-12) if bool(valid.any()) else total * 0.0
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """One minus the mean soft Dice coefficient over the classes present in ``target`` (beyond the paper).
+
+    With ``p = softmax(logits)`` over the class axis and ``t`` the one-hot target, for each class c that occurs
+    in ``target``: ``dice_c = (2 * sum_v p_c(v) t_c(v) + eps) / (sum_v p_c(v) + sum_v t_c(v) + eps)``, the sums over
+    every voxel (pixel) of every batch item; the loss is ``1 - mean_c dice_c``. Each present class counts the
+    same however few voxels it has, as in mIoU; a class absent from the target does not count (its false
+    positives still lower the Dice of the classes they take voxels from).
+
+    Args:
+        logits: [B, K, ...] logits (computed in float32).
+        target: [B, ...] class ids in [0, K).
+        eps: smoothing added to both sides of each ratio.
+
+    Returns:
+        Scalar tensor in [0, 1).
+    """
+    if logits.dim() != target.dim() + 1 or logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
+        raise ValueError(f"logits must be [B, K, ...] and target [B, ...], got {tuple(logits.shape)}, "
+                         f"{tuple(target.shape)}")
+    k = logits.shape[1]
+    p = torch.softmax(logits.float(), dim=1).movedim(1, -1).reshape(-1, k)  # (N, K)
+    t = target.reshape(-1).long()
+    counts = torch.bincount(t, minlength=k).to(p.dtype)
+    inter = torch.zeros(k, dtype=p.dtype, device=p.device).index_add_(0, t, p.gather(1, t[:, None])[:, 0])
+    dice = (2 * inter + eps) / (p.sum(0) + counts + eps)
+    return 1 - dice[counts > 0].mean()
 
 
 def distillation_objective(
