@@ -462,6 +462,12 @@ def test_train_command_takes_every_block_training_setting(dataset: Path, tmp_pat
     assert (cfg["block"], cfg["block_teacher"], cfg["block_teacher_weight"], cfg["block_teacher_tau"]) == (
         16, str(out / "model.pt"), 0.5, 2.0)
 
+    # a negative Dice weight from a suite or the API is refused before the run folder is made
+    with pytest.raises(ValueError, match=r"dice_weight = -1.0: the weight of the Dice term must be a number >= 0"):
+        train.train(train.TrainConfig(data=str(dataset), out=str(tmp_path / "neg"), block=16, iterations=1,
+                                      workers=0, device="cpu", dice_weight=-1.0), progress=False)
+    assert not (tmp_path / "neg").exists()
+
     for args, code, says in ((["--block", "64x32"], 2, "give one edge (e.g. 64) or three"),
                              (["--block", "4"], 2, "each at least 8 voxels"),
                              (["--block-teacher", str(tmp_path / "none.pt")], 1, "none.pt")):
