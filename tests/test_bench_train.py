@@ -443,16 +443,14 @@ def test_train_command_takes_every_block_training_setting(dataset: Path, tmp_pat
     ok = CliRunner().invoke(cli, [*base, "--out", str(out), "--block", "16x16x8", "--batch-size", "1", "--lr", "2e-3",
                                   "--warmup", "1", "--schedule", "cosine", "--sampling", "surface", "--no-augment",
                                   "--class-weights", "sqrt-inverse", "--dice-weight", "0.5", "--decoder-lr-mult", "10",
-                                  "--ema", "0.99",
-                                  "--cpu-amp", "off", "--threads", "1"])
+                                  "--ema", "0.99", "--cpu-amp", "off", "--threads", "1"])
     assert ok.exit_code == 0, ok.output
     cfg = json.loads((out / "config.json").read_text())
     assert {k: cfg[k] for k in ("block", "warmup", "schedule", "sampling", "augment", "class_weights", "dice_weight",
                                 "decoder_lr_mult", "ema", "cpu_amp", "threads", "block_teacher")} == {
         "block": [16, 16, 8], "warmup": 1, "schedule": "cosine", "sampling": "surface", "augment": False,
         "class_weights": "sqrt-inverse", "dice_weight": 0.5, "decoder_lr_mult": 10.0, "ema": 0.99, "cpu_amp": "off",
-        "threads": 1,
-        "block_teacher": None}
+        "threads": 1, "block_teacher": None}
 
     taught = tmp_path / "taught"
     r = CliRunner().invoke(cli, [*base, "--out", str(taught), "--block", "16", "--block-teacher", str(out / "model.pt"),
