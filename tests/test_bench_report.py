@@ -192,30 +192,28 @@ def test_training_curves_name_each_training_by_its_model_settings(tmp_path: Path
     curves = {c["name"]: c for c in training_curves(tmp_path)}
     assert list(curves) == ["3dseg-t seed0", "3dseg-t (stem=conv) seed0", "3dseg-t-noskip (patch_size=2) seed1",
                             "3dseg-t (rooms synth-1-*, box?/*) seed0"]
+    def one_point_training(suite: str, folder: str, **cfg) -> None:
+        """A block training of 3DSeg-T, seed 0, with ``cfg`` in its config.json and one validation point."""
+        d = tmp_path / suite / "pretrain" / folder
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "seed": 0, **cfg}))
+        (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
+
     # two trainings that share a name (the same model and seed) are told apart by the settings they differ in
     for folder, block, batch in (("e", [64, 64, 32], 2), ("f", [64, 64, 64], 1)):
-        d = tmp_path / "more" / "pretrain" / folder
-        d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "seed": 0, "out": str(d), "block": block,
-                                                   "batch_size": batch, "iterations": 5600}))
-        (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
+        one_point_training("more", folder, out=str(tmp_path / "more" / "pretrain" / folder), block=block,
+                           batch_size=batch, iterations=5600)
     assert [c["name"] for c in training_curves(tmp_path / "more")] == [
         "3dseg-t seed0 (batch_size=2, block=[64, 64, 32])", "3dseg-t seed0 (batch_size=1, block=[64, 64, 64])"]
     # a config.json written before a setting existed (no "ema") has that setting's default, not None
-    for folder, extra in (("g", {}), ("h", {"ema": 0.99})):
-        d = tmp_path / "older" / "pretrain" / folder
-        d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "seed": 0, **extra}))
-        (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
+    one_point_training("older", "g")
+    one_point_training("older", "h", ema=0.99)
     assert [c["name"] for c in training_curves(tmp_path / "older")] == ["3dseg-t seed0 (ema=0.0)",
                                                                           "3dseg-t seed0 (ema=0.99)"]
     # a training taught by another (block_teacher, an absolute path in its config.json) is named by the teacher's
     # folder, not told apart by that path
-    for folder, extra in (("i", {}), ("j", {"block_teacher": str(tmp_path / "taught" / "pretrain" / "sc-1" / "model.pt")})):
-        d = tmp_path / "taught" / "pretrain" / folder
-        d.mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({"model": "3dseg-t", "seed": 0, **extra}))
-        (d / "train_log.jsonl").write_text(json.dumps({"iteration": 400, "val_mIoU": 40.0}) + "\n")
+    one_point_training("taught", "i")
+    one_point_training("taught", "j", block_teacher=str(tmp_path / "taught" / "pretrain" / "sc-1" / "model.pt"))
     assert [c["name"] for c in training_curves(tmp_path / "taught")] == ["3dseg-t seed0",
                                                                            "3dseg-t (block teacher sc-1) seed0"]
     # gain of the last 20%: the final value minus the last one at or before 80% of the final iteration
