@@ -268,7 +268,11 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert [r.name for r in s.runs] == ["mine"]  # runs are not inherited
     # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
-    track = load_suite("cpu-track")
+    current = load_suite("cpu-track")
+    # the suites below were recorded under a cosine, the track's schedule until it took a constant rate (2026-12-06):
+    # each pins it, so they compare with the track as it was then
+    assert current.train["schedule"] == "constant"
+    track = dataclasses.replace(current, train={**current.train, "schedule": "cosine"})
     assert (track.train["block"], track.train["batch_size"]) == ([64, 64, 64], 1)  # every row's blocks
     assert not any("block" in r.train or "batch_size" in r.train for r in track.runs)
     flat = {"block": [64, 64, 32], "batch_size": 2}  # the track's blocks until 2026-12: the same voxels a step
@@ -581,6 +585,21 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
             pretrain_folder(track, track_runs[name], ts, tmp_path)
         assert _pretrain_settings(prec, prec_runs[f"{name}-fp32"], ts) == {
             **_pretrain_settings(track, track_runs[name], ts), "cpu_amp": "off"}
+    # suites measured against the track with its constant rate: their plain row is its training (copied, the same
+    # keys), the others differ by the one setting they name; cpu-track-constant's constant row is the track's now
+    current_runs = {r.name: r for r in current.runs}
+    constant = load_suite("cpu-track-constant")
+    for name, changed in (("cpu-track-lr", {"lr"}), ("cpu-track-ema-window", {"ema"})):
+        suite = load_suite(name)
+        assert suite.train == current.train
+        for seed in (0, 1, 2):
+            ts = {**current.settings, "seed": seed}
+            same = pretrain_folder(current, current_runs["3dseg-t"], ts, tmp_path)
+            assert pretrain_folder(constant, constant.runs[1], ts, tmp_path) == same
+            plain, *others = (pretrain_folder(suite, r, ts, tmp_path) for r in suite.runs)
+            assert plain == same and same not in others and len(set(others)) == len(others)
+            for r in suite.runs[1:]:
+                assert set(r.train) == changed
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
