@@ -592,14 +592,22 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     for name, changed in (("cpu-track-lr", {"lr"}), ("cpu-track-ema-window", {"ema"})):
         suite = load_suite(name)
         assert suite.train == current.train
+        assert all(set(r.train) == changed for r in suite.runs[1:])
         for seed in (0, 1, 2):
             ts = {**current.settings, "seed": seed}
             same = pretrain_folder(current, current_runs["3dseg-t"], ts, tmp_path)
             assert pretrain_folder(constant, constant.runs[1], ts, tmp_path) == same
             plain, *others = (pretrain_folder(suite, r, ts, tmp_path) for r in suite.runs)
             assert plain == same and same not in others and len(set(others)) == len(others)
-            for r in suite.runs[1:]:
-                assert set(r.train) == changed
+    # the baselines' second seed: every row trains as the track's row of its name, so the track's seeds are reused
+    bseeds = load_suite("cpu-track-baseline-seeds")
+    assert bseeds.train == current.train
+    assert {r.name: r.seeds for r in bseeds.runs} == {"3dseg-t": [0, 1, 2], "sparseconv": [0, 1], "unet3d-s": [0, 1]}
+    for run in bseeds.runs:
+        for seed in run.seeds:
+            ts = {**current.settings, "seed": seed}
+            assert pretrain_folder(bseeds, run, ts, tmp_path) == pretrain_folder(current, current_runs[run.name], ts,
+                                                                                 tmp_path)
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):

@@ -45,7 +45,8 @@ def run_names(results: Path) -> list[str]:
 
 def compare_recordings(a: Path, b: Path, metric: str = "mIoU", n_boot: int = stats.N_BOOT) -> dict:
     """``{"a", "b", "metric", "runs": {name: {aggregation: {a, b, difference, lo, hi, verdict, seeds}}}}``."""
-    names = [n for n in run_names(a) if n in set(run_names(b))]
+    in_b = set(run_names(b))
+    names = [n for n in run_names(a) if n in in_b]
     if not names:
         raise SystemExit(f"no run is recorded in both {a}/runs and {b}/runs")
     out: dict = {"a": str(a), "b": str(b), "metric": metric, "runs": {}}
@@ -62,8 +63,8 @@ def compare_recordings(a: Path, b: Path, metric: str = "mIoU", n_boot: int = sta
                 cmp = stats.compare(ra, rb, metric, agg, n_boot=n_boot)
             except ValueError as exc:
                 raise SystemExit(f"run {name!r}: {exc}") from None
-            pa = stats.bootstrap(ra, metric, agg, n_boot=1).mean
-            pb = stats.bootstrap(rb, metric, agg, n_boot=1).mean
+            pa = stats.bootstrap(ra, metric, agg, n_boot=1).mean  # the point estimate (B's: A's - the difference)
+            pb = pa - cmp.mean
             row[agg] = {"a": round(pa, 2), "b": round(pb, 2), "difference": round(cmp.mean, 2),
                         "lo": round(cmp.lo, 2), "hi": round(cmp.hi, 2), "verdict_a_greater": cmp.verdict,
                         "seeds": {"a": ra.n_seeds, "b": rb.n_seeds, "paired": cmp.paired_seeds}}
