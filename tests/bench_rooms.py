@@ -79,14 +79,14 @@ def make_dataset(root: Path, n_rooms: int = 4, splits: dict | None = None, house
     return root
 
 
-def moving_average(states: list[dict], decay: float) -> dict:
-    """The weight average a run with ``ema = decay`` should hold after ``len(states) - 1`` steps, from the raw
-    weights after each step (``states[0]``: the initial ones), written out from its definition:
-    avg_t = d_t avg_(t-1) + (1 - d_t) w_t with d_t = min(decay, (1 + t) / (10 + t)); integer buffers (counters)
+def moving_average(states: list[dict], decay: float, ramp: float = 10.0) -> dict:
+    """The weight average a run with ``ema = decay`` and ``ema_ramp = ramp`` should hold after ``len(states) - 1``
+    steps, from the raw weights after each step (``states[0]``: the initial ones), written out from its definition:
+    avg_t = d_t avg_(t-1) + (1 - d_t) w_t with d_t = min(decay, (1 + t) / (ramp + t)); integer buffers (counters)
     are the latest raw value."""
     expected = {k: v.clone() for k, v in states[0].items()}
     for t in range(1, len(states)):
-        d = min(decay, (1 + t) / (10 + t))
+        d = min(decay, (1 + t) / (ramp + t))
         for k, v in expected.items():
             if v.is_floating_point():
                 v.mul_(d).add_(states[t][k], alpha=1 - d)

@@ -250,6 +250,9 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
         bad.write_text(text + run)
         with pytest.raises(SuiteError, match=rf"bad\.toml: {re.escape(table)}: ema = .*weight average must be"):
             load_suite(bad)
+    bad.write_text('[train]\nema_ramp = 0\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
+    with pytest.raises(SuiteError, match=r"bad\.toml: \[train\]: ema_ramp = 0: .*must be a number >= 1"):
+        load_suite(bad)
 
 
 def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
@@ -589,7 +592,8 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     # keys), the others differ by the one setting they name; cpu-track-constant's constant row is the track's now
     current_runs = {r.name: r for r in current.runs}
     constant = load_suite("cpu-track-constant")
-    for name, changed in (("cpu-track-lr", {"lr"}), ("cpu-track-ema-window", {"ema"})):
+    for name, changed in (("cpu-track-lr", {"lr"}), ("cpu-track-ema-window", {"ema"}),
+                          ("cpu-track-ema-ramp", {"ema", "ema_ramp"})):
         suite = load_suite(name)
         assert suite.train == current.train
         assert all(set(r.train) == changed for r in suite.runs[1:])
@@ -599,10 +603,16 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
             assert pretrain_folder(constant, constant.runs[1], ts, tmp_path) == same
             plain, *others = (pretrain_folder(suite, r, ts, tmp_path) for r in suite.runs)
             assert plain == same and same not in others and len(set(others)) == len(others)
-    # the baselines' second seed: every row trains as the track's row of its name, so the track's seeds are reused
+    # ema_ramp at its default (10) leaves a training's key as it was before the setting existed
+    explicit = dataclasses.replace(current, train={**current.train, "ema_ramp": 10.0})
+    assert pretrain_folder(explicit, current_runs["3dseg-t"], ts, tmp_path) == \
+        pretrain_folder(current, current_runs["3dseg-t"], ts, tmp_path)
+    # the baselines' second and third seeds: every row trains as the track's row of its name, so the track's seeds
+    # are reused
     bseeds = load_suite("cpu-track-baseline-seeds")
     assert bseeds.train == current.train
-    assert {r.name: r.seeds for r in bseeds.runs} == {"3dseg-t": [0, 1, 2], "sparseconv": [0, 1], "unet3d-s": [0, 1]}
+    assert {r.name: r.seeds for r in bseeds.runs} == {"3dseg-t": [0, 1, 2], "sparseconv": [0, 1, 2],
+                                                       "unet3d-s": [0, 1, 2]}
     for run in bseeds.runs:
         for seed in run.seeds:
             ts = {**current.settings, "seed": seed}

@@ -328,12 +328,23 @@ def test_weight_average_is_the_moving_average_of_the_trained_weights(dataset: Pa
     assert all(torch.equal(final[k], whole_ckpt["ema"][k]) for k in final), "model.pt holds the average"
     plain_state = _state(plain.checkpoint)
     assert all(torch.equal(plain_state[k], whole_ckpt["model"][k]) for k in plain_state), "training is unchanged"
+    # ema_ramp: d_t = min(ema, (1 + t) / (ema_ramp + t)); with 2 the decay 0.7 is reached at t = 2 (10: at t = 21)
+    ramped = torch.load(train(TrainConfig(out=str(tmp_path / "ramp2"), ema=0.7, ema_ramp=2.0, **base),
+                              progress=False).checkpoint, weights_only=False)
+    expected = moving_average(raw, 0.7, ramp=2.0)
+    assert all(torch.allclose(ramped["ema"][k].float(), v.float(), atol=1e-6) for k, v in expected.items())
+    slow = moving_average(raw, 0.7)  # the default ramp averages otherwise: the test tells the two apart
+    assert not all(torch.allclose(slow[k].float(), v.float(), atol=1e-6) for k, v in expected.items())
+    assert all(torch.equal(ramped["model"][k], whole_ckpt["model"][k]) for k in plain_state), "training is unchanged"
 
 
 def test_weight_average_settings_are_checked(dataset: Path, tmp_path: Path) -> None:
     base = dict(data=str(dataset), model="3dseg-t", iterations=2, batch_size=1, block=16, workers=0, device="cpu")
     with pytest.raises(ValueError, match=r"ema = 1\.0: the decay of the weight average must be in \(0, 1\)"):
         train(TrainConfig(out=str(tmp_path / "bad"), ema=1.0, **base), progress=False)
+    assert not (tmp_path / "bad").exists(), "refused before the run folder is written"
+    with pytest.raises(ValueError, match=r"ema_ramp = 0\.5: the ramp of the weight average's decay.*>= 1"):
+        train(TrainConfig(out=str(tmp_path / "bad"), ema=0.9, ema_ramp=0.5, **base), progress=False)
     assert not (tmp_path / "bad").exists(), "refused before the run folder is written"
     # a run begun without an average cannot go on with one: it is refused, its checkpoint left as it was
     out = tmp_path / "began-plain"
@@ -443,14 +454,14 @@ def test_train_command_takes_every_block_training_setting(dataset: Path, tmp_pat
     ok = CliRunner().invoke(cli, [*base, "--out", str(out), "--block", "16x16x8", "--batch-size", "1", "--lr", "2e-3",
                                   "--warmup", "1", "--schedule", "cosine", "--sampling", "surface", "--no-augment",
                                   "--class-weights", "sqrt-inverse", "--dice-weight", "0.5", "--decoder-lr-mult", "10",
-                                  "--ema", "0.99", "--cpu-amp", "off", "--threads", "1"])
+                                  "--ema", "0.99", "--ema-ramp", "2", "--cpu-amp", "off", "--threads", "1"])
     assert ok.exit_code == 0, ok.output
     cfg = json.loads((out / "config.json").read_text())
     assert {k: cfg[k] for k in ("block", "warmup", "schedule", "sampling", "augment", "class_weights", "dice_weight",
-                                "decoder_lr_mult", "ema", "cpu_amp", "threads", "block_teacher")} == {
+                                "decoder_lr_mult", "ema", "ema_ramp", "cpu_amp", "threads", "block_teacher")} == {
         "block": [16, 16, 8], "warmup": 1, "schedule": "cosine", "sampling": "surface", "augment": False,
-        "class_weights": "sqrt-inverse", "dice_weight": 0.5, "decoder_lr_mult": 10.0, "ema": 0.99, "cpu_amp": "off",
-        "threads": 1, "block_teacher": None}
+        "class_weights": "sqrt-inverse", "dice_weight": 0.5, "decoder_lr_mult": 10.0, "ema": 0.99, "ema_ramp": 2.0,
+        "cpu_amp": "off", "threads": 1, "block_teacher": None}
 
     taught = tmp_path / "taught"
     r = CliRunner().invoke(cli, [*base, "--out", str(taught), "--block", "16", "--block-teacher", str(out / "model.pt"),

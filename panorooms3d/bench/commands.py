@@ -201,6 +201,9 @@ def _suite_device(suite: Path) -> None:
               help="Learning-rate multiplier of the 3D Segmenter's linear decoder (head and skip; 1 = the paper).")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Decay of a moving average of the weights, validated and saved as model.pt (0 = none, the paper).")
+@click.option("--ema-ramp", type=click.FloatRange(1), default=10.0, show_default=True,
+              help="Ramp of the average's decay at step t, min(EMA, (1 + t) / (EMA_RAMP + t)): 10 reaches 0.99 at "
+                   "step 890, 2 at step 98; 1 = no ramp.")
 @click.option("--cpu-amp", type=click.Choice(list(CPU_AMP)), default="off", show_default=True,
               help="bf16 autocast on the CPU: off (float32), on, or auto (where the CPU has AMX or AVX512-BF16).")
 @click.option("--threads", type=click.IntRange(0), default=0, show_default=True,
@@ -228,7 +231,7 @@ def _suite_device(suite: Path) -> None:
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train")
 def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, warmup, sampling, no_augment,
-                  class_weights, dice_weight, decoder_lr_mult, ema, cpu_amp, threads, block_teacher, block_teacher_weight,
+                  class_weights, dice_weight, decoder_lr_mult, ema, ema_ramp, cpu_amp, threads, block_teacher, block_teacher_weight,
                   block_teacher_tau, seed, workers, device, no_skip, init, checkpoint_every, val_every, room_patterns,
                   resume, force) -> None:
     """Train a model on blocks (resumable): random crops of the training rooms, or the official block release.
@@ -259,7 +262,7 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
                       iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule,
                       warmup=warmup, sampling=sampling, augment=not no_augment, class_weights=class_weights,
                       dice_weight=dice_weight,
-                      decoder_lr_mult=decoder_lr_mult, ema=ema, cpu_amp=cpu_amp, threads=threads,
+                      decoder_lr_mult=decoder_lr_mult, ema=ema, ema_ramp=ema_ramp, cpu_amp=cpu_amp, threads=threads,
                       block_teacher=str(block_teacher) if block_teacher else None,
                       block_teacher_weight=block_teacher_weight, block_teacher_tau=block_teacher_tau, seed=seed,
                       workers=workers, device=device, init=str(init) if init else None,

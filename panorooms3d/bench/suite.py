@@ -235,12 +235,13 @@ def _check_block_teachers(path: Path, runs: list[RunSpec], settings: dict) -> No
 def _check_ema(path: Path, where: str, section: dict) -> None:
     """A weight-average decay out of range is refused when the suite is read, naming the file and the table
     (not hours in, when the training that uses it starts)."""
-    from panorooms3d.bench.train import check_ema
+    from panorooms3d.bench.train import check_ema, check_ema_ramp
 
-    if "ema" not in section:
-        return
     try:
-        check_ema(section["ema"])
+        if "ema" in section:
+            check_ema(section["ema"])
+        if "ema_ramp" in section:
+            check_ema_ramp(section["ema_ramp"])
     except ValueError as exc:
         raise SuiteError(f"{path}: {where}: {exc}") from None
 
@@ -560,7 +561,7 @@ def _check_room_patterns(suite: Suite, runs: list[RunSpec], settings: dict, data
 
 #: Block-training settings added after runs were recorded: at these values they leave a run's key
 #: (its ``pretrain/<model>-<hash>`` folder) as it was, so a recorded suite resumes instead of retraining.
-_KEY_NEUTRAL = {"input_encoding": "project", "cpu_amp": "off", "ema": 0.0, "augment": True,
+_KEY_NEUTRAL = {"input_encoding": "project", "cpu_amp": "off", "ema": 0.0, "ema_ramp": 10.0, "augment": True,
                 "block_teacher_weight": 1.0, "block_teacher_tau": 1.0, "dice_weight": 0.0}
 
 

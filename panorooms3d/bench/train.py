@@ -122,8 +122,11 @@ class TrainConfig:
         model_overrides: constructor overrides (e.g. ``{"skip": False}``).
         ema: decay of an exponential moving average of the weights (0 = none, the paper). With it the
             average is what is validated and what ``model.pt`` holds (the optimiser still steps the raw
-            weights, kept in the checkpoint); its decay at step t is ``min(ema, (1 + t) / (10 + t))`` so
+            weights, kept in the checkpoint); its decay at step t is ``min(ema, (1 + t) / (ema_ramp + t))`` so
             that the first steps are not averaged with the random initialisation.
+        ema_ramp: the ramp of that decay (>= 1): with the default 10 the window grows by about one step in 9
+            (``ema = 0.99`` is reached at step 890, 0.998 at 4,490); with 2 by about one in each (0.99 at step
+            98, 0.998 at 498); 1 = no ramp, ``ema`` from the first step.
         block_teacher: optional checkpoint of a trained 3D model (a block training's ``model.pt``, e.g.
             SparseConv's): every training block also goes through it (no gradient, float32 as in evaluation),
             and ``block_teacher_weight`` x :func:`block_kd_loss` of its logits is added to the cross-entropy.
@@ -169,6 +172,7 @@ class TrainConfig:
     model_overrides: dict = field(default_factory=dict)
     blocks: str = "crops"
     ema: float = 0.0
+    ema_ramp: float = 10.0
     block_teacher: str | None = None
     block_teacher_weight: float = 1.0
     block_teacher_tau: float = 1.0
@@ -552,15 +556,17 @@ class WeightAverage:
     """An exponential moving average of a model's weights (``TrainConfig.ema``).
 
     ``update(step)`` after optimiser step ``step`` (1-based) moves each floating-point parameter and buffer of
-    the average toward the model's by ``1 - min(decay, (1 + step) / (10 + step))``; other buffers (counters)
+    the average toward the model's by ``1 - min(decay, (1 + step) / (ramp + step))``; other buffers (counters)
     are copied. ``model`` is a copy of the trained model holding the average, in eval mode.
     """
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        """``decay`` in (0, 1); :func:`train` checks ``TrainConfig.ema`` before its run folder is written."""
+    def __init__(self, model: torch.nn.Module, decay: float, ramp: float = 10.0) -> None:
+        """``decay`` in (0, 1), ``ramp`` >= 1; :func:`train` checks ``TrainConfig.ema`` and ``ema_ramp`` before
+        its run folder is written."""
         import copy
 
         self.decay = decay
+        self.ramp = ramp
         self.source = model
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
@@ -568,7 +574,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self, step: int) -> None:
-        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        d = min(self.decay, (1.0 + step) / (self.ramp + step))
         avg = self.model.state_dict()
         for name, value in self.source.state_dict().items():
             if value.is_floating_point():
@@ -585,8 +591,15 @@ def check_ema(ema: float) -> None:
         raise ValueError(f"ema = {ema}: the decay of the weight average must be in (0, 1), or 0 for none")
 
 
+def check_ema_ramp(ramp: float) -> None:
+    """Refuse a weight-average ramp that is not a number >= 1 before a run folder is written."""
+    if isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not math.isfinite(ramp) or ramp < 1:
+        raise ValueError(f"ema_ramp = {ramp!r}: the ramp of the weight average's decay, min(ema, (1 + t) / "
+                         "(ema_ramp + t)), must be a number >= 1 (10 by default; 1 = no ramp)")
+
+
 def resumed_average(model: torch.nn.Module, decay: float, ckpt: dict | None, ckpt_path: Path,
-                    out: Path) -> WeightAverage | None:
+                    out: Path, ramp: float = 10.0) -> WeightAverage | None:
     """The run's weight average (None for ``decay = 0``), restored from its checkpoint when the run resumes.
 
     Raises:
@@ -594,7 +607,7 @@ def resumed_average(model: torch.nn.Module, decay: float, ckpt: dict | None, ckp
     """
     if not decay:
         return None
-    average = WeightAverage(model, decay)
+    average = WeightAverage(model, decay, ramp)
     if ckpt is not None:
         if "ema" not in ckpt:
             raise UserError(f"{ckpt_path} was written without a weight average (ema), and the run's settings ask "
@@ -628,6 +641,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     device = resolve_device(config.device)
     use_amp = bf16_autocast(device, config.amp, config.cpu_amp)  # a bad cpu_amp fails here too
     check_ema(config.ema)
+    check_ema_ramp(config.ema_ramp)
     if not (isinstance(config.dice_weight, int | float) and math.isfinite(config.dice_weight)
             and config.dice_weight >= 0):
         raise ValueError(f"dice_weight = {config.dice_weight!r}: the weight of the Dice term must be a number >= 0 "
@@ -660,7 +674,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     ckpt_path = out / CHECKPOINT
     ckpt = resume(ckpt_path, model, optimizer, scheduler)
     use_amp = resumed_bf16(ckpt, use_amp, device, config.cpu_amp, ckpt_path)
-    average = resumed_average(model, config.ema, ckpt, ckpt_path, out)
+    average = resumed_average(model, config.ema, ckpt, ckpt_path, out, config.ema_ramp)
     start = int(ckpt["iteration"]) if ckpt else 0
     resumed_from = start
     net = model
