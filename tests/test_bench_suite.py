@@ -593,7 +593,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     current_runs = {r.name: r for r in current.runs}
     constant = load_suite("cpu-track-constant")
     for name, changed in (("cpu-track-lr", {"lr"}), ("cpu-track-ema-window", {"ema"}),
-                          ("cpu-track-ema-ramp", {"ema", "ema_ramp"})):
+                          ("cpu-track-ema-ramp", {"ema", "ema_ramp"}), ("cpu-track-1800-constant", {"iterations"})):
         suite = load_suite(name)
         assert suite.train == current.train
         assert all(set(r.train) == changed for r in suite.runs[1:])
