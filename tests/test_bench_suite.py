@@ -272,10 +272,17 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
     current = load_suite("cpu-track")
+    # since the evening of 2026-12-06 each 3D Segmenter row trains 1,800 block steps (its own iterations), the
+    # baselines [train]'s 1,400; every suite below was recorded when every row had [train]'s, and sets its own runs
+    assert current.train["iterations"] == 1400
+    assert {r.name: r.train.get("iterations") for r in current.runs} == {
+        r.name: 1800 if r.model.startswith("3dseg-") else None for r in current.runs}
+    steps1400 = dataclasses.replace(current, runs=[
+        dataclasses.replace(r, train={k: v for k, v in r.train.items() if k != "iterations"}) for r in current.runs])
     # the suites below were recorded under a cosine, the track's schedule until it took a constant rate (2026-12-06):
     # each pins it, so they compare with the track as it was then
     assert current.train["schedule"] == "constant"
-    track = dataclasses.replace(current, train={**current.train, "schedule": "cosine"})
+    track = dataclasses.replace(steps1400, train={**current.train, "schedule": "cosine"})
     assert (track.train["block"], track.train["batch_size"]) == ([64, 64, 64], 1)  # every row's blocks
     assert not any("block" in r.train or "batch_size" in r.train for r in track.runs)
     flat = {"block": [64, 64, 32], "batch_size": 2}  # the track's blocks until 2026-12: the same voxels a step
@@ -588,9 +595,10 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
             pretrain_folder(track, track_runs[name], ts, tmp_path)
         assert _pretrain_settings(prec, prec_runs[f"{name}-fp32"], ts) == {
             **_pretrain_settings(track, track_runs[name], ts), "cpu_amp": "off"}
-    # suites measured against the track with its constant rate: their plain row is its training (copied, the same
-    # keys), the others differ by the one setting they name; cpu-track-constant's constant row is the track's now
-    current_runs = {r.name: r for r in current.runs}
+    # suites measured against the track with its constant rate at 1,400 steps: their plain row is its training
+    # (copied, the same keys), the others differ by the one setting they name; cpu-track-constant's constant row is
+    # that track's
+    current_runs = {r.name: r for r in steps1400.runs}
     constant = load_suite("cpu-track-constant")
     for name, changed in (("cpu-track-lr", {"lr"}), ("cpu-track-ema-window", {"ema"}),
                           ("cpu-track-ema-ramp", {"ema", "ema_ramp"}), ("cpu-track-1800-constant", {"iterations"})):
@@ -599,14 +607,18 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert all(set(r.train) == changed for r in suite.runs[1:])
         for seed in (0, 1, 2):
             ts = {**current.settings, "seed": seed}
-            same = pretrain_folder(current, current_runs["3dseg-t"], ts, tmp_path)
+            same = pretrain_folder(steps1400, current_runs["3dseg-t"], ts, tmp_path)
             assert pretrain_folder(constant, constant.runs[1], ts, tmp_path) == same
             plain, *others = (pretrain_folder(suite, r, ts, tmp_path) for r in suite.runs)
             assert plain == same and same not in others and len(set(others)) == len(others)
     # ema_ramp at its default (10) leaves a training's key as it was before the setting existed
     explicit = dataclasses.replace(current, train={**current.train, "ema_ramp": 10.0})
-    assert pretrain_folder(explicit, current_runs["3dseg-t"], ts, tmp_path) == \
-        pretrain_folder(current, current_runs["3dseg-t"], ts, tmp_path)
+    assert pretrain_folder(explicit, current.runs[0], ts, tmp_path) == pretrain_folder(current, current.runs[0], ts,
+                                                                                       tmp_path)
+    # the track's 3D Segmenter trainings are cpu-track-1800-constant's 1,800-step row: the same keys
+    length = load_suite("cpu-track-1800-constant")
+    assert pretrain_folder(length, length.runs[1], ts, tmp_path) == pretrain_folder(current, current.runs[0], ts,
+                                                                                    tmp_path)
     # the baselines' second and third seeds: every row trains as the track's row of its name, so the track's seeds
     # are reused
     bseeds = load_suite("cpu-track-baseline-seeds")
@@ -616,8 +628,8 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     for run in bseeds.runs:
         for seed in run.seeds:
             ts = {**current.settings, "seed": seed}
-            assert pretrain_folder(bseeds, run, ts, tmp_path) == pretrain_folder(current, current_runs[run.name], ts,
-                                                                                 tmp_path)
+            assert pretrain_folder(bseeds, run, ts, tmp_path) == pretrain_folder(steps1400, current_runs[run.name],
+                                                                                 ts, tmp_path)
     (tmp_path / "loop.toml").write_text('extends = "sub/loop2.toml"\n[[run]]\nname = "a"\nmodel = "3dseg-t"\n')
     (tmp_path / "sub" / "loop2.toml").write_text('extends = "../loop.toml"\n')
     with pytest.raises(SuiteError, match="makes a cycle"):
