@@ -1,8 +1,8 @@
 """Two recordings of the same suite, row by row: the paired difference of each run's test score, with its interval.
 
     .venv/bin/python benchmark/diagnosis/compare_recordings.py \\
-        benchmark/results/cpu-track benchmark/results/cpu-track/epyc-bf16 \\
-        --out benchmark/results/cpu-track/versus-epyc-bf16.json
+        benchmark/results/cpu-track/steps-1400 benchmark/results/cpu-track/epyc-bf16 \\
+        --out benchmark/results/cpu-track/steps-1400/versus-epyc-bf16.json
 
 A suite's claims compare rows of one recording. When a setting of the whole suite changes (the CPU track's
 learning-rate schedule, say), the question is how every row moved: this compares recording A (the change)
