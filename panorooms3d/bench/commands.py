@@ -236,12 +236,14 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
                   resume, force) -> None:
     """Train a model on blocks (resumable): random crops of the training rooms, or the official block release.
 
-    The defaults are the paper's. The CPU track's block training (benchmark/cpu-track.toml's [train]) is:
+    The defaults are the paper's. The CPU track's block training of a 3D Segmenter (benchmark/cpu-track.toml) is:
 
     \b
-      --block 64 --batch-size 1 --iterations 1400 --lr 2e-3 --warmup 30 --schedule constant
+      --block 64 --batch-size 1 --iterations 1800 --lr 2e-3 --warmup 30 --schedule constant
       --sampling surface --class-weights sqrt-inverse --decoder-lr-mult 10 --ema 0.99
       --cpu-amp auto --workers 0 --val-every 100
+
+    and of SparseConv and the reduced U-Net the same with --iterations 1400 --decoder-lr-mult 1.
     """
     from panorooms3d.bench.train import CHECKPOINT, TrainConfig, train
 
