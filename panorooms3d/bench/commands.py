@@ -188,6 +188,9 @@ def _suite_device(suite: Path) -> None:
               help="Learning rate after the warm-up: constant (paper), poly (power 0.9) or cosine (to 1%).")
 @click.option("--warmup", type=click.IntRange(0), default=0, show_default=True,
               help="Iterations of linear warm-up from 1% of --lr (0 = none, the paper).")
+@click.option("--cooldown", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Share of the iterations, at the end, over which the rate falls linearly to 0 on top of "
+                   "--schedule (0 = none, the paper; 0.2 with constant: warm-up, stable, decay in the last fifth).")
 @click.option("--sampling", type=click.Choice(list(SAMPLINGS)), default="uniform", show_default=True,
               help="Where crops are drawn: uniform (paper) or surface (centred on labelled voxels 3 times in 4).")
 @click.option("--no-augment", is_flag=True,
@@ -230,7 +233,7 @@ def _suite_device(suite: Path) -> None:
               help="Resume from <out>/checkpoints/last.pt when present.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train")
-def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, warmup, sampling, no_augment,
+def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, warmup, cooldown, sampling, no_augment,
                   class_weights, dice_weight, decoder_lr_mult, ema, ema_ramp, cpu_amp, threads, block_teacher, block_teacher_weight,
                   block_teacher_tau, seed, workers, device, no_skip, init, checkpoint_every, val_every, room_patterns,
                   resume, force) -> None:
@@ -262,7 +265,7 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
         raise click.ClickException(f"{out / CHECKPOINT} exists; pass --resume or choose another --out")
     cfg = TrainConfig(data=str(data) if data is not None else None, blocks=blocks, model=model, out=str(out),
                       iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule,
-                      warmup=warmup, sampling=sampling, augment=not no_augment, class_weights=class_weights,
+                      warmup=warmup, cooldown=cooldown, sampling=sampling, augment=not no_augment, class_weights=class_weights,
                       dice_weight=dice_weight,
                       decoder_lr_mult=decoder_lr_mult, ema=ema, ema_ramp=ema_ramp, cpu_amp=cpu_amp, threads=threads,
                       block_teacher=str(block_teacher) if block_teacher else None,

@@ -233,15 +233,17 @@ def _check_block_teachers(path: Path, runs: list[RunSpec], settings: dict) -> No
 
 
 def _check_ema(path: Path, where: str, section: dict) -> None:
-    """A weight-average decay out of range is refused when the suite is read, naming the file and the table
-    (not hours in, when the training that uses it starts)."""
-    from panorooms3d.bench.train import check_ema, check_ema_ramp
+    """A weight-average decay (or ramp) or a learning-rate cooldown out of range is refused when the suite is
+    read, naming the file and the table (not hours in, when the training that uses it starts)."""
+    from panorooms3d.bench.train import check_cooldown, check_ema, check_ema_ramp
 
     try:
         if "ema" in section:
             check_ema(section["ema"])
         if "ema_ramp" in section:
             check_ema_ramp(section["ema_ramp"])
+        if "cooldown" in section:
+            check_cooldown(section["cooldown"])
     except ValueError as exc:
         raise SuiteError(f"{path}: {where}: {exc}") from None
 
@@ -562,7 +564,8 @@ def _check_room_patterns(suite: Suite, runs: list[RunSpec], settings: dict, data
 #: Block-training settings added after runs were recorded: at these values they leave a run's key
 #: (its ``pretrain/<model>-<hash>`` folder) as it was, so a recorded suite resumes instead of retraining.
 _KEY_NEUTRAL = {"input_encoding": "project", "cpu_amp": "off", "ema": 0.0, "ema_ramp": 10.0, "augment": True,
-                "block_teacher_weight": 1.0, "block_teacher_tau": 1.0, "dice_weight": 0.0}
+                "block_teacher_weight": 1.0, "block_teacher_tau": 1.0, "dice_weight": 0.0,
+                "cooldown": 0.0}
 
 
 def run_seeds(run: RunSpec, settings: dict) -> list[int]:

@@ -83,6 +83,9 @@ class TrainConfig:
         weight_decay: Adam weight decay.
         schedule: ``constant`` (paper), ``poly`` (power 0.9) or ``cosine`` (to 1% of lr); after the warm-up.
         warmup: iterations of linear learning-rate warm-up from 1% (0 = none, the paper).
+        cooldown: share of the iterations, at the end, over which the rate falls linearly to 0 on top of
+            ``schedule`` (in [0, 1); 0 = none, the paper): with ``constant`` the warm-up / stable / decay
+            schedule; its last step runs at ``1 / round(cooldown * iterations)`` of the rate before it.
         sampling: block sampling, ``uniform`` (paper) or ``surface`` (see BlockConfig).
         augment: random flips in x / y and quarter turns about z of each ``crops`` block (True, the
             project's default); False draws the crops as they lie in the room, as the official trainer
@@ -149,6 +152,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"
     warmup: int = 0
+    cooldown: float = 0.0
     sampling: str = "uniform"
     augment: bool = True
     class_weights: str = "none"
@@ -300,18 +304,33 @@ SCHEDULES = ("constant", "poly", "cosine")
 CLASS_WEIGHTS = ("none", "sqrt-inverse", "inverse")
 
 
-def lr_factor(it: int, schedule: str, total: int, warmup: int = 0) -> float:
-    """Multiplier of the base learning rate at step ``it``: linear warm-up from 1%, then ``schedule``."""
+def lr_factor(it: int, schedule: str, total: int, warmup: int = 0, cooldown: float = 0.0) -> float:
+    """Multiplier of the base learning rate at step ``it``: linear warm-up from 1%, then ``schedule``, times
+    a linear fall to 0 over the last ``cooldown`` share of the ``total`` steps (the step ``total - n``
+    of ``n`` cooldown steps runs at ``n / n``, the last at ``1 / n``)."""
     if warmup > 0 and it < warmup:
         return 0.01 + 0.99 * it / warmup
+    n = round(cooldown * total)
+    fall = min(1.0, (total - it) / n) if n > 0 else 1.0
     if schedule == "constant":
-        return 1.0
+        return fall
     frac = min(max(it - warmup, 0) / max(total - warmup, 1), 1.0)
     if schedule == "poly":
-        return max(1.0 - frac, 0.0) ** 0.9
+        return fall * max(1.0 - frac, 0.0) ** 0.9
     if schedule == "cosine":
-        return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac))
+        return fall * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
     raise ValueError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+
+
+def check_cooldown(cooldown: float, iterations: int | None = None, warmup: int = 0) -> None:
+    """``cooldown`` is a share in [0, 1), and its steps do not reach into the warm-up."""
+    if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not 0 <= cooldown < 1:
+        raise ValueError(f"cooldown = {cooldown!r}: the share of the iterations, at the end, over which the "
+                         "learning rate falls linearly to 0 must be a number in [0, 1) (0 = none, the paper; "
+                         "0.2 = the last fifth)")
+    if iterations is not None and cooldown > 0 and iterations - round(cooldown * iterations) < warmup:
+        raise ValueError(f"cooldown = {cooldown!r} of {iterations} iterations starts inside the {warmup}-step "
+                         "warm-up; shorten one of them")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -328,8 +347,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda it: gamma ** sum(1 for m in milestones if m <= it // step))
     total, warmup = max(config.iterations, 1), int(getattr(config, "warmup", 0))
-    lr_factor(0, config.schedule, total, warmup)  # fails early on an unknown schedule
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, config.schedule, total, warmup))
+    cooldown = float(getattr(config, "cooldown", 0.0))
+    lr_factor(0, config.schedule, total, warmup, cooldown)  # fails early on an unknown schedule
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: lr_factor(it, config.schedule, total, warmup, cooldown))
 
 
 def param_groups(model: torch.nn.Module, lr: float, decoder_lr_mult: float = 1.0) -> list[dict]:
@@ -642,6 +663,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     use_amp = bf16_autocast(device, config.amp, config.cpu_amp)  # a bad cpu_amp fails here too
     check_ema(config.ema)
     check_ema_ramp(config.ema_ramp)
+    check_cooldown(config.cooldown, config.iterations, config.warmup)
     if not (isinstance(config.dice_weight, int | float) and math.isfinite(config.dice_weight)
             and config.dice_weight >= 0):
         raise ValueError(f"dice_weight = {config.dice_weight!r}: the weight of the Dice term must be a number >= 0 "
