@@ -253,6 +253,9 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
     bad.write_text('[train]\nema_ramp = 0\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
     with pytest.raises(SuiteError, match=r"bad\.toml: \[train\]: ema_ramp = 0: .*must be a number >= 1"):
         load_suite(bad)
+    bad.write_text('[[run]]\nname="a"\nmodel="3dseg-t"\ntrain = {cooldown = 1.5}\n')
+    with pytest.raises(SuiteError, match=r"bad\.toml: \[\[run\]\] #1 train: cooldown = 1\.5: .*in \[0, 1\)"):
+        load_suite(bad)
 
 
 def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
@@ -619,6 +622,15 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     length = load_suite("cpu-track-1800-constant")
     assert pretrain_folder(length, length.runs[1], ts, tmp_path) == pretrain_folder(current, current.runs[0], ts,
                                                                                     tmp_path)
+    # cpu-track-cooldown's constant row is the track's 3DSeg-T (the same keys); its other rows differ by cooldown
+    # alone, and cooldown = 0 (none) leaves a key as it was before the setting existed
+    cool = load_suite("cpu-track-cooldown")
+    assert cool.train == current.train and [r.train.get("cooldown") for r in cool.runs] == [None, 0.1, 0.2]
+    track_t = pretrain_folder(current, current.runs[0], ts, tmp_path)
+    assert pretrain_folder(cool, cool.runs[0], ts, tmp_path) == track_t
+    assert track_t not in {pretrain_folder(cool, r, ts, tmp_path) for r in cool.runs[1:]}
+    zero = dataclasses.replace(current, train={**current.train, "cooldown": 0.0})
+    assert pretrain_folder(zero, current.runs[0], ts, tmp_path) == track_t
     # the baselines' second and third seeds: every row trains as the track's row of its name, so the track's seeds
     # are reused
     bseeds = load_suite("cpu-track-baseline-seeds")

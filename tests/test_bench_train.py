@@ -355,6 +355,29 @@ def test_weight_average_settings_are_checked(dataset: Path, tmp_path: Path) -> N
     assert (out / CHECKPOINT).read_bytes() == before
 
 
+def test_cooldown_lowers_the_rate_linearly_to_zero_over_the_last_steps(dataset: Path, tmp_path: Path) -> None:
+    """cooldown = 0.4 of 10 steps after a 2-step warm-up: steps 0-5 at the warm-up / constant rate, steps 6-9 at
+    4/4, 3/4, 2/4, 1/4 of it (written out here, not from lr_factor); the steps before the decay are the constant
+    run's bit for bit; a cooldown of 1 or one reaching into the warm-up is refused before the run folder is written."""
+    base = dict(data=str(dataset), model="3dseg-t", iterations=10, batch_size=1, block=16, workers=0, lr=1e-3,
+                warmup=2, checkpoint_every=100, log_every=1, device="cpu")
+    train(TrainConfig(out=str(tmp_path / "cool"), cooldown=0.4, **base), progress=False)
+    log = [json.loads(line) for line in (tmp_path / "cool" / "train_log.jsonl").read_text().splitlines()]
+    # the log's lr after iteration k is the rate of step k (0-based), the next one
+    assert [r["iteration"] for r in log] == list(range(1, 11))
+    assert [r["lr"] for r in log] == pytest.approx([1e-3 * f for f in (0.505, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0)])
+    # before its decay the run is the constant one: 6 steps of each give the same weights
+    train(TrainConfig(out=str(tmp_path / "cool6"), cooldown=0.4, **base), stop_after=6, progress=False)
+    train(TrainConfig(out=str(tmp_path / "const6"), **base), stop_after=6, progress=False)
+    cool, const = _state(tmp_path / "cool6" / CHECKPOINT), _state(tmp_path / "const6" / CHECKPOINT)
+    assert all(torch.equal(cool[k], const[k]) for k in const)
+    for cooldown, text in ((1.0, r"cooldown = 1\.0: .*must be a number in \[0, 1\)"),
+                           (0.9, r"cooldown = 0\.9 of 10 iterations starts inside the 2-step warm-up")):
+        with pytest.raises(ValueError, match=text):
+            train(TrainConfig(out=str(tmp_path / "bad"), cooldown=cooldown, **base), progress=False)
+        assert not (tmp_path / "bad").exists(), "refused before the run folder is written"
+
+
 def test_block_kd_loss_is_the_tempered_kl_divergence() -> None:
     """tau^2 KL(softmax(t / tau) || softmax(s / tau)), summed over classes and averaged over voxels, computed here in
     float64 numpy; zero when the student is the teacher; a gradient step moves the student toward the teacher."""
@@ -454,14 +477,16 @@ def test_train_command_takes_every_block_training_setting(dataset: Path, tmp_pat
     ok = CliRunner().invoke(cli, [*base, "--out", str(out), "--block", "16x16x8", "--batch-size", "1", "--lr", "2e-3",
                                   "--warmup", "1", "--schedule", "cosine", "--sampling", "surface", "--no-augment",
                                   "--class-weights", "sqrt-inverse", "--dice-weight", "0.5", "--decoder-lr-mult", "10",
-                                  "--ema", "0.99", "--ema-ramp", "2", "--cpu-amp", "off", "--threads", "1"])
+                                  "--ema", "0.99", "--ema-ramp", "2", "--cpu-amp", "off", "--threads", "1",
+                                  "--cooldown", "0.5"])
     assert ok.exit_code == 0, ok.output
     cfg = json.loads((out / "config.json").read_text())
     assert {k: cfg[k] for k in ("block", "warmup", "schedule", "sampling", "augment", "class_weights", "dice_weight",
-                                "decoder_lr_mult", "ema", "ema_ramp", "cpu_amp", "threads", "block_teacher")} == {
+                                "decoder_lr_mult", "ema", "ema_ramp", "cpu_amp", "threads", "block_teacher",
+                                "cooldown")} == {
         "block": [16, 16, 8], "warmup": 1, "schedule": "cosine", "sampling": "surface", "augment": False,
         "class_weights": "sqrt-inverse", "dice_weight": 0.5, "decoder_lr_mult": 10.0, "ema": 0.99, "ema_ramp": 2.0,
-        "cpu_amp": "off", "threads": 1, "block_teacher": None}
+        "cpu_amp": "off", "threads": 1, "block_teacher": None, "cooldown": 0.5}
 
     taught = tmp_path / "taught"
     r = CliRunner().invoke(cli, [*base, "--out", str(taught), "--block", "16", "--block-teacher", str(out / "model.pt"),
