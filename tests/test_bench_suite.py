@@ -631,6 +631,11 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert track_t not in {pretrain_folder(cool, r, ts, tmp_path) for r in cool.runs[1:]}
     zero = dataclasses.replace(current, train={**current.train, "cooldown": 0.0})
     assert pretrain_folder(zero, current.runs[0], ts, tmp_path) == track_t
+    # cpu-track-droppath's 0.2 row is the track's 3DSeg-T; its other row differs by the model's drop_path_rate alone
+    droppath = load_suite("cpu-track-droppath")
+    assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]
+    assert pretrain_folder(droppath, droppath.runs[0], ts, tmp_path) == track_t
+    assert pretrain_folder(droppath, droppath.runs[1], ts, tmp_path) != track_t
     # the baselines' second and third seeds: every row trains as the track's row of its name, so the track's seeds
     # are reused
     bseeds = load_suite("cpu-track-baseline-seeds")
