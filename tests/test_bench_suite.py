@@ -256,6 +256,12 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
     bad.write_text('[[run]]\nname="a"\nmodel="3dseg-t"\ntrain = {cooldown = 1.5}\n')
     with pytest.raises(SuiteError, match=r"bad\.toml: \[\[run\]\] #1 train: cooldown = 1\.5: .*in \[0, 1\)"):
         load_suite(bad)
+    # a cooldown reaching into the warm-up, with the run's iterations over the suite's [train]: refused when read
+    bad.write_text('[train]\niterations = 100\nwarmup = 5\n[[run]]\nname="a"\nmodel="3dseg-t"\niterations = 10\n'
+                   'train = {cooldown = 0.6}\n')
+    with pytest.raises(SuiteError, match=r"bad\.toml: \[\[run\]\] #1 train: cooldown = 0\.6 of 10 iterations starts "
+                                         r"inside the 5-step warm-up"):
+        load_suite(bad)
 
 
 def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:

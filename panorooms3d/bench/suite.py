@@ -167,8 +167,8 @@ def load_suite(path: str | Path) -> Suite:
     _check_keys(path, "[teacher]", sections["teacher"], (_fields(TeacherConfig) - _RUNNER_FIELDS - SETTINGS) | {"init", "model_overrides", "teacher_input"})
     _check_keys(path, "[distill]", sections["distill"], _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
     _check_keys(path, "[eval]", sections["eval"], EVAL_KEYS)
-    _check_ema(path, "[train]", sections["train"])
-    _check_ema(path, "[teacher]", sections["teacher"])
+    _check_training_settings(path, "[train]", sections["train"])
+    _check_training_settings(path, "[teacher]", sections["teacher"])
     raw_runs = data.get("run", [])
     if not isinstance(raw_runs, list) or not raw_runs:
         raise SuiteError(f"{path}: no [[run]] entries")
@@ -186,7 +186,7 @@ def load_suite(path: str | Path) -> Suite:
             if key in r:
                 train[key] = r[key]
         _check_keys(path, f"{where} train", train, _fields(TrainConfig) - _RUNNER_FIELDS - SETTINGS)
-        _check_ema(path, f"{where} train", train)
+        _check_training_settings(path, f"{where} train", train, base=sections["train"])
         dset = dict(r.get("distill_settings", {}))
         if "distill_iterations" in r:
             dset["iterations"] = r["distill_iterations"]
@@ -232,18 +232,23 @@ def _check_block_teachers(path: Path, runs: list[RunSpec], settings: dict) -> No
                              "(seeds = [0]), whose block training teaches every seed of this run")
 
 
-def _check_ema(path: Path, where: str, section: dict) -> None:
-    """A weight-average decay (or ramp) or a learning-rate cooldown out of range is refused when the suite is
-    read, naming the file and the table (not hours in, when the training that uses it starts)."""
+def _check_training_settings(path: Path, where: str, section: dict, base: dict | None = None) -> None:
+    """A weight-average decay or ramp, or a learning-rate cooldown, out of range is refused when the suite is read,
+    naming the file and the table (not hours in, when the training that uses it starts). A cooldown is checked
+    with the iterations and warm-up the training will have: the section's own, else those of ``base`` (a run's
+    ``train`` over the suite's ``[train]``)."""
     from panorooms3d.bench.train import check_cooldown, check_ema, check_ema_ramp
 
+    merged = {**(base or {}), **section}
     try:
         if "ema" in section:
             check_ema(section["ema"])
         if "ema_ramp" in section:
             check_ema_ramp(section["ema_ramp"])
-        if "cooldown" in section:
-            check_cooldown(section["cooldown"])
+        if "cooldown" in merged:
+            iterations, warmup = merged.get("iterations"), merged.get("warmup", 0)
+            check_cooldown(merged["cooldown"], iterations if isinstance(iterations, int) else None,
+                           warmup if isinstance(warmup, int) else 0)
     except ValueError as exc:
         raise SuiteError(f"{path}: {where}: {exc}") from None
 
