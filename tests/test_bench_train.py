@@ -75,6 +75,43 @@ def test_blocks_are_a_pure_function_of_seed_and_index(dataset: Path) -> None:
     assert any(not torch.equal(a[i][0], xa) for i in range(8, 12))
 
 
+def test_colour_is_the_float32_formula_for_every_uint8_value() -> None:
+    values = np.arange(256, dtype=np.uint8)
+    rgb = np.stack([values, values[::-1], values], axis=-1).reshape(256, 1, 1, 3)
+    x = encode_input(np.zeros((256, 1, 1), np.float32), rgb)  # tsdf 0: every voxel observed
+    for c in range(3):
+        expected = rgb[..., c].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+        assert x[1 + c].tobytes() == expected.tobytes(), "bit for bit the float32 formula"
+    assert x[1:].min() == -1.0 and x[1:].max() == 1.0
+
+
+@pytest.mark.parametrize("encoding", ["project", "official"])
+def test_blocks_are_the_stored_rooms_crops_encoded(dataset: Path, encoding: str) -> None:
+    """Blocks come from rooms kept encoded in memory; each must equal its crop read from the store and encoded,
+    inside the room, across its border (padding) and after the rooms kept have been dropped and read again."""
+    from panorooms3d.bench.data import encode
+    from panorooms3d.store.dataset import Dataset
+
+    stored = Dataset(dataset)
+    rooms = stored.split("train")
+    blocks = BlockDataset(dataset, rooms, BlockConfig(block=[16, 12, 8], pad_to=16, sampling="uniform", seed=5,
+                                                      encoding=encoding))
+    blocks.CACHE_BYTES = 1  # keep one room only: every other room is read again when drawn
+    inside = padded = 0
+    for i in range(40):
+        uid, start, aug = blocks.draw(i)
+        crop = stored.read_crop(uid, start, (16, 12, 8), arrays=("tsdf", "rgb", "label"))
+        x, y = augment(*encode(crop["tsdf"], crop["rgb"], crop["label"], None, {}, "paper30", encoding), *aug)
+        xb, yb = blocks[i]
+        assert xb.dtype == torch.float32 and yb.dtype == torch.int64
+        assert xb.numpy().tobytes() == x.tobytes() and np.array_equal(yb.numpy(), y), (i, uid, start)
+        fits = np.all(start + (16, 12, 8) <= stored.room_info(uid).shape)
+        inside += bool(fits)
+        padded += not fits
+    assert inside and padded, "both kinds of crop were drawn"
+    assert len(blocks._rooms) == 1
+
+
 def test_augment_false_draws_the_crops_as_they_lie_in_the_room(dataset: Path) -> None:
     from panorooms3d.bench.train import training_blocks
     from panorooms3d.store.dataset import Dataset
@@ -160,6 +197,12 @@ def test_whole_room_evaluation_and_sliding_window(dataset: Path) -> None:
     assert len(result["rooms"]) == 1 and result["rooms"][0]["weight"] == 1
     assert len(result["per_class_iou"]) == 30
     assert np.asarray(result["confusion"]).sum() == result["rooms"][0]["voxels"]
+    # validation keeps its rooms loaded between calls: the same scores from the kept rooms
+    kept: dict = {}
+    first = evaluate(model, dataset, split="test", progress=False, samples=kept)
+    assert list(kept) == ["box3/Room-3"]
+    again = evaluate(model, dataset, split="test", progress=False, samples=kept)
+    assert first["rooms"] == again["rooms"] == result["rooms"]
 
 
 def test_rooms_patterns_select_the_training_rooms(dataset: Path, tmp_path: Path) -> None:
