@@ -88,7 +88,8 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
              class_set: str = "paper30", max_voxels: int = 256 * 256 * 128,
              window: int | Sequence[int] = 128, overlap: int | Sequence[int] = 16, device: str = "cpu",
              progress: bool = True, keep_predictions: bool = False, room_weights: str = "project",
-             round_per_room: bool = False, input_encoding: str = "project", pad_to: int = PAD_TO) -> dict:
+             round_per_room: bool = False, input_encoding: str = "project", pad_to: int = PAD_TO,
+             samples: dict | None = None) -> dict:
     """Score ``model`` on whole rooms of a dataset.
 
     Protocol settings (benchmark/protocols/*.toml): ``room_weights`` names the room weight
@@ -98,6 +99,8 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     input encoding (:data:`panorooms3d.bench.data.ENCODINGS`); ``pad_to`` the free-space padding
     before the model (:func:`forward_room`; the official eval.py: 1, the room as stored, the network
     padding with zeros inside). ``max_voxels``, ``window``, ``overlap``: one pass or tiles (:func:`predict_logits`).
+    ``samples``: a dict {uid: loaded room} to reuse between calls (validation during training): rooms not in it
+    are loaded and added.
 
     Returns a JSON-able dict: ``metrics`` (volume-weighted, the paper's protocol), ``pooled``,
     ``void_excluded`` (volume-weighted, class 0 left out), ``per_class_iou`` (pooled, by class
@@ -115,7 +118,11 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     per_room, no_void, weights, records, preds = [], [], [], [], {}
     model.to(device)
     for uid in tqdm(uids, desc="evaluate", unit="room", disable=not progress, dynamic_ncols=True):
-        sample = load_room(ds, uid, class_set, encoding=input_encoding)
+        sample = samples.get(uid) if samples is not None else None
+        if sample is None:
+            sample = load_room(ds, uid, class_set, encoding=input_encoding)
+            if samples is not None:
+                samples[uid] = sample
         pred = predict_logits(model, sample.x, max_voxels=max_voxels, window=window, overlap=overlap, device=device,
                               pad_to=pad_to).argmax(0).numpy()
         m = room_metrics(pred, sample.y, cs.num_classes)

@@ -60,6 +60,7 @@ from panorooms3d.run.errors import UserError
 from panorooms3d.taxonomy import get_class_set
 
 CHECKPOINT = "checkpoints/last.pt"
+VAL_CACHE_BYTES = 1 << 30  # validation rooms are kept loaded between validations up to this size
 
 
 @dataclass
@@ -708,7 +709,11 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if config.val_every > 0:
         from panorooms3d.store.dataset import Dataset
 
-        val_rooms = Dataset(Path(config.data)).split(config.val_split)
+        val_data = Dataset(Path(config.data))
+        val_rooms = val_data.split(config.val_split)
+        # The validation rooms stay loaded between validations when they fit (about 30 bytes a voxel loaded).
+        val_voxels = sum(int(np.prod(val_data.room_info(uid).shape)) for uid in val_rooms)
+        val_samples: dict | None = {} if 30 * val_voxels <= VAL_CACHE_BYTES else None
     b = config.batch_size
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
     # Sample index of (iteration, rank, item): a pure function, so resuming draws the same blocks.
@@ -733,7 +738,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
 
         result = evaluate(model if average is None else average.model, Path(config.data), rooms=val_rooms,
                           split=config.val_split, class_set=config.class_set, device=str(device), progress=False,
-                          input_encoding=config.input_encoding)
+                          input_encoding=config.input_encoding, samples=val_samples)
         net.train()
         record = {"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
                   "val_mIoU_void_excluded": result["void_excluded"]["mIoU"], "seconds": time.perf_counter() - t0}
