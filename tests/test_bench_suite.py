@@ -281,11 +281,15 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
     current = load_suite("cpu-track")
-    # since the evening of 2026-12-06 each 3D Segmenter row trains 1,800 block steps (its own iterations), the
-    # baselines [train]'s 1,400; every suite below was recorded when every row had [train]'s, and sets its own runs
+    # since the night of 2026-12-06 each 3D Segmenter row trains 2,000 block steps (its own iterations; 1,800 that
+    # evening), the baselines [train]'s 1,400; every suite below was recorded when every row had [train]'s, or the
+    # evening's 1,800, and sets its own runs
     assert current.train["iterations"] == 1400
     assert {r.name: r.train.get("iterations") for r in current.runs} == {
-        r.name: 1800 if r.model.startswith("3dseg-") else None for r in current.runs}
+        r.name: 2000 if r.model.startswith("3dseg-") else None for r in current.runs}
+    steps1800 = dataclasses.replace(current, runs=[  # the track of the evening of 2026-12-06
+        dataclasses.replace(r, train={**r.train, "iterations": 1800}) if "iterations" in r.train else r
+        for r in current.runs])
     steps1400 = dataclasses.replace(current, runs=[
         dataclasses.replace(r, train={k: v for k, v in r.train.items() if k != "iterations"}) for r in current.runs])
     # the suites below were recorded under a cosine, the track's schedule until it took a constant rate (2026-12-06):
@@ -624,20 +628,21 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     explicit = dataclasses.replace(current, train={**current.train, "ema_ramp": 10.0})
     assert pretrain_folder(explicit, current.runs[0], ts, tmp_path) == pretrain_folder(current, current.runs[0], ts,
                                                                                        tmp_path)
-    # the track's 3D Segmenter trainings are cpu-track-1800-constant's 1,800-step row: the same keys
+    # the evening's 3D Segmenter trainings are cpu-track-1800-constant's 1,800-step row: the same keys; the track's
+    # 2,000-step ones are new
     length = load_suite("cpu-track-1800-constant")
-    assert pretrain_folder(length, length.runs[1], ts, tmp_path) == pretrain_folder(current, current.runs[0], ts,
-                                                                                    tmp_path)
-    # cpu-track-cooldown's constant row is the track's 3DSeg-T (the same keys); its other rows differ by cooldown
+    track_t = pretrain_folder(steps1800, steps1800.runs[0], ts, tmp_path)
+    assert pretrain_folder(length, length.runs[1], ts, tmp_path) == track_t
+    assert pretrain_folder(current, current.runs[0], ts, tmp_path) != track_t
+    # cpu-track-cooldown's constant row is the evening's 3DSeg-T (the same keys); its other rows differ by cooldown
     # alone, and cooldown = 0 (none) leaves a key as it was before the setting existed
     cool = load_suite("cpu-track-cooldown")
     assert cool.train == current.train and [r.train.get("cooldown") for r in cool.runs] == [None, 0.1, 0.2]
-    track_t = pretrain_folder(current, current.runs[0], ts, tmp_path)
     assert pretrain_folder(cool, cool.runs[0], ts, tmp_path) == track_t
     assert track_t not in {pretrain_folder(cool, r, ts, tmp_path) for r in cool.runs[1:]}
-    zero = dataclasses.replace(current, train={**current.train, "cooldown": 0.0})
-    assert pretrain_folder(zero, current.runs[0], ts, tmp_path) == track_t
-    # cpu-track-droppath's 0.2 row is the track's 3DSeg-T; its other row differs by the model's drop_path_rate alone
+    zero = dataclasses.replace(steps1800, train={**current.train, "cooldown": 0.0})
+    assert pretrain_folder(zero, steps1800.runs[0], ts, tmp_path) == track_t
+    # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]
     assert pretrain_folder(droppath, droppath.runs[0], ts, tmp_path) == track_t
