@@ -235,7 +235,7 @@ class BlockDataset(TorchDataset):
     encoding each block, with the same values.
     """
 
-    #: The encoded rooms a worker keeps (bytes): 17 bytes a voxel, about 1,000 rooms at 8 cm or 60 at 4 cm.
+    #: The encoded rooms a worker keeps (bytes): 17 bytes a voxel, about 400 of the CPU track's rooms (8 cm) or 50 at 4 cm.
     CACHE_BYTES = 1 << 30
 
     def __init__(self, dataset_dir: Path, rooms: list[str], config: BlockConfig, samples: int = 10**9):
