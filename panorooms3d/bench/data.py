@@ -302,7 +302,7 @@ class BlockDataset(TorchDataset):
         return uid, start, aug
 
     def encoded_room(self, uid: str) -> tuple[np.ndarray, np.ndarray]:
-        """The whole room encoded: (x (4, X, Y, Z) float32, y (X, Y, Z) uint8), kept in memory (per worker).
+        """The whole room encoded: (x (4, X, Y, Z) float32, y (X, Y, Z) uint8 class ids), kept in memory (per worker).
 
         The rooms most recently drawn are kept up to :attr:`CACHE_BYTES`; older ones are dropped and read
         again when drawn. Encoding is element-wise, so a crop of the encoded room is the encoded crop.
@@ -314,7 +314,7 @@ class BlockDataset(TorchDataset):
         arrays = ds.read_crop(uid, (0, 0, 0), ds.room_info(uid).shape, arrays=("tsdf", "rgb", "label"))
         x, y = encode(arrays["tsdf"], arrays["rgb"], arrays["label"], None, self._room_attrs(uid),
                       self.config.class_set, self.config.encoding)
-        room = (x, y.astype(np.uint8))
+        room = (x, y.astype(np.uint8) if 0 <= y.min(initial=0) and y.max(initial=0) < 256 else y)  # class ids: 0-98
         self._rooms[uid] = room
         self._room_bytes += x.nbytes + room[1].nbytes
         while self._room_bytes > self.CACHE_BYTES and len(self._rooms) > 1:
