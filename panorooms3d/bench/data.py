@@ -331,20 +331,17 @@ class BlockDataset(TorchDataset):
     def crop(self, uid: str, start, size) -> tuple[np.ndarray, np.ndarray]:
         """The encoded box [start, start + size) of a room: (x (4, *size) float32, y (*size) int64), padded with
         the encoding of free space outside it; equal to encoding ``read_crop``'s box."""
+        from panorooms3d.store.dataset import crop_slices
+
         room_x, room_y = self.encoded_room(uid)
-        start = np.asarray(start, np.int64)
-        size = np.asarray(size, np.int64)
-        shape = np.asarray(room_y.shape)
-        lo, hi = np.clip(start, 0, shape), np.clip(start + size, 0, shape)
-        src = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-        if np.array_equal(lo, start) and np.array_equal(hi, start + size):  # inside: no padding
+        src, dst, inside = crop_slices(room_y.shape, start, size)
+        if inside:  # no padding
             return room_x[(slice(None), *src)].copy(), room_y[src].astype(np.int64)
         fill_x, fill_y = self._outside(uid)
-        x = np.empty((4, *size.tolist()), np.float32)
+        x = np.empty((4, *map(int, size)), np.float32)
         x[:] = fill_x[:, None, None, None]
-        y = np.full(size.tolist(), fill_y, np.int64)
-        if np.all(hi > lo):
-            dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))
+        y = np.full(tuple(map(int, size)), fill_y, np.int64)
+        if src is not None:
             x[(slice(None), *dst)] = room_x[(slice(None), *src)]
             y[dst] = room_y[src]
         return x, y

@@ -706,6 +706,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
 
     weights = source.weights.to(device) if source.weights is not None else None
     val_rooms: list[str] = []
+    val_samples: dict | None = None  # the validation rooms, loaded once (when they fit)
     if config.val_every > 0:
         from panorooms3d.store.dataset import Dataset
 
@@ -713,7 +714,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
         val_rooms = val_data.split(config.val_split)
         # The validation rooms stay loaded between validations when they fit (about 30 bytes a voxel loaded).
         val_voxels = sum(int(np.prod(val_data.room_info(uid).shape)) for uid in val_rooms)
-        val_samples: dict | None = {} if 30 * val_voxels <= VAL_CACHE_BYTES else None
+        val_samples = {} if 30 * val_voxels <= VAL_CACHE_BYTES else None
     b = config.batch_size
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
     # Sample index of (iteration, rank, item): a pure function, so resuming draws the same blocks.

@@ -48,6 +48,22 @@ CHUNK = 64
 SHARD = 128
 PANO_CHUNK = (256, 256)
 ZSTD_LEVEL = 3
+def crop_slices(shape, start, size) -> tuple[tuple[slice, ...] | None, tuple[slice, ...] | None, bool]:
+    """Where the box [start, start + size) of a grid of ``shape`` overlaps it: (the overlap's slices in the grid,
+    the same voxels' slices in the box, whether the box lies wholly inside); both slices None when the box
+    misses the grid. The box's voxels outside the grid are padding (``read_crop``'s fill)."""
+    shape = np.asarray(shape, np.int64).reshape(3)
+    start = np.asarray(start, np.int64).reshape(3)
+    size = np.asarray(size, np.int64).reshape(3)
+    lo, hi = np.clip(start, 0, shape), np.clip(start + size, 0, shape)
+    inside = bool(np.array_equal(lo, start) and np.array_equal(hi, start + size))
+    if not np.all(hi > lo):
+        return None, None, inside
+    src = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))
+    return src, dst, inside
+
+
 VOLUME_ARRAYS: dict[str, tuple[type, float]] = {
     "tsdf": (np.float32, 1.0),
     "weight": (np.float32, 0.0),
@@ -756,13 +772,10 @@ class Dataset:
         Returns {name: array of shape size (+ (3,) for rgb)} in the stored dtypes; outside the room
         tsdf is 1, weight 0, rgb 0, label 0, instance 0.
         """
-        start = np.asarray(start, np.int64).reshape(3)
         size = np.asarray(size, np.int64).reshape(3)
         if np.any(size <= 0):
             raise ValueError(f"crop size must be positive, got {size.tolist()}")
-        shape = np.asarray(self._volume_entry(uid)["shape"], np.int64)
-        lo = np.clip(start, 0, shape)
-        hi = np.clip(start + size, 0, shape)
+        src, dst, inside = crop_slices(self._volume_entry(uid)["shape"], start, size)
         names = list(arrays) if arrays is not None else list(VOLUME_ARRAYS)
         out = {}
         for name in names:
@@ -770,14 +783,12 @@ class Dataset:
                 raise KeyError(f"unknown volume array {name!r}; arrays are {list(VOLUME_ARRAYS)}")
             dtype, fill = VOLUME_ARRAYS[name]
             extra = (3,) if name == "rgb" else ()
-            if np.array_equal(lo, start) and np.array_equal(hi, start + size):  # inside: no padding
-                out[name] = self._read(uid, name, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)))
+            if inside:  # no padding
+                out[name] = self._read(uid, name, src)
                 continue
             block = np.full((*size.tolist(), *extra), fill, dtype=dtype)
-            if np.all(hi > lo):
-                sel = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-                dst = tuple(slice(int(a - s), int(b - s)) for a, b, s in zip(lo, hi, start))
-                block[dst] = self._read(uid, name, sel)
+            if src is not None:
+                block[dst] = self._read(uid, name, src)
             out[name] = block
         return out
 
