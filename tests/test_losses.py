@@ -118,6 +118,28 @@ def test_voxel_cross_entropy_by_hand_and_ignore():
     assert torch.count_nonzero(lg.grad).item() == 0
 
 
+@pytest.mark.parametrize("ignore_index", [None, 3])
+def test_voxel_cross_entropy_reads_channels_last_logits_as_the_same_sum(ignore_index):
+    # The 3D Segmenter returns channels-last logits (stride 1 along K); the loss and its gradient must not depend
+    # on the layout, with and without class weights and ignored voxels (cropped views included).
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(2, 6, 4, 7, 5, generator=g, dtype=torch.float64)  # B, X (one to crop), Y, Z, K
+    target = torch.randint(0, 5, (2, 5, 4, 7), generator=g)
+    weight = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    for w in (None, weight):
+        last = base.clone().requires_grad_()
+        view = last.permute(0, 4, 1, 2, 3)[:, :, :5]  # B, K, X, Y, Z, stride 1 along K, cropped in X
+        first = view.detach().contiguous().requires_grad_()
+        assert view.stride(1) == 1 and first.stride(1) != 1
+        a = voxel_cross_entropy(view, target, ignore_index=ignore_index, weight=w)
+        b = voxel_cross_entropy(first, target, ignore_index=ignore_index, weight=w)
+        assert a.item() == pytest.approx(b.item(), rel=1e-12)
+        a.backward()
+        b.backward()
+        torch.testing.assert_close(last.grad.permute(0, 4, 1, 2, 3)[:, :, :5], first.grad, rtol=0, atol=1e-14)
+        assert torch.count_nonzero(last.grad[:, 5:]).item() == 0
+
+
 def test_objective_is_sum_of_parts():
     rng = np.random.default_rng(3)
     vl = torch.tensor(rng.normal(size=(1, 4, 3, 3, 2)), requires_grad=True)

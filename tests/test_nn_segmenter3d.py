@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from panorooms3d.nn.losses import voxel_cross_entropy
 from panorooms3d.nn.official import (
     build_from_official,
     load_official_segmenter3d,
@@ -19,10 +20,12 @@ from panorooms3d.nn.segmenter3d import (
     MASK_VALUE,
     ConvStem3D,
     Segmenter3D,
+    WindowAttention3D,
     effective_window,
     relative_position_index,
     shifted_window_mask,
     trilinear_upsample,
+    trilinear_upsample_last,
     window_partition,
     window_reverse,
 )
@@ -89,6 +92,80 @@ def test_trilinear_upsample_equals_torch_trilinear(src, size):
     (gx_ref,) = torch.autograd.grad(ref, x, g)
     (gx,) = torch.autograd.grad(got, x, g)
     torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("src,size", [((4, 4, 4), (16, 16, 16)), ((5, 3, 7), (20, 12, 14)), ((6, 2, 3), (9, 7, 3)),
+                                       ((8, 6, 4), (5, 3, 4))])
+def test_channels_last_trilinear_upsample_equals_torch_trilinear(src, size):
+    # The channels-last form (B, X, Y, Z, C) must give F.interpolate's values and input gradients too.
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, *src, dtype=torch.float64, requires_grad=True)
+    ref = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+    got = trilinear_upsample_last(x.permute(0, 2, 3, 4, 1), size)
+    assert got.shape == (2, *size, 3) and got.is_contiguous()
+    torch.testing.assert_close(got.permute(0, 4, 1, 2, 3), ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(ref)
+    (gx_ref,) = torch.autograd.grad(ref, x, g)
+    (gx,) = torch.autograd.grad(got.permute(0, 4, 1, 2, 3), x, g)
+    torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_channels_last_logits_are_the_channel_first_logits(skip, monkeypatch):
+    # Segmenter3D.channels_last_logits changes the logits' memory layout, not the function: the same values and the
+    # same gradients of the input and of every parameter as the former channel-first upsampling (odd, cropped size).
+    torch.manual_seed(0)
+    m = Segmenter3D(embed_dim=16, depths=[2, 2], num_heads=[2, 2], skip=skip).double().eval()  # no drop path
+    x = torch.randn(1, 4, 37, 21, 29, dtype=torch.float64)
+    target = torch.randint(0, 30, (1, 37, 21, 29))
+    weight = torch.rand(30, dtype=torch.float64) + 0.5
+    results = {}
+    for last in (False, True):
+        monkeypatch.setattr(Segmenter3D, "channels_last_logits", last)
+        m.zero_grad()
+        xi = x.clone().requires_grad_()
+        logits = m(xi)
+        assert logits.shape == (1, 30, 37, 21, 29) and (logits.stride(1) == 1) == last
+        loss = voxel_cross_entropy(logits, target, weight=weight)
+        loss.backward()
+        results[last] = (logits.detach(), loss.item(), xi.grad, {n: p.grad.clone() for n, p in m.named_parameters()})
+    (y0, l0, gx0, gp0), (y1, l1, gx1, gp1) = results[False], results[True]
+    torch.testing.assert_close(y1, y0, rtol=0, atol=1e-12)
+    assert l1 == pytest.approx(l0, rel=1e-12)
+    torch.testing.assert_close(gx1, gx0, rtol=0, atol=1e-12)
+    for name in gp0:
+        torch.testing.assert_close(gp1[name], gp0[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_bf16_training_softmax_in_bf16_is_close_to_float32(monkeypatch):
+    # Under bf16 autocast CPU training adds the bias and the mask and takes the attention softmax in bf16
+    # (WindowAttention3D.softmax_in_logits_dtype). Outputs and gradients (input, bias tables) must stay as close to
+    # float32 as the former float32 softmax's: no more than 1.5x its error, and a few per cent at most.
+    torch.manual_seed(0)
+    m = Segmenter3D(embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=4).eval()  # written out: grads on
+    x = torch.randn(1, 4, 40, 32, 24)
+    x[:, 0] = torch.where(torch.rand(1, 40, 32, 24) < 0.6, -3.0, x[:, 0])
+    w = torch.randn(1, 30, 40, 32, 24)
+
+    def run(bf16: bool, in_dtype: bool):
+        monkeypatch.setattr(WindowAttention3D, "softmax_in_logits_dtype", in_dtype)
+        m.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = m(xi)
+        (y.float() * w).sum().backward()
+        tables = torch.cat([p.grad.flatten() for n, p in m.named_parameters()
+                            if n.endswith("relative_position_bias_table")])
+        return y.detach().float(), xi.grad.clone(), tables
+
+    ref = run(False, True)
+    assert ref[2].abs().max() > 0
+    errors = {}
+    for in_dtype in (False, True):
+        got = run(True, in_dtype)
+        errors[in_dtype] = [float((g - r).norm() / r.norm()) for g, r in zip(got, ref)]
+    for new, old in zip(errors[True], errors[False]):
+        assert new < 0.05 and new < 1.5 * old + 1e-3, errors
 
 
 def test_forward_backward_odd_size_3dseg_t():

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 
 import panorooms3d.bench.train as train_module
@@ -102,7 +101,7 @@ def observed_run(release: Path, tmp_path_factory) -> tuple[Path, list[tuple[torc
     out = tmp_path_factory.mktemp("official-run") / "run"
     inputs: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
-    build, cross_entropy = train_module.build, F.cross_entropy
+    build, cross_entropy = train_module.build, train_module.voxel_cross_entropy
 
     def observed_build(cfg):
         model = build(cfg)
@@ -115,7 +114,7 @@ def observed_run(release: Path, tmp_path_factory) -> tuple[Path, list[tuple[torc
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_module, "build", observed_build)
-        mp.setattr(F, "cross_entropy", observed_loss)
+        mp.setattr(train_module, "voxel_cross_entropy", observed_loss)
         mp.delenv("WORLD_SIZE", raising=False)
         mp.delenv("RANK", raising=False)
         result = train(_config(release, out), progress=False)

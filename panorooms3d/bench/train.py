@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -54,6 +53,7 @@ from panorooms3d.bench.data import (
     labelled_subset,
     select_rooms,
 )
+from panorooms3d.nn.losses import voxel_cross_entropy
 from panorooms3d.run.atomic import atomic_path, write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.run.errors import UserError
@@ -768,7 +768,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
             y = y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weights)
+            loss = voxel_cross_entropy(logits.float(), y, weight=weights)
             if config.dice_weight:
                 from panorooms3d.nn.losses import soft_dice_loss
 

@@ -54,6 +54,7 @@ __all__ = [
     "relative_position_index",
     "shifted_window_mask",
     "trilinear_upsample",
+    "trilinear_upsample_last",
     "window_partition",
     "window_reverse",
 ]
@@ -165,6 +166,23 @@ def trilinear_upsample(x: torch.Tensor, size: Size3) -> torch.Tensor:
     return (out @ wz.T).view(b, c, mx, my, mz)
 
 
+def trilinear_upsample_last(t: torch.Tensor, size: Size3) -> torch.Tensor:
+    """:func:`trilinear_upsample` of channels-last tokens: (B, X, Y, Z, C) -> (B, X', Y', Z', C) contiguous.
+
+    The same three 1-D matrix products, Z first (the smallest tensors first), with the channels kept last. The
+    3D Segmenter upsamples its logits this way, so that the cross-entropy reads each voxel's K logits as one
+    contiguous row: on the CPU ``log_softmax`` over a contiguous last dimension and its backward take about 0.6x
+    the time of the same over dimension 1 of (B, K, X, Y, Z) (``benchmark/diagnosis/logits_layout_ab.py``).
+    """
+    b, nx, ny, nz, c = t.shape
+    mx, my, mz = size
+    wx, wy, wz = (_linear_weights_cpu(n, m).to(device=t.device, dtype=t.dtype)
+                  for n, m in ((nx, mx), (ny, my), (nz, mz)))
+    out = wz @ t.reshape(b * nx * ny, nz, c)  # B*X*Y, Z', C
+    out = wy @ out.view(b * nx, ny, mz * c)  # B*X, Y', Z'*C
+    return (wx @ out.view(b, nx, my * mz * c)).view(b, mx, my, mz, c)
+
+
 def _region_labels(length: int, window: int, shift: int) -> torch.Tensor:
     """Region (0, 1, 2) of each position along one padded axis after a cyclic shift."""
     pos = torch.arange(length, device="cpu")
@@ -184,10 +202,12 @@ def _blocked_pairs(padded: Size3, window: Size3, shift: Size3) -> torch.Tensor:
     return win[:, :, None] != win[:, None, :]
 
 
-@lru_cache(maxsize=4)
-def _additive_mask_on(padded: Size3, window: Size3, shift: Size3, device: torch.device) -> torch.Tensor:
-    """:func:`shifted_window_mask` as (nW, 1, N, N) on ``device``, to add to (B, nW, h, N, N) logits (cached, read-only)."""
-    return shifted_window_mask(padded, window, shift).unsqueeze(1).to(device)
+@lru_cache(maxsize=8)
+def _additive_mask_on(padded: Size3, window: Size3, shift: Size3, device: torch.device,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """:func:`shifted_window_mask` as (nW, 1, N, N) ``dtype`` on ``device``, to add to (B, nW, h, N, N) logits
+    (cached, read-only; 0 and -100 are exact in bfloat16)."""
+    return shifted_window_mask(padded, window, shift).unsqueeze(1).to(device=device, dtype=dtype)
 
 
 @lru_cache(maxsize=8)
@@ -268,6 +288,11 @@ class WindowAttention3D(nn.Module):
     write_out_cpu_training = True
     """False: attention always through the fused kernel (benchmark/diagnosis/attention_ab.py compares the two)."""
 
+    softmax_in_logits_dtype = True
+    """Written out: add the bias and the mask to the products and take the softmax in the products' dtype (bfloat16
+    under bf16 autocast, as a fused kernel would), not in float32 (autocast's softmax; until 2026-12-07).
+    ``benchmark/diagnosis/logits_layout_ab.py`` compares the two."""
+
     def __init__(
         self, dim: int, window: Size3, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
         proj_drop: float = 0.0,
@@ -290,10 +315,11 @@ class WindowAttention3D(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def position_bias(self, n: int) -> torch.Tensor:
-        """Relative position bias (heads, n, n) for windows of ``n`` tokens (first n of the full window)."""
+        """Relative position bias (heads, n, n) for windows of ``n`` tokens (first n of the full window), contiguous."""
         idx = self.relative_position_index[:n, :n].reshape(-1)
-        # index_select, not [idx]: its backward (index_add_) is about 1.5x faster on the CPU than index_put_
-        return self.relative_position_bias_table.index_select(0, idx).view(n, n, -1).permute(2, 0, 1)
+        # index_select, not [idx]: its backward (index_add_) is about 1.5x faster on the CPU than index_put_. From
+        # the (heads, rows) transpose, so that the gather and its backward run along contiguous rows.
+        return self.relative_position_bias_table.t().contiguous().index_select(1, idx).view(-1, n, n)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attend inside each window.
@@ -340,11 +366,18 @@ class WindowAttention3D(nn.Module):
         """
         hd = q.shape[-1]
         logits = torch.matmul(q * hd ** -0.5, k.transpose(-2, -1))  # B, nW, h, N, N
-        logits.add_(bias)
-        if mask is not None:
-            logits.add_(mask)
-        weights = F.dropout(logits.softmax(-1).to(v.dtype), p=p, training=p > 0)
-        return torch.matmul(weights, v)
+        if not self.softmax_in_logits_dtype:
+            logits.add_(bias)
+            if mask is not None:
+                logits.add_(mask)
+            weights = logits.softmax(-1).to(v.dtype)
+        else:
+            logits.add_(bias.to(logits.dtype))
+            if mask is not None:
+                logits.add_(mask.to(logits.dtype))  # the cached mask is already in it
+            with torch.autocast(logits.device.type, enabled=False):  # autocast would take the softmax in float32
+                weights = logits.softmax(-1).to(v.dtype)
+        return torch.matmul(F.dropout(weights, p=p, training=p > 0), v)
 
 
 class SwinBlock3D(nn.Module):
@@ -380,7 +413,11 @@ class SwinBlock3D(nn.Module):
         gather, scatter = _window_gather(grid, window, shift, x.device)
         n = window[0] * window[1] * window[2]
         windows = x.reshape(b, -1, c).index_select(1, gather).view(b, -1, n, c)
-        mask = _additive_mask_on(grid, window, shift, x.device) if any(shift) else None
+        mask = None
+        if any(shift):
+            dtype = (torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type)
+                     and self.attn.softmax_in_logits_dtype else torch.float32)
+            mask = _additive_mask_on(grid, window, shift, x.device, dtype)
         out = self.attn(windows, mask).reshape(b, -1, c).index_select(1, scatter).view(b, *grid, c)
         if any(pads):
             out = out[:, :nx, :ny, :nz].contiguous()
@@ -497,8 +534,14 @@ class Segmenter3D(nn.Module):
             the paper: :class:`ConvStem3D`, log2(P) stride-2 3x3x3 convolutions, a measured CPU-track
             variant; docs/benchmark.md).
 
-    Forward: (B, in_channels, X, Y, Z) float -> (B, num_classes, X, Y, Z) logits, any X, Y, Z >= 1.
+    Forward: (B, in_channels, X, Y, Z) float -> (B, num_classes, X, Y, Z) logits, any X, Y, Z >= 1. The logits
+    are a channels-last view (stride 1 along K; :attr:`channels_last_logits`), which
+    :func:`panorooms3d.nn.losses.voxel_cross_entropy` reads without a copy.
     """
+
+    channels_last_logits = True
+    """False: upsample channel-first and return contiguous (B, K, X, Y, Z) logits (the layout until 2026-12-07;
+    ``benchmark/diagnosis/logits_layout_ab.py`` compares the two)."""
 
     def __init__(
         self, num_classes: int = 30, in_channels: int = 4, embed_dim: int = 48,
@@ -573,12 +616,23 @@ class Segmenter3D(nn.Module):
             # skip(concat(interp(h), x)) = interp(h @ W_h^T) + x @ W_x^T + b, because trilinear weights sum to 1:
             # the K x K part is applied at token resolution and the concatenated full-size tensor never exists.
             tokens = tokens @ self.skip.weight[:, :k].T.to(tokens.dtype)
-        y = trilinear_upsample(tokens.permute(0, 4, 1, 2, 3), padded)
+        if not self.channels_last_logits:
+            y = trilinear_upsample(tokens.permute(0, 4, 1, 2, 3), padded)
+            if self.skip is not None:
+                b = y.shape[0]
+                w = self.skip.weight[:, k:].to(y.dtype).expand(b, -1, -1)  # B, K, in
+                # y + W_x x + b as one batched matmul (several times faster on CPU than a 1x1x1 Conv3d)
+                # in place: the interpolation's output is not needed by its backward
+                y = y.view(b, k, -1).baddbmm_(w, x.to(y.dtype).reshape(b, x.shape[1], -1))
+                y = y.add_(self.skip.bias.to(y.dtype)[:, None]).view(b, k, *padded)
+            return y[:, :, : size[0], : size[1], : size[2]]
+        if self.skip is not None:
+            tokens = tokens + self.skip.bias.to(tokens.dtype)  # interpolation keeps a constant: b added before it
+        y = trilinear_upsample_last(tokens, padded)  # B, X, Y, Z, K
         if self.skip is not None:
             b = y.shape[0]
-            w = self.skip.weight[:, k:].to(y.dtype).expand(b, -1, -1)  # B, K, in
-            # y + W_x x + b as one batched matmul (several times faster on CPU than a 1x1x1 Conv3d)
-            # in place: the interpolation's output is not needed by its backward
-            y = y.view(b, k, -1).baddbmm_(w, x.to(y.dtype).reshape(b, x.shape[1], -1))
-            y = y.add_(self.skip.bias.to(y.dtype)[:, None]).view(b, k, *padded)
-        return y[:, :, : size[0], : size[1], : size[2]]
+            w = self.skip.weight[:, k:].T.to(y.dtype).expand(b, -1, -1)  # B, in, K
+            # y + x W_x^T as one batched matmul, in place (the interpolation's backward does not need y)
+            y = y.view(b, -1, k).baddbmm_(x.to(y.dtype).reshape(b, x.shape[1], -1).transpose(1, 2), w)
+            y = y.view(b, *padded, k)
+        return y.permute(0, 4, 1, 2, 3)[:, :, : size[0], : size[1], : size[2]]
