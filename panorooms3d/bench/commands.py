@@ -242,7 +242,7 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
     The defaults are the paper's. The CPU track's block training of a 3D Segmenter (benchmark/cpu-track.toml) is:
 
     \b
-      --block 64 --batch-size 1 --iterations 2000 --lr 2e-3 --warmup 30 --schedule constant
+      --block 64 --batch-size 1 --iterations 2300 --lr 2e-3 --warmup 30 --schedule constant
       --sampling surface --class-weights sqrt-inverse --decoder-lr-mult 10 --ema 0.99
       --cpu-amp auto --workers 0 --val-every 100
 
