@@ -176,7 +176,8 @@ def trilinear_upsample_last(t: torch.Tensor, size: Size3) -> torch.Tensor:
     The same three 1-D matrix products, Z first (the smallest tensors first), with the channels kept last. The
     3D Segmenter upsamples its logits this way, so that the cross-entropy reads each voxel's K logits as one
     contiguous row: on the CPU ``log_softmax`` over a contiguous last dimension and its backward take about 0.6x
-    the time of the same over dimension 1 of (B, K, X, Y, Z) (``benchmark/diagnosis/logits_layout_ab.py``).
+    the time of the same over dimension 1 of (B, K, X, Y, Z) (docs/performance.md, "Training throughput"; the
+    whole step with and without: ``benchmark/diagnosis/logits_layout_ab.py``).
     """
     b, nx, ny, nz, c = t.shape
     mx, my, mz = size
