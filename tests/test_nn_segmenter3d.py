@@ -78,35 +78,26 @@ def test_no_skip_variant_drops_the_skip_linear_and_is_upsampled_head():
     torch.testing.assert_close(y, ref[:, :, :20, :16, :12])
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("src,size", [((4, 4, 4), (16, 16, 16)), ((5, 3, 7), (20, 12, 14)), ((6, 2, 3), (9, 7, 3)),
                                        ((8, 6, 4), (5, 3, 4))])
-def test_trilinear_upsample_equals_torch_trilinear(src, size):
-    # The separable matmul form must give F.interpolate's values and input gradients (up-, odd and down-sampling).
+def test_trilinear_upsample_equals_torch_trilinear(src, size, channels_last):
+    # The separable matmul forms, channel-first (B, C, X, Y, Z) and channels-last (B, X, Y, Z, C), must give
+    # F.interpolate's values and input gradients (up-, odd and down-sampling), contiguous in their own layout.
     torch.manual_seed(0)
     x = torch.randn(2, 3, *src, dtype=torch.float64, requires_grad=True)
     ref = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
-    got = trilinear_upsample(x, size)
-    assert got.shape == ref.shape and got.is_contiguous()
+    if channels_last:
+        out = trilinear_upsample_last(x.permute(0, 2, 3, 4, 1), size)
+        assert out.shape == (2, *size, 3) and out.is_contiguous()
+        got = out.permute(0, 4, 1, 2, 3)
+    else:
+        got = trilinear_upsample(x, size)
+        assert got.shape == ref.shape and got.is_contiguous()
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
     g = torch.randn_like(ref)
     (gx_ref,) = torch.autograd.grad(ref, x, g)
     (gx,) = torch.autograd.grad(got, x, g)
-    torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("src,size", [((4, 4, 4), (16, 16, 16)), ((5, 3, 7), (20, 12, 14)), ((6, 2, 3), (9, 7, 3)),
-                                       ((8, 6, 4), (5, 3, 4))])
-def test_channels_last_trilinear_upsample_equals_torch_trilinear(src, size):
-    # The channels-last form (B, X, Y, Z, C) must give F.interpolate's values and input gradients too.
-    torch.manual_seed(0)
-    x = torch.randn(2, 3, *src, dtype=torch.float64, requires_grad=True)
-    ref = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
-    got = trilinear_upsample_last(x.permute(0, 2, 3, 4, 1), size)
-    assert got.shape == (2, *size, 3) and got.is_contiguous()
-    torch.testing.assert_close(got.permute(0, 4, 1, 2, 3), ref, rtol=0, atol=1e-12)
-    g = torch.randn_like(ref)
-    (gx_ref,) = torch.autograd.grad(ref, x, g)
-    (gx,) = torch.autograd.grad(got.permute(0, 4, 1, 2, 3), x, g)
     torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-12)
 
 

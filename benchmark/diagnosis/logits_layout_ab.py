@@ -27,14 +27,12 @@ import argparse
 import os
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
+from attention_ab import adam_steps  # beside this script: run it as a script, as the docstring says
 
 from panorooms3d.bench.train import cpu_description, cpu_has_bf16, keep_large_allocations_in_heap
-from panorooms3d.nn.losses import voxel_cross_entropy
-from panorooms3d.nn.registry import build_model
 from panorooms3d.nn.segmenter3d import Segmenter3D, WindowAttention3D
 from panorooms3d.run.atomic import write_json
 
@@ -44,28 +42,9 @@ WAYS = {"before": (False, False), "logits-last": (True, False), "softmax-bf16": 
 
 
 def steps(name: str, way: tuple[bool, bool], bf16: bool, repeats: int) -> tuple[float, list[float]]:
-    """Median seconds of ``repeats`` Adam steps after a warm-up one, and every step's loss."""
+    """:func:`attention_ab.adam_steps` (the same input, loss and timing) with the two switches set as ``way``."""
     Segmenter3D.channels_last_logits, WindowAttention3D.softmax_in_logits_dtype = way
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(1)
-    model = build_model(name, num_classes=30, in_channels=4)
-    x = torch.randn(1, 4, 64, 64, 64, generator=g)
-    x[:, 0] = torch.where(torch.rand(1, 64, 64, 64, generator=g) < 0.7, -3.0, x[:, 0])
-    y = torch.randint(0, 30, (1, 64, 64, 64), generator=g)
-    weight = torch.rand(30, generator=g) + 0.5  # class weights, as the track's loss has
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times, losses = [], []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(x)
-        loss = voxel_cross_entropy(logits.float(), y, weight=weight)  # as block training computes it
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-        losses.append(loss.item())
-    return statistics.median(times[1:]), losses
+    return adam_steps(name, bf16, repeats)
 
 
 def main(argv=None) -> int:
