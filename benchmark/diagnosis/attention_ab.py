@@ -67,6 +67,30 @@ def adam_steps(name: str, bf16: bool, repeats: int) -> tuple[float, list[float]]
     return statistics.median(times[1:]), losses
 
 
+def alternate(steps, ways: dict, models: list[str], precisions: list[str], rounds: int,
+              repeats: int) -> list[dict]:
+    """Each way of each model and precision once a round, for ``rounds`` rounds in this process (a machine whose
+    speed drifts slows each way alike): ``steps(model, ways[way], bf16, repeats)`` -> (seconds a step, losses),
+    one row each, printed as it comes. Also used by ``logits_layout_ab.py``."""
+    rows = []
+    for rnd in range(rounds):
+        for model in models:
+            for precision in precisions:
+                for way, setting in ways.items():
+                    seconds, losses = steps(model, setting, precision == "bf16", repeats)
+                    rows.append({"round": rnd, "model": model, "precision": precision, "way": way,
+                                 "step_seconds": seconds, "losses": losses})
+                    print(f"round {rnd} {model} {precision} {way:11s} {seconds:.3f} s/step  "
+                          f"last loss {losses[-1]:.6f}", flush=True)
+    return rows
+
+
+def by_way(rows: list[dict], model: str, precision: str, ways: dict) -> dict[str, list[dict]]:
+    """The rows of ``model`` at ``precision``, by way, in round order."""
+    return {way: [r for r in rows if (r["model"], r["precision"], r["way"]) == (model, precision, way)]
+            for way in ways}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", choices=MODELS, help="default: both")
@@ -79,24 +103,14 @@ def main(argv=None) -> int:
     keep_large_allocations_in_heap()  # as training does on the CPU
     models = a.model or MODELS
     precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    rows = []
     try:
-        for rnd in range(a.rounds):
-            for model in models:
-                for precision in precisions:
-                    for way, written_out in WAYS.items():
-                        seconds, losses = steps(model, written_out, precision == "bf16", a.repeats)
-                        rows.append({"round": rnd, "model": model, "precision": precision, "way": way,
-                                     "step_seconds": seconds, "losses": losses})
-                        print(f"round {rnd} {model} {precision} {way:11s} {seconds:.3f} s/step  "
-                              f"last loss {losses[-1]:.6f}", flush=True)
+        rows = alternate(steps, WAYS, models, precisions, a.rounds, a.repeats)
     finally:
         WindowAttention3D.write_out_cpu_training = True
     summary = {}
     for model in models:
         for precision in precisions:
-            sel = {way: [r for r in rows if (r["model"], r["precision"], r["way"]) == (model, precision, way)]
-                   for way in WAYS}
+            sel = by_way(rows, model, precision, WAYS)
             fused = [r["step_seconds"] for r in sel["fused"]]
             written = [r["step_seconds"] for r in sel["written-out"]]
             summary[f"{model} {precision}"] = {

@@ -30,7 +30,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from attention_ab import adam_steps  # beside this script: run it as a script, as the docstring says
+from attention_ab import adam_steps, alternate, by_way  # beside this script: run it as a script, as the docstring says
 
 from panorooms3d.bench.train import cpu_description, cpu_has_bf16, keep_large_allocations_in_heap
 from panorooms3d.nn.segmenter3d import Segmenter3D, WindowAttention3D
@@ -62,24 +62,14 @@ def main(argv=None) -> int:
     models = a.model or MODELS
     precisions = a.precision or (["bf16", "fp32"] if cpu_has_bf16() else ["fp32"])
     defaults = Segmenter3D.channels_last_logits, WindowAttention3D.softmax_in_logits_dtype
-    rows = []
     try:
-        for rnd in range(a.rounds):
-            for model in models:
-                for precision in precisions:
-                    for way, switches in WAYS.items():
-                        seconds, losses = steps(model, switches, precision == "bf16", a.repeats)
-                        rows.append({"round": rnd, "model": model, "precision": precision, "way": way,
-                                     "step_seconds": seconds, "losses": losses})
-                        print(f"round {rnd} {model} {precision} {way:11s} {seconds:.3f} s/step  "
-                              f"last loss {losses[-1]:.6f}", flush=True)
+        rows = alternate(steps, WAYS, models, precisions, a.rounds, a.repeats)
     finally:
         Segmenter3D.channels_last_logits, WindowAttention3D.softmax_in_logits_dtype = defaults
     summary = {}
     for model in models:
         for precision in precisions:
-            sel = {way: [r for r in rows if (r["model"], r["precision"], r["way"]) == (model, precision, way)]
-                   for way in WAYS}
+            sel = by_way(rows, model, precision, WAYS)
             before = [r["step_seconds"] for r in sel["before"]]
             entry = {"before_s_per_step": statistics.median(before)}
             for way in list(WAYS)[1:]:
