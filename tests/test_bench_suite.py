@@ -201,6 +201,49 @@ def test_write_metrics_is_atomic(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+def test_a_run_evaluated_with_another_tta_is_evaluated_again_and_its_former_metrics_kept(finished: dict,
+                                                                                        tmp_path: Path) -> None:
+    """[eval] tta changed: no training again, the evaluation (metrics, panorama metrics, plots) written anew with
+    the new setting, the former metrics kept beside as metrics.tta-<former>.json."""
+    import shutil
+
+    from panorooms3d.bench.evaluate import evaluate
+    from panorooms3d.bench.suite import load_model
+
+    out = tmp_path / "out"
+    shutil.copytree(finished["out"], out)
+    run_dir = out / "runs" / "t"
+    former = json.loads((run_dir / "metrics.json").read_text())
+    former_pano = json.loads((run_dir / "panorama_metrics.json").read_text())
+    assert former["eval"] == {"tta": "none", "passes": 1}
+    changed = tmp_path / "tiny.toml"
+    changed.write_text(SUITE.replace('panorama = true', 'panorama = true\ntta = "flips"'))
+    n_log = len((out / "suite_log.jsonl").read_text().splitlines())
+    run_suite(changed, finished["data"], out, only=["t"], progress=False)
+    log = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()][n_log:]
+    steps = {(r["run"], r["step"].split(" (")[0]): r["status"] for r in log}
+    assert steps[("t", "train")] == "skipped" and steps[("t", "evaluate")] == "done"
+    assert any(r["status"] == "stale" and "metrics.tta-none.json" in r["reason"] for r in log)
+    assert json.loads((run_dir / "metrics.tta-none.json").read_text()) == former
+    assert json.loads((run_dir / "panorama_metrics.tta-none.json").read_text()) == former_pano
+    now = json.loads((run_dir / "metrics.json").read_text())
+    assert now["eval"] == {"tta": "flips", "passes": 4}
+    assert "predicted 4 times, mirrored and turned" in (out / "table.md").read_text()
+    model = load_model(next((out / "pretrain").iterdir()) / "model.pt")
+    direct = evaluate(model, finished["data"], split="test", progress=False, tta="flips")
+    assert now["metrics"] == pytest.approx(direct["metrics"])
+    assert (run_dir / "panorama_metrics.json").is_file() and (run_dir / "samples.png").is_file()
+    # run again: nothing stale, nothing redone
+    n_log = len((out / "suite_log.jsonl").read_text().splitlines())
+    run_suite(changed, finished["data"], out, only=["t"], progress=False)
+    log = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()][n_log:]
+    assert log and all(r["status"] == "skipped" for r in log)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SUITE.replace('panorama = true', 'panorama = true\ntta = "spin"'))
+    with pytest.raises(SuiteError, match=r"bad.toml: \[eval\] tta = 'spin': choose one of 'none', 'flips', 'd4'"):
+        load_suite(bad)
+
+
 def test_user_mistakes_are_clean_errors(finished: dict, tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(benchmark, ["eval", "--data", str(tmp_path / "nope"), "--checkpoint", "x.pt"])

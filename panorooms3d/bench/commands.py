@@ -402,7 +402,11 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the metrics JSON here.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def eval_command(data, checkpoint, model, split, out, device) -> None:
+@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
+              help="Test-time augmentation: average the class probabilities over the room mirrored in x and y "
+                   "(flips, 4 passes) or also turned a quarter about z (d4, 8 passes; the CPU track's). "
+                   "none: one pass, as the official eval.py.")
+def eval_command(data, checkpoint, model, split, out, device, tta) -> None:
     """Score a checkpoint on whole rooms; prints the paper's columns (volume-weighted, %).
 
     Checkpoints are loaded without running code from them (torch.load weights_only).
@@ -419,7 +423,7 @@ def eval_command(data, checkpoint, model, split, out, device) -> None:
     device = str(resolve_device(device))
     with _user_errors():
         net = load_model(checkpoint, model)
-        result = evaluate(net, data, split=split, device=device)
+        result = evaluate(net, data, split=split, device=device, tta=tta)
     click.echo(f"\n{checkpoint} on the {split} split ({len(result['rooms'])} room(s)), %:")
     _print_metrics(result)
     if out:

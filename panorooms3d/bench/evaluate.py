@@ -4,6 +4,9 @@ A room is predicted in one pass (as the official code does) when it has at most
 ``max_voxels`` voxels; larger rooms go through a sliding window of ``window`` tiles (an edge, or x, y, z) with
 ``overlap`` voxels of context on each side, whose centres are stitched (logits are not
 averaged: each voxel takes the prediction of the tile whose centre region contains it).
+With test-time augmentation (``tta``, a protocol setting: :data:`TTA`) the room is predicted once per
+transform of the training augmentation's group (flips in x and y, turns about z; the room turned, predicted and
+turned back) and the class probabilities averaged (the official eval.py predicts once: ``tta = "none"``).
 Metrics: :mod:`panorooms3d.bench.metrics` — per room, then averaged weighted by the room's
 volume in 128^3 blocks (the paper's protocol); pooled and void-excluded variants beside them.
 """
@@ -26,6 +29,36 @@ from panorooms3d.taxonomy import get_class_set
 #: Rooms are padded with free space (tsdf 1, unobserved) to multiples of this many voxels before
 #: the model sees them: the 3D Segmenter's windows span 8 tokens of 4 voxels.
 PAD_TO = 32
+
+#: Test-time augmentation: name -> the transforms, each (quarter turns about z, flip of x before the turns).
+#: ``flips``: the room as it is, mirrored in x, in y, and in both (= a half turn); ``d4``: those and the four
+#: with a quarter turn, the eight transforms of ``BlockDataset``'s flips and turns (the square's symmetries).
+TTA: dict[str, tuple[tuple[int, bool], ...]] = {
+    "none": ((0, False),),
+    "flips": ((0, False), (0, True), (2, False), (2, True)),
+    "d4": tuple((k, f) for k in range(4) for f in (False, True)),
+}
+
+
+def tta_transforms(tta: str) -> tuple[tuple[int, bool], ...]:
+    """The transforms of a test-time augmentation name (:data:`TTA`); ValueError naming the choices otherwise."""
+    if tta not in TTA:
+        raise ValueError(f"unknown test-time augmentation {tta!r}: choose one of {', '.join(TTA)}")
+    return TTA[tta]
+
+
+def _turn(x: torch.Tensor, turns: int, flip: bool, axes: tuple[int, int]) -> torch.Tensor:
+    """x mirrored along ``axes[0]`` (when ``flip``), then turned ``turns`` quarter turns in the plane of ``axes``."""
+    if flip:
+        x = x.flip(axes[0])
+    return torch.rot90(x, turns, axes) if turns % 4 else x
+
+
+def _unturn(x: torch.Tensor, turns: int, flip: bool, axes: tuple[int, int]) -> torch.Tensor:
+    """The inverse of :func:`_turn`."""
+    if turns % 4:
+        x = torch.rot90(x, -turns, axes)
+    return x.flip(axes[0]) if flip else x
 
 
 def forward_room(model: torch.nn.Module, x: torch.Tensor, pad_to: int = PAD_TO) -> torch.Tensor:
@@ -51,15 +84,38 @@ def forward_room(model: torch.nn.Module, x: torch.Tensor, pad_to: int = PAD_TO) 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_voxels: int = 256 * 256 * 128,
                    window: int | Sequence[int] = 128, overlap: int | Sequence[int] = 16,
-                   device: str | torch.device = "cpu", pad_to: int = PAD_TO) -> torch.Tensor:
+                   device: str | torch.device = "cpu", pad_to: int = PAD_TO, tta: str = "none") -> torch.Tensor:
     """Logits (K, X, Y, Z) float32 of an encoded room x (4, X, Y, Z).
 
     One pass when X*Y*Z <= max_voxels, otherwise a sliding window (see the module docstring) of
     ``window`` voxels with ``overlap`` voxels of context a side (each an int, or 3 ints for x, y, z);
     the room (or tile) is padded with free space to multiples of ``pad_to`` (:func:`forward_room`).
+    With ``tta`` other than ``none`` (:data:`TTA`): the log of the class probabilities averaged over the
+    transformed rooms' predictions, each turned back (a window of a turned room has the turned extents).
     """
+    transforms = tta_transforms(tta)
     model.eval()
     xt = torch.as_tensor(x, dtype=torch.float32)
+    if len(transforms) == 1 and transforms[0] == (0, False):
+        return _predict_once(model, xt, max_voxels, window, overlap, device, pad_to)
+    axes = (1, 2)  # x and y of (C, X, Y, Z)
+    total = None
+    for turns, flip in transforms:
+        turned = _turn(xt, turns, flip, axes).contiguous()
+        win, ovl = window, overlap
+        if turns % 2 and not isinstance(window, int):  # a quarter turn swaps the room's x and y extents
+            win = (window[1], window[0], window[2])
+        if turns % 2 and not isinstance(overlap, int):
+            ovl = (overlap[1], overlap[0], overlap[2])
+        logits = _predict_once(model, turned, max_voxels, win, ovl, device, pad_to)
+        probs = _unturn(logits, turns, flip, axes).softmax(0)
+        total = probs if total is None else total.add_(probs)
+    return (total / len(transforms)).clamp_min_(1e-30).log_().contiguous()
+
+
+def _predict_once(model: torch.nn.Module, xt: torch.Tensor, max_voxels: int, window: int | Sequence[int],
+                  overlap: int | Sequence[int], device: str | torch.device, pad_to: int) -> torch.Tensor:
+    """:func:`predict_logits` of one room as it is (one pass or the sliding window)."""
     shape = xt.shape[1:]
     if int(np.prod(shape)) <= max_voxels:
         return forward_room(model, xt[None].to(device), pad_to)[0].float().cpu()
@@ -89,7 +145,7 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
              window: int | Sequence[int] = 128, overlap: int | Sequence[int] = 16, device: str = "cpu",
              progress: bool = True, keep_predictions: bool = False, room_weights: str = "project",
              round_per_room: bool = False, input_encoding: str = "project", pad_to: int = PAD_TO,
-             samples: dict | None = None) -> dict:
+             samples: dict | None = None, tta: str = "none") -> dict:
     """Score ``model`` on whole rooms of a dataset.
 
     Protocol settings (benchmark/protocols/*.toml): ``room_weights`` names the room weight
@@ -100,12 +156,13 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     before the model (:func:`forward_room`; the official eval.py: 1, the room as stored, the network
     padding with zeros inside). ``max_voxels``, ``window``, ``overlap``: one pass or tiles (:func:`predict_logits`).
     ``samples``: a dict {uid: loaded room} to reuse between calls (validation during training): rooms not in it
-    are loaded and added.
+    are loaded and added. ``tta``: test-time augmentation (:data:`TTA`; recorded in the result's ``eval``).
 
     Returns a JSON-able dict: ``metrics`` (volume-weighted, the paper's protocol), ``pooled``,
     ``void_excluded`` (volume-weighted, class 0 left out), ``per_class_iou`` (pooled, by class
     name), ``confusion`` (pooled, K x K), ``rooms`` (per-room metrics and weights, the per-room
-    ``void_excluded`` metrics and ``counts`` I/P/L per class, for :mod:`panorooms3d.bench.stats`). With
+    ``void_excluded`` metrics and ``counts`` I/P/L per class, for :mod:`panorooms3d.bench.stats`), ``eval``
+    (the settings that change the predictions: ``tta`` and its number of ``passes``). With
     ``keep_predictions`` also ``predictions`` {uid: (X, Y, Z) uint8 class ids} (not JSON-able).
     """
     from panorooms3d.store.dataset import Dataset
@@ -115,6 +172,7 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     if not uids:
         raise ValueError(f"{dataset_dir}: no rooms in split {split!r} to evaluate")
     cs = get_class_set(class_set)
+    passes = len(tta_transforms(tta))
     per_room, no_void, weights, records, preds = [], [], [], [], {}
     model.to(device)
     for uid in tqdm(uids, desc="evaluate", unit="room", disable=not progress, dynamic_ncols=True):
@@ -124,7 +182,7 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
             if samples is not None:
                 samples[uid] = sample
         pred = predict_logits(model, sample.x, max_voxels=max_voxels, window=window, overlap=overlap, device=device,
-                              pad_to=pad_to).argmax(0).numpy()
+                              pad_to=pad_to, tta=tta).argmax(0).numpy()
         m = room_metrics(pred, sample.y, cs.num_classes)
         mv = room_metrics(pred, sample.y, cs.num_classes, exclude_void=True)
         if round_per_room:  # the official eval.py's per-room numbers
@@ -137,7 +195,8 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
         records.append(room_record(uid, m, mv, w))
         if keep_predictions:
             preds[uid] = pred.astype(np.uint8)
-    result = {"class_set": class_set, "split": split, **scores(per_room, no_void, weights, records, class_set)}
+    result = {"class_set": class_set, "split": split, "eval": {"tta": tta, "passes": passes},
+              **scores(per_room, no_void, weights, records, class_set)}
     if keep_predictions:
         result["predictions"] = preds
     return result

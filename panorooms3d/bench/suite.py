@@ -15,7 +15,10 @@ A suite file (``benchmark/*.toml``; see benchmark/README.md) has::
     [distill]    DistillConfig fields (iterations, tau, lr, val_every, val_split, projection, ...)
     [eval]       split, max_voxels, samples (rooms drawn in sample plots, 0 = none), panorama (also score each run
                  on the panorama pixels, the teacher's unit: ``panorama_metrics.json``, and the 3D ground
-                 truth seen from the panorama cameras once: ``<out>/panorama_oracle.json``)
+                 truth seen from the panorama cameras once: ``<out>/panorama_oracle.json``), tta (test-time
+                 augmentation, ``none``, ``flips`` or ``d4``: panorooms3d.bench.evaluate.TTA; a run evaluated
+                 with another is evaluated again, its former metrics kept as ``metrics.tta-<former>.json``),
+                 weights, round_per_room, input_encoding, pad_to (the protocol's: benchmark/protocols/)
 
     [[run]]
     name = "3dseg-t-dist"                # folder name, unique
@@ -62,7 +65,8 @@ from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
 SETTINGS = {"class_set", "seed", "seeds", "device", "workers", "jobs"}
-EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to", "panorama"}
+EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to", "panorama",
+             "tta"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
             "distill_iterations", "train", "distill_settings", "model_overrides", "paper", "description", "seeds",
             "labelled_fraction", "block_teacher"}
@@ -167,6 +171,7 @@ def load_suite(path: str | Path) -> Suite:
     _check_keys(path, "[teacher]", sections["teacher"], (_fields(TeacherConfig) - _RUNNER_FIELDS - SETTINGS) | {"init", "model_overrides", "teacher_input"})
     _check_keys(path, "[distill]", sections["distill"], _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
     _check_keys(path, "[eval]", sections["eval"], EVAL_KEYS)
+    _check_tta(path, sections["eval"])
     _check_training_settings(path, "[train]", sections["train"])
     _check_training_settings(path, "[teacher]", sections["teacher"])
     raw_runs = data.get("run", [])
@@ -251,6 +256,13 @@ def _check_training_settings(path: Path, where: str, section: dict, base: dict |
                            warmup if isinstance(warmup, int) else 0)
     except ValueError as exc:
         raise SuiteError(f"{path}: {where}: {exc}") from None
+
+
+def _check_tta(path: Path, section: dict) -> None:
+    from panorooms3d.bench.evaluate import TTA
+
+    if "tta" in section and section["tta"] not in TTA:
+        raise SuiteError(f"{path}: [eval] tta = {section['tta']!r}: choose one of {', '.join(map(repr, TTA))}")
 
 
 def _read_with_base(path: Path, chain: tuple[Path, ...]) -> dict:
@@ -465,6 +477,7 @@ def _run_one(suite: Suite, spec: RunSpec, seed: int, settings: dict, data: Path,
             cache = _teacher(suite, settings, data, out / "teacher", log, progress)
             _cache_unlabelled(suite, run, settings, data, out / "teacher", log, progress)
         checkpoint = _room_level(suite, run, rs, data, pre, cache, run_dir, log, progress)
+    _set_aside_stale_evaluation(suite, run, run_dir, log)
     _evaluate(suite, run, rs, data, checkpoint, run_dir, log, progress)
     if suite.eval.get("panorama"):
         _evaluate_panoramas(suite, run, rs, data, checkpoint, run_dir, log, progress)
@@ -761,7 +774,8 @@ def _score_split(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpo
     result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
                       max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
                       progress=progress, input_encoding=ev.get("input_encoding", "project"),
-                      **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}), **options)
+                      **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}), tta=ev.get("tta", "none"),
+                      **options)
     return model, result
 
 
@@ -777,6 +791,36 @@ def _write_panorama_metrics(suite: Suite, run: RunSpec, settings: dict, data: Pa
                                                              "checkpoint": str(checkpoint)})
     with atomic_path(marker) as tmp:
         write_metrics(pano, tmp)
+
+
+#: What a run's evaluation writes from its predictions: set aside (the metrics) or removed (the plots) when the
+#: suite's test-time augmentation changes, then written again.
+EVALUATION_METRICS = ("metrics.json", "panorama_metrics.json")
+EVALUATION_PLOTS = ("per_class_iou.png", "confusion.png", "samples*.png")
+
+
+def _set_aside_stale_evaluation(suite: Suite, run: RunSpec, run_dir: Path, log: SuiteLog) -> None:
+    """A run evaluated with another ``[eval] tta`` than the suite's is evaluated again.
+
+    Its former metrics are kept beside, as ``metrics.tta-<former>.json`` (a file written before the setting
+    existed: ``tta-none``); its plots are removed and drawn again.
+    """
+    marker = run_dir / "metrics.json"
+    if not marker.is_file():
+        return
+    former = (json.loads(marker.read_text()).get("eval") or {}).get("tta", "none")
+    wanted = suite.eval.get("tta", "none")
+    if former == wanted:
+        return
+    for name in EVALUATION_METRICS:
+        path = run_dir / name
+        if path.is_file():
+            path.replace(run_dir / f"{path.stem}.tta-{former}.json")
+    for pattern in EVALUATION_PLOTS:
+        for path in run_dir.glob(pattern):
+            path.unlink()
+    log.record(run.name, "evaluate", "stale", reason=f"evaluated with tta {former!r}, the suite says {wanted!r}: "
+               f"evaluated again, the former metrics kept as metrics.tta-{former}.json")
 
 
 def _evaluate(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path, run_dir: Path,
@@ -865,7 +909,8 @@ def _plots(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: P
         rooms = [r["uid"] for r in metrics["rooms"]][: int(suite.eval.get("samples", 1))]
         for i, uid in enumerate(rooms):
             sample = load_room(ds, uid, settings["class_set"])
-            pred = predict_logits(model, sample.x, max_voxels=suite.eval.get("max_voxels", 256 * 256 * 128))
+            pred = predict_logits(model, sample.x, max_voxels=suite.eval.get("max_voxels", 256 * 256 * 128),
+                                  tta=suite.eval.get("tta", "none"))
             name = "samples.png" if i == 0 else f"samples_{i}.png"
             report.plot_sample(sample, np.asarray(pred.argmax(0).numpy()), run_dir / name, settings["class_set"],
                                f"{run.label}: {uid}")
@@ -906,6 +951,12 @@ def write_tables(suite: Suite | str | Path, out: str | Path) -> SuiteResult:
     split = suite.eval.get("split", "test")
     note = (f"{suite.description}\n\nDataset: the one given to `benchmark run`; split `{split}`. Metrics in percent "
             "(mmsegmentation definitions, 30 classes with void). Runs without results are shown as –.")
+    tta = suite.eval.get("tta", "none")
+    if tta != "none":
+        from panorooms3d.bench.evaluate import TTA
+
+        note += (f" Each room is predicted {len(TTA[tta])} times, mirrored and turned (test-time augmentation "
+                 f"`{tta}`), and the class probabilities averaged; the official eval.py predicts once.")
     md = report.markdown_table(rows, title=f"{suite.name}: results", note=note.strip(), reference=suite.reference,
                                claims=claims)
     teacher_metrics = out / "teacher" / "metrics.json"
