@@ -296,6 +296,9 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
     bad.write_text('[train]\nema_ramp = 0\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
     with pytest.raises(SuiteError, match=r"bad\.toml: \[train\]: ema_ramp = 0: .*must be a number >= 1"):
         load_suite(bad)
+    bad.write_text('[train]\nadam_beta2 = 1.0\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
+    with pytest.raises(SuiteError, match=r"bad\.toml: \[train\]: adam_beta2 = 1\.0: .*a number in \(0, 1\)"):
+        load_suite(bad)
     bad.write_text('[[run]]\nname="a"\nmodel="3dseg-t"\ntrain = {cooldown = 1.5}\n')
     with pytest.raises(SuiteError, match=r"bad\.toml: \[\[run\]\] #1 train: cooldown = 1\.5: .*in \[0, 1\)"):
         load_suite(bad)
@@ -689,6 +692,15 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert track_t not in {pretrain_folder(cool, r, ts, tmp_path) for r in cool.runs[1:]}
     zero = dataclasses.replace(steps1800, train={**current.train, "cooldown": 0.0})
     assert pretrain_folder(zero, steps1800.runs[0], ts, tmp_path) == track_t
+    # cpu-track-beta2's 0.999 row is the track's 3DSeg-T at 2,300 steps (the same keys, with or without the setting
+    # written out); its other row differs by Adam's beta2 alone
+    beta2 = load_suite("cpu-track-beta2")
+    track_2300 = pretrain_folder(current, current.runs[0], ts, tmp_path)
+    assert beta2.train == current.train and [r.train.get("adam_beta2") for r in beta2.runs] == [None, 0.95]
+    assert pretrain_folder(beta2, beta2.runs[0], ts, tmp_path) == track_2300
+    assert pretrain_folder(beta2, beta2.runs[1], ts, tmp_path) != track_2300
+    explicit = dataclasses.replace(beta2.runs[0], train={**beta2.runs[0].train, "adam_beta2": 0.999})
+    assert pretrain_folder(beta2, explicit, ts, tmp_path) == track_2300
     # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]

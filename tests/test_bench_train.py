@@ -521,15 +521,18 @@ def test_train_command_takes_every_block_training_setting(dataset: Path, tmp_pat
                                   "--warmup", "1", "--schedule", "cosine", "--sampling", "surface", "--no-augment",
                                   "--class-weights", "sqrt-inverse", "--dice-weight", "0.5", "--decoder-lr-mult", "10",
                                   "--ema", "0.99", "--ema-ramp", "2", "--cpu-amp", "off", "--threads", "1",
-                                  "--cooldown", "0.5"])
+                                  "--cooldown", "0.5", "--adam-beta2", "0.95"])
     assert ok.exit_code == 0, ok.output
     cfg = json.loads((out / "config.json").read_text())
     assert {k: cfg[k] for k in ("block", "warmup", "schedule", "sampling", "augment", "class_weights", "dice_weight",
                                 "decoder_lr_mult", "ema", "ema_ramp", "cpu_amp", "threads", "block_teacher",
-                                "cooldown")} == {
+                                "cooldown", "adam_beta2")} == {
         "block": [16, 16, 8], "warmup": 1, "schedule": "cosine", "sampling": "surface", "augment": False,
         "class_weights": "sqrt-inverse", "dice_weight": 0.5, "decoder_lr_mult": 10.0, "ema": 0.99, "ema_ramp": 2.0,
-        "cpu_amp": "off", "threads": 1, "block_teacher": None, "cooldown": 0.5}
+        "cpu_amp": "off", "threads": 1, "block_teacher": None, "cooldown": 0.5, "adam_beta2": 0.95}
+    # the optimiser the run stepped with has it (its state in the checkpoint)
+    state = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["optimizer"]
+    assert {tuple(g["betas"]) for g in state["param_groups"]} == {(0.9, 0.95)}
 
     taught = tmp_path / "taught"
     r = CliRunner().invoke(cli, [*base, "--out", str(taught), "--block", "16", "--block-teacher", str(out / "model.pt"),

@@ -184,6 +184,8 @@ def _suite_device(suite: Path) -> None:
 @click.option("--block", type=BLOCK_SHAPE, default="128", show_default=True,
               help="Block edge in voxels (paper: 128), or three edges X x Y x Z such as 64x64x32.")
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate (paper: 1e-3).")
+@click.option("--adam-beta2", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.999,
+              show_default=True, help="Adam's second-moment decay (torch's default and the official code's: 0.999).")
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)), default="constant", show_default=True,
               help="Learning rate after the warm-up: constant (paper), poly (power 0.9) or cosine (to 1%).")
 @click.option("--warmup", type=click.IntRange(0), default=0, show_default=True,
@@ -233,7 +235,7 @@ def _suite_device(suite: Path) -> None:
               help="Resume from <out>/checkpoints/last.pt when present.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark train")
-def train_command(data, blocks, model, out, iterations, batch_size, block, lr, schedule, warmup, cooldown, sampling, no_augment,
+def train_command(data, blocks, model, out, iterations, batch_size, block, lr, adam_beta2, schedule, warmup, cooldown, sampling, no_augment,
                   class_weights, dice_weight, decoder_lr_mult, ema, ema_ramp, cpu_amp, threads, block_teacher, block_teacher_weight,
                   block_teacher_tau, seed, workers, device, no_skip, init, checkpoint_every, val_every, room_patterns,
                   resume, force) -> None:
@@ -264,7 +266,8 @@ def train_command(data, blocks, model, out, iterations, batch_size, block, lr, s
     if not resume and (out / CHECKPOINT).exists():
         raise click.ClickException(f"{out / CHECKPOINT} exists; pass --resume or choose another --out")
     cfg = TrainConfig(data=str(data) if data is not None else None, blocks=blocks, model=model, out=str(out),
-                      iterations=iterations, batch_size=batch_size, block=block, lr=lr, schedule=schedule,
+                      iterations=iterations, batch_size=batch_size, block=block, lr=lr, adam_beta2=adam_beta2,
+                      schedule=schedule,
                       warmup=warmup, cooldown=cooldown, sampling=sampling, augment=not no_augment, class_weights=class_weights,
                       dice_weight=dice_weight,
                       decoder_lr_mult=decoder_lr_mult, ema=ema, ema_ramp=ema_ramp, cpu_amp=cpu_amp, threads=threads,

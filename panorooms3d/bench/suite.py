@@ -242,7 +242,7 @@ def _check_training_settings(path: Path, where: str, section: dict, base: dict |
     naming the file and the table (not hours in, when the training that uses it starts). A cooldown is checked
     with the iterations and warm-up the training will have: the section's own, else those of ``base`` (a run's
     ``train`` over the suite's ``[train]``)."""
-    from panorooms3d.bench.train import check_cooldown, check_ema, check_ema_ramp
+    from panorooms3d.bench.train import check_adam_beta2, check_cooldown, check_ema, check_ema_ramp
 
     merged = {**(base or {}), **section}
     try:
@@ -250,6 +250,8 @@ def _check_training_settings(path: Path, where: str, section: dict, base: dict |
             check_ema(section["ema"])
         if "ema_ramp" in section:
             check_ema_ramp(section["ema_ramp"])
+        if "adam_beta2" in section:
+            check_adam_beta2(section["adam_beta2"])
         if "cooldown" in merged:
             iterations, warmup = merged.get("iterations"), merged.get("warmup", 0)
             check_cooldown(merged["cooldown"], iterations if isinstance(iterations, int) else None,
@@ -583,7 +585,7 @@ def _check_room_patterns(suite: Suite, runs: list[RunSpec], settings: dict, data
 #: (its ``pretrain/<model>-<hash>`` folder) as it was, so a recorded suite resumes instead of retraining.
 _KEY_NEUTRAL = {"input_encoding": "project", "cpu_amp": "off", "ema": 0.0, "ema_ramp": 10.0, "augment": True,
                 "block_teacher_weight": 1.0, "block_teacher_tau": 1.0, "dice_weight": 0.0,
-                "cooldown": 0.0}
+                "cooldown": 0.0, "adam_beta2": 0.999}
 
 
 def run_seeds(run: RunSpec, settings: dict) -> list[int]:

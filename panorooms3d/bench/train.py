@@ -82,6 +82,8 @@ class TrainConfig:
         block: block edge in voxels (paper: 128), or [bx, by, bz].
         lr: Adam learning rate (paper: 1e-3).
         weight_decay: Adam weight decay.
+        adam_beta2: Adam's second-moment decay (torch's default and the official code's: 0.999; lower forgets
+            the gradients' scale sooner).
         schedule: ``constant`` (paper), ``poly`` (power 0.9) or ``cosine`` (to 1% of lr); after the warm-up.
         warmup: iterations of linear learning-rate warm-up from 1% (0 = none, the paper).
         cooldown: share of the iterations, at the end, over which the rate falls linearly to 0 on top of
@@ -151,6 +153,7 @@ class TrainConfig:
     block: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999
     schedule: str = "constant"
     warmup: int = 0
     cooldown: float = 0.0
@@ -332,6 +335,13 @@ def check_cooldown(cooldown: float, iterations: int | None = None, warmup: int =
     if iterations is not None and cooldown > 0 and iterations - round(cooldown * iterations) < warmup:
         raise ValueError(f"cooldown = {cooldown!r} of {iterations} iterations starts inside the {warmup}-step "
                          "warm-up; shorten one of them")
+
+
+def check_adam_beta2(beta2: float) -> None:
+    """``adam_beta2`` is a number in (0, 1)."""
+    if isinstance(beta2, bool) or not isinstance(beta2, (int, float)) or not 0 < beta2 < 1:
+        raise ValueError(f"adam_beta2 = {beta2!r}: Adam's second-moment decay must be a number in (0, 1) "
+                         "(0.999: torch's default and the official code's)")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig):
@@ -665,6 +675,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     check_ema(config.ema)
     check_ema_ramp(config.ema_ramp)
     check_cooldown(config.cooldown, config.iterations, config.warmup)
+    check_adam_beta2(config.adam_beta2)
     if not (isinstance(config.dice_weight, int | float) and math.isfinite(config.dice_weight)
             and config.dice_weight >= 0):
         raise ValueError(f"dice_weight = {config.dice_weight!r}: the weight of the Dice term must be a number >= 0 "
@@ -691,7 +702,7 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
     if config.init:
         load_weights(Path(config.init), model)
     optimizer = torch.optim.Adam(param_groups(model, config.lr, config.decoder_lr_mult), lr=config.lr,
-                                 weight_decay=config.weight_decay)
+                                 weight_decay=config.weight_decay, betas=(0.9, config.adam_beta2))
     scheduler = make_scheduler(optimizer, config)
 
     ckpt_path = out / CHECKPOINT
