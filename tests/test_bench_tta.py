@@ -49,5 +49,8 @@ def test_the_probabilities_of_the_turned_rooms_are_averaged() -> None:
 
 
 def test_an_unknown_name_is_a_clear_error() -> None:
+    from panorooms3d.bench.commands import TTA_NAMES
+
+    assert TTA_NAMES == tuple(TTA), "benchmark eval --tta offers the names evaluate knows"
     with pytest.raises(ValueError, match="unknown test-time augmentation 'spin': choose one of none, flips, d4"):
         predict_logits(Ramp(), torch.zeros(4, 2, 2, 2), tta="spin")

@@ -134,6 +134,7 @@ SCHEDULES = ("constant", "poly", "cosine")
 SAMPLINGS = ("uniform", "surface")
 CLASS_WEIGHTS = ("none", "sqrt-inverse", "inverse")
 CPU_AMP = ("off", "on", "auto")
+TTA_NAMES = ("none", "flips", "d4")  # bench.evaluate.TTA's names (a test keeps them equal)
 
 
 def _print_metrics(result: dict) -> None:
@@ -405,7 +406,7 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the metrics JSON here.")
 @click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--tta", type=click.Choice(["none", "flips", "d4"]), default="none", show_default=True,
+@click.option("--tta", type=click.Choice(list(TTA_NAMES)), default="none", show_default=True,
               help="Test-time augmentation: average the class probabilities over the room mirrored in x and y "
                    "(flips, 4 passes) or also turned a quarter about z (d4, 8 passes; the CPU track's). "
                    "none: one pass, as the official eval.py.")
