@@ -96,7 +96,7 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_
     transforms = tta_transforms(tta)
     model.eval()
     xt = torch.as_tensor(x, dtype=torch.float32)
-    if len(transforms) == 1 and transforms[0] == (0, False):
+    if transforms == TTA["none"]:
         return _predict_once(model, xt, max_voxels, window, overlap, device, pad_to)
     axes = (1, 2)  # x and y of (C, X, Y, Z)
     total = None

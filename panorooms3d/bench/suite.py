@@ -41,7 +41,8 @@ finetuning (``<out>/runs/<name>/distill/``) -> evaluation on the eval split
 (``<out>/runs/<name>/metrics.json``; with several seeds ``<out>/runs/<name>/seed<k>/...``) -> plots (``per_class_iou.png``, ``confusion.png``,
 ``samples.png``). Every finished step leaves its file and is skipped when run again; an
 interrupted training resumes from its checkpoint. Each step is logged to
-``<out>/suite_log.jsonl`` (``done`` with seconds, or ``skipped``). Finally the tables:
+``<out>/suite_log.jsonl`` (``done`` with seconds, or ``skipped``; ``stale`` for an evaluation made with another
+``[eval] tta``, before it runs again). Finally the tables:
 ``<out>/table.md``, ``<out>/table.csv`` and ``<out>/paper.csv``.
 """
 
@@ -330,7 +331,7 @@ def _hash(obj) -> str:
 
 
 class SuiteLog:
-    """Append-only JSON-lines log of the suite's steps (``done`` with seconds, or ``skipped``)."""
+    """Append-only JSON-lines log of the suite's steps (``done`` with seconds, ``skipped``, or ``stale``)."""
 
     def __init__(self, path: Path, progress: bool) -> None:
         self.path = Path(path)
