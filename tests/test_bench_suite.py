@@ -326,7 +326,14 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert [r.name for r in s.runs] == ["mine"]  # runs are not inherited
     # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
-    current = load_suite("cpu-track")
+    track_now = load_suite("cpu-track")
+    # since 2026-12-07 (its second recording that day) each 3D Segmenter row trains with Adam beta2 0.95, set in the
+    # row; the baselines keep the default. Every suite below was recorded before, with 0.999: `current` is the track
+    # as it was then
+    assert {r.name: r.train.get("adam_beta2") for r in track_now.runs} == {
+        r.name: 0.95 if r.model.startswith("3dseg-") else None for r in track_now.runs}
+    current = dataclasses.replace(track_now, runs=[
+        dataclasses.replace(r, train={k: v for k, v in r.train.items() if k != "adam_beta2"}) for r in track_now.runs])
     # since 2026-12-07 each 3D Segmenter row trains 2,300 block steps (its own iterations; 2,000 the night before, 1,800 that
     # evening), the baselines [train]'s 1,400; every suite below was recorded when every row had [train]'s, or the
     # evening's 1,800, and sets its own runs
@@ -701,6 +708,15 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert pretrain_folder(beta2, beta2.runs[1], ts, tmp_path) != track_2300
     explicit = dataclasses.replace(beta2.runs[0], train={**beta2.runs[0].train, "adam_beta2": 0.999})
     assert pretrain_folder(beta2, explicit, ts, tmp_path) == track_2300
+    # and its 0.95 row is the track's 3DSeg-T since (the same keys, seed by seed: its seeds 0-2 were copied in); the
+    # baselines' trainings are the track's of before
+    for seed in (0, 1, 2):
+        ts = {**current.settings, "seed": seed}
+        assert pretrain_folder(beta2, beta2.runs[1], ts, tmp_path) == pretrain_folder(track_now, track_now.runs[0], ts,
+                                                                                      tmp_path)
+    for before, now in zip(current.runs, track_now.runs):
+        if not now.model.startswith("3dseg-"):
+            assert pretrain_folder(current, before, ts, tmp_path) == pretrain_folder(track_now, now, ts, tmp_path)
     # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]
