@@ -717,6 +717,21 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     for before, now in zip(current.runs, track_now.runs):
         if not now.model.startswith("3dseg-"):
             assert pretrain_folder(current, before, ts, tmp_path) == pretrain_folder(track_now, now, ts, tmp_path)
+    # cpu-track-seeds-beta2: the track's rows of today with 6 seeds; seeds 0-2 are the track's trainings, 3DSeg-T's
+    # seeds 3-5 cpu-track-beta2's 0.95 row
+    sb = load_suite("cpu-track-seeds-beta2")
+    assert (sb.train, sb.teacher, sb.distill, sb.eval) == (track_now.train, track_now.teacher, track_now.distill,
+                                                          track_now.eval)
+    now_runs = {r.name: r for r in track_now.runs}
+    for run in sb.runs:
+        assert dataclasses.replace(run, seeds=[0, 1, 2], paper=now_runs[run.name].paper) == now_runs[run.name]
+        for seed in run.seeds:
+            tsb = {**current.settings, "seed": seed}
+            mine = pretrain_folder(sb, run, tsb, tmp_path)
+            if seed < 3:
+                assert mine == pretrain_folder(track_now, now_runs[run.name], tsb, tmp_path)
+            if "labelled_fraction" not in run.train:
+                assert mine == pretrain_folder(beta2, beta2.runs[1], tsb, tmp_path)
     # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]
