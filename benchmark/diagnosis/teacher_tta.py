@@ -53,7 +53,6 @@ def main() -> None:
     ap.add_argument("--boot", type=int, default=10000)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    torch.manual_seed(0)
     height, width = _teacher_size(args.checkpoint, None, None)
     teacher = load_teacher(args.checkpoint).eval()
     rooms, result = {}, {"checkpoint": str(args.checkpoint), "split": args.split, "size": [height, width], "passes": {}}
