@@ -126,6 +126,33 @@ def test_pseudo_label_terms_are_the_loss_on_the_projection(setup: dict) -> None:
     assert abs(float(want_w) - float(want)) > 1e-3, "the weights must matter on this room"
 
 
+def test_standardised_kd_is_the_kd_of_z_scored_logits(setup: dict) -> None:
+    """``soft-standardised``: the paper's KD term on the projected student's and the teacher's logits, each pixel
+    z-scored over the classes; the teacher scaled and shifted gives the same term."""
+    from panorooms3d.bench.distill import project_logits
+    from panorooms3d.bench.evaluate import forward_room
+    from panorooms3d.bench.train import build, load_weights
+    from panorooms3d.nn.losses import distillation_loss
+
+    model = build(TrainConfig(data=str(setup["data"]), model="3dseg-t"))
+    load_weights(setup["student"], model)
+    model.eval()
+    sample = load_room(Dataset(setup["data"]), "box0/Room-0")
+    teacher = torch.from_numpy(np.load(teacher_cache_path(setup["cache"], "box0/Room-0")).astype(np.float32))
+    with torch.no_grad():
+        res = project_logits(sample, forward_room(model, torch.as_tensor(sample.x)[None])[0].float(), *teacher.shape[1:])
+        s, t = res.values.double(), teacher.double()
+        zs = (s - s.mean(0)) / s.var(0, unbiased=False).add(1e-6).sqrt()
+        zt = (t - t.mean(0)) / t.var(0, unbiased=False).add(1e-6).sqrt()
+        want = distillation_loss(zs, zt, res.hit, tau=2.0)
+        got = [float(room_losses(model, sample, x, kd_loss="soft-standardised", tau=2.0)["kd"])
+               for x in (teacher, 3 * teacher - 1)]
+        raw = float(room_losses(model, sample, teacher, kd_loss="soft", tau=2.0)["kd"])
+    assert got[0] == pytest.approx(float(want), rel=1e-4)
+    assert got[1] == pytest.approx(got[0], rel=1e-4)
+    assert abs(raw - got[0]) > 1e-3, "standardising must change the term on this room"
+
+
 def test_distillation_lowers_kd_and_resumes(setup: dict) -> None:
     base = dict(iterations=6, tau=20.0, lr=1e-3, val_every=3, checkpoint_every=1, device="cpu",
                 split="train")

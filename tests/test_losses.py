@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from panorooms3d.nn.losses import distillation_loss, distillation_objective, pseudo_label_loss, voxel_cross_entropy
+from panorooms3d.nn.losses import (
+    distillation_loss,
+    distillation_objective,
+    pseudo_label_loss,
+    standardise_logits,
+    voxel_cross_entropy,
+)
 
 
 def _kl_by_hand(zs, zt, tau):
@@ -223,3 +229,31 @@ def test_soft_dice_loss_by_hand() -> None:
     assert z.grad is not None and bool(z.grad.abs().sum() > 0)
     with pytest.raises(ValueError, match=r"logits must be \[B, K, ...\]"):
         soft_dice_loss(torch.zeros(1, 5, 3, 4), y[:1])
+
+
+def test_standardised_logits_by_hand_and_kd_ignores_the_students_scale() -> None:
+    # (1, 2, 3): mean 2, population variance 2/3 -> (-1, 0, 1) / sqrt(2/3)
+    z = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).reshape(3, 1, 1)
+    want = np.array([-1.0, 0.0, 1.0]) / math.sqrt(2 / 3)
+    assert np.allclose(standardise_logits(z, eps=0.0).flatten().numpy(), want, atol=1e-12)
+    # per pixel, over the class axis (third from the end), with a batch axis too
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    got = standardise_logits(s, eps=0.0)
+    assert torch.allclose(got.mean(1), torch.zeros(2, 3, 4, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(got.pow(2).mean(1), torch.ones(2, 3, 4, dtype=torch.float64), atol=1e-12)
+    # the KD on standardised logits: a student 4x as spread and shifted gives the same term, the raw KD does not
+    t = torch.randn(2, 5, 3, 4, generator=g, dtype=torch.float64)
+    mask = torch.rand(2, 3, 4, generator=g) > 0.3
+    kd = [distillation_loss(standardise_logits(x), standardise_logits(t), mask, tau=2.0) for x in (s, 4 * s + 7)]
+    assert float(kd[0]) == pytest.approx(float(kd[1]), rel=1e-5)  # equal but for eps
+    raw = [distillation_loss(x, t, mask, tau=2.0) for x in (s, 4 * s + 7)]
+    assert abs(float(raw[0]) - float(raw[1])) > 1e-2
+    # a pixel whose classes all have one logit becomes zeros, and its gradient stays finite
+    flat = torch.full((5, 1, 1), 0.3, dtype=torch.float64, requires_grad=True)
+    out = standardise_logits(flat)
+    assert torch.equal(out.detach(), torch.zeros_like(out))
+    distillation_loss(out, standardise_logits(t[0, :, :1, :1]), None, tau=2.0).backward()
+    assert torch.isfinite(flat.grad).all()
+    with pytest.raises(ValueError, match="logits must be"):
+        standardise_logits(torch.zeros(5))

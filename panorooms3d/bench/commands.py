@@ -348,8 +348,11 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--protocol", type=click.Choice(["project", "official"]), default="project", show_default=True,
               help="benchmark/protocols/<name>.toml as defaults (official: the official code's KD normalisation, "
                    "six-face projection, MultiStepLR schedule, encoding); options given here win.")
-@click.option("--kd-loss", type=click.Choice(["soft", "hard", "hard-unweighted"]), default="soft", show_default=True,
-              help="The teacher's term: soft = the paper's KD at --tau; hard = beyond the paper, the teacher's argmax as "
+@click.option("--kd-loss", type=click.Choice(["soft", "soft-standardised", "hard", "hard-unweighted"]), default="soft",
+              show_default=True,
+              help="The teacher's term: soft = the paper's KD at --tau; soft-standardised = beyond the paper, the same on "
+                   "each pixel's logits z-scored over the classes (teacher and student), so that only their ranking and "
+                   "spacing of the classes count, not their scale; hard = beyond the paper, the teacher's argmax as "
                    "pseudo-labels of the projected student (weighted like the CE term, hit pixels only); "
                    "hard-unweighted = the same with every class weighing 1.")
 @click.option("--pseudo-threshold", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,

@@ -30,7 +30,8 @@ teacher prediction and applies CE only on the labelled ones (KD only on the othe
 finetune-only control visits the labelled rooms alone. The labelled rooms get the teacher's term too
 (``kd_rooms = "all"``, the paper's recipe on every room), or not (``kd_rooms = "unlabelled"``: CE alone there).
 
-``kd_loss`` chooses the teacher's term (:data:`KD_LOSSES`): ``soft``, the KD term above, or ``hard``
+``kd_loss`` chooses the teacher's term (:data:`KD_LOSSES`): ``soft``, the KD term above,
+``soft-standardised`` (beyond the paper), the same on each pixel's logits z-scored over the classes, or ``hard``
 (beyond the paper), the teacher's argmax as pseudo-labels of the projected student
 (:func:`panorooms3d.nn.losses.pseudo_label_loss`, weighted like CE, hit pixels whose teacher
 probability reaches ``pseudo_threshold``), or ``hard-unweighted``, the same with every class weighing 1.
@@ -75,7 +76,7 @@ from panorooms3d.bench.train import (
     resume,
     save_checkpoint,
 )
-from panorooms3d.nn.losses import distillation_loss, pseudo_label_loss, voxel_cross_entropy
+from panorooms3d.nn.losses import distillation_loss, pseudo_label_loss, standardise_logits, voxel_cross_entropy
 from panorooms3d.run.atomic import write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
@@ -99,6 +100,13 @@ def _soft_kd(values, teacher, result, mask, *, tau, normalisation, class_weight,
     return distillation_loss(values, teacher, mask, tau=tau, normalisation=normalisation)
 
 
+def _standardised_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold, classes):
+    """Beyond the paper: the KD term above on each pixel's logits z-scored over the classes
+    (:func:`panorooms3d.nn.losses.standardise_logits`), the teacher's and the student's alike."""
+    return distillation_loss(standardise_logits(values), standardise_logits(teacher), mask, tau=tau,
+                             normalisation=normalisation)
+
+
 def _hard_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold, classes):
     """Pseudo-labels: class-weighted CE against the teacher's argmax, on hit pixels (of ``mask``) it is sure of."""
     counted = result.hit if mask is None else mask & result.hit
@@ -112,12 +120,15 @@ def _hard_unweighted_kd(values, teacher, result, mask, *, tau, normalisation, cl
 
 
 #: What the teacher's term is (``kd_loss``): ``soft`` = the paper's KL at temperature tau (``kd_normalisation``
-#: and ``kd_mask`` apply); ``hard`` = beyond the paper, the teacher's argmax as labels of the projected student
+#: and ``kd_mask`` apply); ``soft-standardised`` = beyond the paper, the same on logits z-scored over the classes
+#: at each pixel, the teacher's and the student's (neither's scale counts, only how it ranks and spaces the
+#: classes; tau then acts on unit-variance logits: Sun et al. 2024 use about 2); ``hard`` = beyond the paper, the teacher's argmax as labels of the projected student
 #: (:func:`panorooms3d.nn.losses.pseudo_label_loss`: weighted like the CE term, only pixels whose ray hit a
 #: surface, whose teacher probability reaches ``pseudo_threshold`` and whose teacher class is one of
 #: ``pseudo_classes``; tau and the normalisation do not apply);
 #: ``hard-unweighted`` = the same without class weights.
-KD_LOSSES = {"soft": _soft_kd, "hard": _hard_kd, "hard-unweighted": _hard_unweighted_kd}
+KD_LOSSES = {"soft": _soft_kd, "soft-standardised": _standardised_kd, "hard": _hard_kd,
+             "hard-unweighted": _hard_unweighted_kd}
 #: Which rooms get the teacher's term (``kd_rooms``), by whether the room has 3D labels: ``all`` (the paper's
 #: recipe, and the project's default) or ``unlabelled`` (the teacher only where no 3D labels exist, CE alone elsewhere).
 KD_ROOMS = {"all": lambda labelled: True, "unlabelled": lambda labelled: not labelled}
@@ -154,7 +165,7 @@ class DistillConfig:
         kd_normalisation: ``project`` (mean over counted pixels) or ``official`` (sum / (K H W)), see
             :func:`panorooms3d.nn.losses.distillation_loss`.
         kd_mask: ``hit`` or ``none`` (:data:`KD_MASKS`).
-        kd_loss: ``soft`` (the paper's KD), ``hard`` (the teacher's argmax as pseudo-labels, weighted like CE) or
+        kd_loss: ``soft`` (the paper's KD), ``soft-standardised`` (the same on logits z-scored over the classes), ``hard`` (the teacher's argmax as pseudo-labels, weighted like CE) or
             ``hard-unweighted`` (the same, every class weighing 1); :data:`KD_LOSSES`.
         pseudo_threshold: with a ``hard`` kd_loss, the smallest teacher probability of its argmax that counts.
         kd_rooms: ``all`` or ``unlabelled``: the rooms that get the teacher's term (:data:`KD_ROOMS`).

@@ -9,6 +9,8 @@
   over all pixels and divided by the number of map elements ``B*K*H*W`` (``"official"``).
 - :func:`pseudo_label_loss`: beyond the paper, the teacher's argmax as hard labels of the projected
   student prediction (cross-entropy over the counted pixels whose teacher confidence reaches a threshold).
+- :func:`standardise_logits`: beyond the paper, each pixel's logits z-scored over the classes (the KD of
+  ``kd_loss = "soft-standardised"``: teacher and student compared without their logits' scales).
 - :func:`distillation_objective`: their sum, with the parts.
 - :func:`soft_dice_loss`: beyond the paper, one minus the mean soft Dice coefficient of the classes present in
   the target (block training's ``dice_weight``).
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["distillation_loss", "pseudo_label_loss", "voxel_cross_entropy", "distillation_objective",
-           "soft_dice_loss", "KD_NORMALISATIONS"]
+           "soft_dice_loss", "standardise_logits", "KD_NORMALISATIONS"]
 
 #: The paper's distillation temperature.
 DEFAULT_TAU = 20.0
@@ -79,6 +81,28 @@ def distillation_loss(
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # [P]
     denominator = KD_NORMALISATIONS[normalisation](b, k, h, w, kl.shape[0])
     return (tau * tau) * kl.sum() / denominator
+
+
+def standardise_logits(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each pixel's logits z-scored over the classes: ``(z - mean_k z) / sqrt(var_k z + eps)``.
+
+    Beyond the paper: logit standardisation before KD (Sun et al., "Logit Standardization in Knowledge
+    Distillation", CVPR 2024), so that a student whose logits spread wider or narrower than the teacher's is
+    pulled toward the teacher's ranking of the classes, not toward its scale. The variance is the population
+    variance over the K classes; ``eps`` keeps the gradient finite where every class has the same logit (such a
+    pixel becomes all zeros).
+
+    Args:
+        logits: [K, H, W] or [B, K, H, W] (the class axis third from the end).
+        eps: added to the variance.
+
+    Returns:
+        The same shape and dtype: mean 0 and variance ``var / (var + eps)`` over the classes at each pixel.
+    """
+    if logits.dim() not in (3, 4):
+        raise ValueError(f"logits must be [K, H, W] or [B, K, H, W], got {tuple(logits.shape)}")
+    centred = logits - logits.mean(dim=-3, keepdim=True)
+    return centred / torch.sqrt(centred.pow(2).mean(dim=-3, keepdim=True) + eps)
 
 
 def _masked_pixels(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None):
