@@ -732,6 +732,19 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
                 assert mine == pretrain_folder(track_now, now_runs[run.name], tsb, tmp_path)
             if "labelled_fraction" not in run.train:
                 assert mine == pretrain_folder(beta2, beta2.runs[1], tsb, tmp_path)
+    # cpu-track-kd-std: the track's finetune-only rows (the same keys, seed by seed) against Dist on standardised
+    # logits, which differs from the track's Dist in its distill_settings alone
+    kstd = load_suite("cpu-track-kd-std")
+    assert (kstd.train, kstd.teacher, kstd.distill, kstd.eval) == (track_now.train, track_now.teacher,
+                                                                  track_now.distill, track_now.eval)
+    std_settings = {"kd_loss": "soft-standardised", "tau": 2.0, "kd_weight": 30.0}
+    for run in kstd.runs:
+        twin = now_runs[run.name.replace("-std", "")]
+        assert run.distill_settings == (std_settings if run.distill else {})
+        assert dataclasses.replace(run, name=twin.name, label=twin.label, distill_settings={}, paper=twin.paper) == twin
+        for seed in run.seeds:
+            tsb = {**current.settings, "seed": seed}
+            assert pretrain_folder(kstd, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
     # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]
