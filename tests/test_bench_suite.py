@@ -740,8 +740,9 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     std_settings = {"kd_loss": "soft-standardised", "tau": 2.0, "kd_weight": 30.0}
     for run in kstd.runs:
         twin = now_runs[run.name.replace("-std", "")]
-        assert run.distill_settings == (std_settings if run.distill else {})
-        assert dataclasses.replace(run, name=twin.name, label=twin.label, distill_settings={}, paper=twin.paper) == twin
+        assert run.distill_settings == {**twin.distill_settings, **(std_settings if run.distill else {})}
+        assert dataclasses.replace(run, name=twin.name, label=twin.label, distill_settings=twin.distill_settings,
+                                   paper=twin.paper) == twin
         for seed in run.seeds:
             tsb = {**current.settings, "seed": seed}
             assert pretrain_folder(kstd, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
