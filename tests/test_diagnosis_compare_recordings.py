@@ -54,3 +54,21 @@ def test_recordings_of_other_rooms_or_no_common_run_are_refused(tmp_path: Path) 
         script.main([str(a), str(b)])
     with pytest.raises(SystemExit, match="no run is recorded in both"):
         script.main([str(a / "nothing"), str(b)])
+
+
+def test_pairs_compare_runs_of_other_names(tmp_path: Path) -> None:
+    script = load_script("benchmark/diagnosis/compare_recordings.py")
+    a, b = tmp_path / "a", tmp_path / "b"
+    base = [[30.0, 40.0, 50.0], [20.0, 60.0, 40.0]]
+    write_run(b, "dist", base)
+    write_run(b, "finetune", [[v + 1.0 for v in seed] for seed in base])
+    write_run(a, "dist-std", [[v - 2.0 for v in seed] for seed in base])  # every room and seed 2 points lower
+    rec = script.main([str(a), str(b), "--pair", "dist-std=dist"])
+    assert set(rec["runs"]) == {"dist-std=dist"}
+    got = rec["runs"]["dist-std=dist"]["paper"]
+    assert (got["difference"], got["lo"], got["hi"], got["verdict_a_greater"]) == (-2.0, -2.0, -2.0, "contradicted")
+    assert got["seeds"] == {"a": 2, "b": 2, "paired": True}
+    with pytest.raises(SystemExit, match=r"run 'dist' is not recorded in .*a/runs"):
+        script.main([str(a), str(b), "--pair", "dist=dist"])
+    with pytest.raises(SystemExit):  # argparse's error: not A=B
+        script.main([str(a), str(b), "--pair", "dist-std"])

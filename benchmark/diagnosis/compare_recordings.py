@@ -14,7 +14,9 @@ both recordings, i.e. both evaluated on one dataset.
 
 For each metric (``--metric``, default mIoU) and aggregation (the paper's volume-weighted one and, where
 the records hold it, void-excluded) it writes A's mean, B's mean, the difference and its interval.
-Reads recorded files only: no data, no model, no torch.
+``--pair A_RUN=B_RUN`` compares run A_RUN of A with run B_RUN of B instead (repeatable), for a change that a
+suite names as a row of its own (``3dseg-t-dist-std`` against the track's ``3dseg-t-dist``, say); the result is
+keyed ``A_RUN=B_RUN``. Reads recorded files only: no data, no model, no torch.
 """
 
 from __future__ import annotations
@@ -43,16 +45,25 @@ def run_names(results: Path) -> list[str]:
     return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
-def compare_recordings(a: Path, b: Path, metric: str = "mIoU", n_boot: int = stats.N_BOOT) -> dict:
-    """``{"a", "b", "metric", "runs": {name: {aggregation: {a, b, difference, lo, hi, verdict, seeds}}}}``."""
-    in_b = set(run_names(b))
-    names = [n for n in run_names(a) if n in in_b]
+def compare_recordings(a: Path, b: Path, metric: str = "mIoU", n_boot: int = stats.N_BOOT,
+                       pairs: list[tuple[str, str]] | None = None) -> dict:
+    """``{"a", "b", "metric", "runs": {name: {aggregation: {a, b, difference, lo, hi, verdict, seeds}}}}``.
+
+    ``pairs``: (run of A, run of B) to compare, keyed ``"A_RUN=B_RUN"``; default every run recorded in both."""
+    if pairs:
+        for rec, run in [(a, x) for x, _ in pairs] + [(b, y) for _, y in pairs]:
+            if load_run(rec, run) is None:
+                raise SystemExit(f"run {run!r} is not recorded in {rec}/runs")
+        names = [(f"{x}={y}", x, y) for x, y in pairs]
+    else:
+        in_b = set(run_names(b))
+        names = [(n, n, n) for n in run_names(a) if n in in_b]
     if not names:
         raise SystemExit(f"no run is recorded in both {a}/runs and {b}/runs")
     out: dict = {"a": str(a), "b": str(b), "metric": metric, "runs": {}}
     key = stats.metric_key(metric)
-    for name in names:
-        ra, rb = load_run(a, name), load_run(b, name)
+    for name, name_a, name_b in names:
+        ra, rb = load_run(a, name_a), load_run(b, name_b)
         if ra is None or rb is None:
             continue
         row = {}
@@ -91,8 +102,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("b", type=Path, help="results folder of recording B (the base)")
     ap.add_argument("--metric", default="mIoU")
     ap.add_argument("--out", type=Path, help="write the comparison here (JSON)")
+    ap.add_argument("--pair", action="append", metavar="A_RUN=B_RUN", default=[],
+                    help="compare run A_RUN of A with run B_RUN of B (repeatable; default: the runs of one name)")
     args = ap.parse_args(argv)
-    result = compare_recordings(args.a, args.b, args.metric)
+    pairs = []
+    for p in args.pair:
+        x, sep, y = p.partition("=")
+        if not (sep and x and y):
+            ap.error(f"--pair {p!r}: write it as A_RUN=B_RUN")
+        pairs.append((x, y))
+    result = compare_recordings(args.a, args.b, args.metric, pairs=pairs)
     print(markdown(result))
     if args.out:
         write_json(args.out, result)
