@@ -54,5 +54,15 @@ def test_a_teacher_that_is_the_labels(tmp_path):
                  "--out", str(one)])
     assert json.loads(one.read_text())["room_uids"] == ds.split("train")[:1] == record["room_uids"][:1]
     assert record["room_uids"] == ds.split("train")
+    # --unlabelled-of 0.5: only the room a run with half the rooms labelled has no 3D labels for
+    from panorooms3d.bench.data import labelled_subset
+
+    half = tmp_path / "half.json"
+    script.main([str(data), "--teacher-cache", str(cache), "--student", f"a={ckpt}", "--unlabelled-of", "0.5",
+                 "--out", str(half)])
+    labelled = labelled_subset(ds.split("train"), 0.5)
+    got = json.loads(half.read_text())
+    assert got["room_uids"] == [u for u in ds.split("train") if u not in labelled] and len(got["room_uids"]) == 1
+    assert got["unlabelled_of"] == 0.5 and record["unlabelled_of"] is None
     with pytest.raises(SystemExit):
         script.main([str(data), "--teacher-cache", str(cache), "--student", "no-equals-sign"])

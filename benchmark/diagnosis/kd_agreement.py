@@ -57,12 +57,16 @@ def main(argv=None) -> None:
     ap.add_argument("--max-rooms", type=int, default=None,
                     help="score at most this many of the rooms, evenly spaced in the split's order (default: all)")
     ap.add_argument("--tau", type=float, default=20.0)
+    ap.add_argument("--unlabelled-of", type=float, default=None, metavar="FRACTION",
+                    help="score only the rooms a run with this labelled_fraction has no 3D labels for (the rooms "
+                         "outside panorooms3d.bench.data.labelled_subset(split rooms, FRACTION)): where KD is the "
+                         "student's only teacher")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmark/results/diagnosis/kd-agreement.json")
     args = ap.parse_args(argv)
 
     import torch
 
-    from panorooms3d.bench.data import load_room
+    from panorooms3d.bench.data import labelled_subset, load_room
     from panorooms3d.bench.distill import project_logits
     from panorooms3d.bench.evaluate import forward_room
     from panorooms3d.bench.metrics import confusion, metrics_from_confusion
@@ -85,6 +89,9 @@ def main(argv=None) -> None:
         model.load_state_dict(ckpt["model"])
         students[name] = model.eval()
     rooms = [u for u in ds.split(args.split) if teacher_cache_path(args.teacher_cache, u).exists()]
+    if args.unlabelled_of is not None:
+        labelled = set(labelled_subset(ds.split(args.split), args.unlabelled_of))
+        rooms = [u for u in rooms if u not in labelled]
     if not rooms:
         raise SystemExit(f"{args.teacher_cache}: no cached teacher prediction for a {args.split!r} room of {args.data}")
     if args.max_rooms is not None and len(rooms) > args.max_rooms:
@@ -126,6 +133,7 @@ def main(argv=None) -> None:
         print(f"[{i + 1}/{len(rooms)}] {uid}", flush=True)
 
     record = {"data": str(args.data), "teacher_cache": str(args.teacher_cache), "split": args.split,
+              "unlabelled_of": args.unlabelled_of,
               "rooms": len(rooms), "room_uids": rooms, "tau": args.tau, "hit_pixels": hits,
               "students": {name: str(path) for name, path in args.student}, "models": {}}
     for name in names:
