@@ -247,6 +247,11 @@ def test_standardised_logits_by_hand_and_kd_ignores_the_students_scale() -> None
     mask = torch.rand(2, 3, 4, generator=g) > 0.3
     kd = [distillation_loss(standardise_logits(x), standardise_logits(t), mask, tau=2.0) for x in (s, 4 * s + 7)]
     assert float(kd[0]) == pytest.approx(float(kd[1]), rel=1e-5)  # equal but for eps
+    # standardise=True z-scores the counted pixels alone: the same term, and pixels outside the mask are never read
+    inside = distillation_loss(s, t, mask, tau=2.0, standardise=True)
+    assert float(inside) == pytest.approx(float(kd[0]), rel=1e-12)
+    s_bad = s.masked_fill(~mask[:, None], float("nan"))
+    assert float(distillation_loss(s_bad, t, mask, tau=2.0, standardise=True)) == pytest.approx(float(inside), rel=1e-12)
     raw = [distillation_loss(x, t, mask, tau=2.0) for x in (s, 4 * s + 7)]
     assert abs(float(raw[0]) - float(raw[1])) > 1e-2
     # a pixel whose classes all have one logit becomes zeros, and its gradient stays finite

@@ -76,7 +76,7 @@ from panorooms3d.bench.train import (
     resume,
     save_checkpoint,
 )
-from panorooms3d.nn.losses import distillation_loss, pseudo_label_loss, standardise_logits, voxel_cross_entropy
+from panorooms3d.nn.losses import distillation_loss, pseudo_label_loss, voxel_cross_entropy
 from panorooms3d.run.atomic import write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 from panorooms3d.taxonomy import get_class_set
@@ -103,8 +103,7 @@ def _soft_kd(values, teacher, result, mask, *, tau, normalisation, class_weight,
 def _standardised_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold, classes):
     """Beyond the paper: the KD term above on each pixel's logits z-scored over the classes
     (:func:`panorooms3d.nn.losses.standardise_logits`), the teacher's and the student's alike."""
-    return distillation_loss(standardise_logits(values), standardise_logits(teacher), mask, tau=tau,
-                             normalisation=normalisation)
+    return distillation_loss(values, teacher, mask, tau=tau, normalisation=normalisation, standardise=True)
 
 
 def _hard_kd(values, teacher, result, mask, *, tau, normalisation, class_weight, threshold, classes):

@@ -36,6 +36,7 @@ def distillation_loss(
     mask: torch.Tensor | None = None,
     tau: float = DEFAULT_TAU,
     normalisation: str = "project",
+    standardise: bool = False,
 ) -> torch.Tensor:
     """Pixel-wise knowledge distillation: ``tau^2 * KL(p_teacher || p_student)`` summed, then normalised.
 
@@ -64,6 +65,8 @@ def distillation_loss(
             normally ``ProjectionResult.hit``. ``None`` = every pixel.
         tau: temperature (> 0); the paper uses 20.
         normalisation: ``"project"`` or ``"official"`` (see above).
+        standardise: beyond the paper, z-score each counted pixel's logits over the classes, the student's and the
+            teacher's, before the temperature (:func:`standardise_logits`; unmasked pixels are still never read).
 
     Returns:
         Scalar tensor (dtype of ``student_logits``).
@@ -76,6 +79,8 @@ def distillation_loss(
     t = t.to(s.dtype)
     if s.shape[0] == 0:
         return s.sum() * 0.0  # an empty sum: exactly 0, on the graph, no NaN
+    if standardise:
+        s, t = _zscore(s, 1), _zscore(t, 1)
     log_ps = F.log_softmax(s / tau, dim=1)
     log_pt = F.log_softmax(t / tau, dim=1)
     kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # [P]
@@ -88,9 +93,9 @@ def standardise_logits(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
     Beyond the paper: logit standardisation before KD (Sun et al., "Logit Standardization in Knowledge
     Distillation", CVPR 2024), so that a student whose logits spread wider or narrower than the teacher's is
-    pulled toward the teacher's ranking of the classes, not toward its scale. The variance is the population
-    variance over the K classes; ``eps`` keeps the gradient finite where every class has the same logit (such a
-    pixel becomes all zeros).
+    pulled toward the teacher's ranking of the classes, not toward its scale (``distillation_loss(...,
+    standardise=True)`` does this to the pixels it counts). The variance is the population variance over the K
+    classes; ``eps`` keeps the gradient finite where every class has the same logit (such a pixel becomes all zeros).
 
     Args:
         logits: [K, H, W] or [B, K, H, W] (the class axis third from the end).
@@ -101,8 +106,13 @@ def standardise_logits(logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """
     if logits.dim() not in (3, 4):
         raise ValueError(f"logits must be [K, H, W] or [B, K, H, W], got {tuple(logits.shape)}")
-    centred = logits - logits.mean(dim=-3, keepdim=True)
-    return centred / torch.sqrt(centred.pow(2).mean(dim=-3, keepdim=True) + eps)
+    return _zscore(logits, -3, eps)
+
+
+def _zscore(z: torch.Tensor, dim: int, eps: float = 1e-6) -> torch.Tensor:
+    """``z`` centred and scaled to unit (population) variance along ``dim``, ``eps`` added to the variance."""
+    centred = z - z.mean(dim=dim, keepdim=True)
+    return centred / torch.sqrt(centred.pow(2).mean(dim=dim, keepdim=True) + eps)
 
 
 def _masked_pixels(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None):
