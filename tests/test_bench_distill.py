@@ -221,6 +221,31 @@ def test_finetune_only_control_has_no_kd(setup: dict) -> None:
     assert res.iterations == 2
 
 
+def test_room_level_adam_beta2_is_a_setting(setup: dict) -> None:
+    """``adam_beta2``: the room-level optimizer's second-moment decay (0.999 unless asked), checked like block training's.
+
+    After one step Adam's second moment is (1 - beta2) g^2 and its first 0.1 g: so their ratio per element is
+    (1 - beta2) / 0.01 times g, whatever g is."""
+    from panorooms3d.run.checkpoint import load_checkpoint
+
+    for beta2 in (0.95, None):
+        out = setup["root"] / f"b2-{beta2}"
+        extra = {} if beta2 is None else {"adam_beta2": beta2}
+        distill(setup["data"], setup["student"], None, out, iterations=1, lr=1e-3, finetune_only=True,
+                device="cpu", progress=False, val_every=0, checkpoint_every=1, **extra)
+        want = 0.999 if beta2 is None else beta2
+        assert json.loads((out / "config.json").read_text())["adam_beta2"] == want
+        optim = load_checkpoint(out / "checkpoints" / "last.pt")["optimizer"]
+        assert tuple(optim["param_groups"][0]["betas"]) == (0.9, want)
+        m, v = optim["state"][0]["exp_avg"], optim["state"][0]["exp_avg_sq"]
+        g = m / 0.1
+        assert torch.allclose(v, (1 - want) * g * g, rtol=1e-4, atol=1e-12)
+    with pytest.raises(ValueError, match=r"adam_beta2 = 1\.0: .*a number in \(0, 1\)"):
+        distill(setup["data"], setup["student"], None, setup["root"] / "b2-bad", iterations=1, finetune_only=True,
+                adam_beta2=1.0, device="cpu", progress=False)
+    assert not (setup["root"] / "b2-bad").exists()
+
+
 def test_visit_mixes_the_two_streams_at_the_share_asked() -> None:
     """``unlabelled_share``: a share s of the iterations, evenly spread, visits the extra rooms, each stream in epochs."""
     # None: one stream over both room lists, exactly the order of room_order

@@ -299,6 +299,11 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
     bad.write_text('[train]\nadam_beta2 = 1.0\n[[run]]\nname="a"\nmodel="3dseg-t"\n')
     with pytest.raises(SuiteError, match=r"bad\.toml: \[train\]: adam_beta2 = 1\.0: .*a number in \(0, 1\)"):
         load_suite(bad)
+    for table, text in (("[distill]", '[distill]\nadam_beta2 = 0\n'), ("[[run]] #1 distill_settings", '')):
+        run = '[[run]]\nname="a"\nmodel="3dseg-t"\n' + ('distill_settings = {adam_beta2 = 0}\n' if not text else '')
+        bad.write_text(text + run)
+        with pytest.raises(SuiteError, match=rf"bad\.toml: {re.escape(table)}: adam_beta2 = 0: .*a number in \(0, 1\)"):
+            load_suite(bad)
     bad.write_text('[[run]]\nname="a"\nmodel="3dseg-t"\ntrain = {cooldown = 1.5}\n')
     with pytest.raises(SuiteError, match=r"bad\.toml: \[\[run\]\] #1 train: cooldown = 1\.5: .*in \[0, 1\)"):
         load_suite(bad)
@@ -746,6 +751,21 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         for seed in run.seeds:
             tsb = {**current.settings, "seed": seed}
             assert pretrain_folder(kstd, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
+    # cpu-track-kd-unlabelled: the track's half-labelled finetune-only row, and rows that differ from it in their
+    # room-level stage alone (distill or not, distill_settings): the track's half-labelled students, seed by seed
+    kunl = load_suite("cpu-track-kd-unlabelled")
+    assert (kunl.train, kunl.teacher, kunl.distill, kunl.eval) == (track_now.train, track_now.teacher,
+                                                                  track_now.distill, track_now.eval)
+    twin = now_runs["3dseg-t-half-finetune"]
+    assert dataclasses.replace(kunl.runs[0], paper=twin.paper) == twin
+    for run in kunl.runs:
+        assert run.distill_settings["labelled_fraction"] == 0.5
+        assert run.distill_settings.get("kd_rooms", "unlabelled") == "unlabelled"
+        assert dataclasses.replace(run, name=twin.name, label=twin.label, distill=False, finetune_only=True,
+                                   distill_settings=twin.distill_settings, paper=twin.paper) == twin
+        for seed in run.seeds:
+            tsb = {**current.settings, "seed": seed}
+            assert pretrain_folder(kunl, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
     # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]

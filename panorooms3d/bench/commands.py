@@ -365,6 +365,9 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--kd-rooms", type=click.Choice(["all", "unlabelled"]), default="all", show_default=True,
               help="Rooms that get the teacher's term: all (the paper) or only those without 3D labels "
                    "(--labelled-fraction below 1), CE alone on the others.")
+@click.option("--adam-beta2", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.999,
+              show_default=True, help="Adam's second-moment decay of this stage's fresh optimizer (torch's default "
+                                      "and the official code's: 0.999), whatever the block training used.")
 @click.option("--val-every", type=click.IntRange(1), default=1500, show_default=True)
 @click.option("--val-split", type=SPLITS, default="val", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -372,8 +375,8 @@ def train_teacher_command(data, out, variant, iterations, batch_size, lr, height
 @click.option("--force", is_flag=True, help="Write into a non-empty OUT that is not a run folder.")
 @locked_output("out", "run", "benchmark distill")
 def distill_command(data, student, teacher_cache, out, iterations, tau, lr, finetune_only, projection, protocol,
-                    kd_loss, pseudo_threshold, pseudo_classes, labelled_fraction, kd_rooms, val_every, val_split, seed,
-                    device, force) -> None:
+                    kd_loss, pseudo_threshold, pseudo_classes, labelled_fraction, kd_rooms, adam_beta2, val_every,
+                    val_split, seed, device, force) -> None:
     """Distil the cached teacher into a 3D student room by room (or finetune it with --finetune-only)."""
     from click.core import ParameterSource
 
@@ -383,7 +386,7 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
     ctx = click.get_current_context()
     options = dict(iterations=iterations, tau=tau, lr=lr, projection=projection, val_every=val_every,
                    kd_loss=kd_loss, pseudo_threshold=pseudo_threshold, kd_rooms=kd_rooms,
-                   labelled_fraction=labelled_fraction,
+                   labelled_fraction=labelled_fraction, adam_beta2=adam_beta2,
                    pseudo_classes=None if pseudo_classes is None else [c.strip() for c in pseudo_classes.split(",")])
     given = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     settings = {**options, **load_protocol(protocol).apply("distill", given)}

@@ -68,6 +68,7 @@ from tqdm import tqdm
 
 from panorooms3d.bench.data import RoomSample, labelled_subset, load_room
 from panorooms3d.bench.train import (
+    check_adam_beta2,
     class_weights,
     keep_large_allocations_in_heap,
     make_scheduler,
@@ -147,6 +148,8 @@ class DistillConfig:
         tau: distillation temperature (the paper: 20).
         kd_weight: weight of the KD term (1 = the paper; 0 = finetune-only control).
         lr: Adam learning rate (the paper does not state one for this stage; our default 1e-4).
+        adam_beta2: Adam's second-moment decay of this stage's optimizer (torch's default and the official code's:
+            0.999), whatever the block training used: a fresh Adam starts here either way.
         schedule: ``constant`` or ``poly``.
         val_every: iterations between validations (the official script: 1500); 0 = none (the final weights are the best).
         val_split: the split validated on.
@@ -195,6 +198,7 @@ class DistillConfig:
     tau: float = 20.0
     kd_weight: float = 1.0
     lr: float = 1e-4
+    adam_beta2: float = 0.999
     schedule: str = "constant"
     val_every: int = 1500
     val_split: str = "val"
@@ -405,6 +409,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
         raise ValueError(f"unknown kd_loss {config.kd_loss!r}; use one of {tuple(KD_LOSSES)}")
     if config.kd_rooms not in KD_ROOMS:
         raise ValueError(f"unknown kd_rooms {config.kd_rooms!r}; use one of {tuple(KD_ROOMS)}")
+    check_adam_beta2(config.adam_beta2)
     if not 0.0 <= config.pseudo_threshold < 1.0:
         raise ValueError(f"pseudo_threshold must be in [0, 1), not {config.pseudo_threshold}")
     pseudo_classes = _class_mask(config.pseudo_classes, config.class_set)
@@ -428,7 +433,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
                         **config.model_overrides)
     model.load_state_dict(student["model"] if "model" in student else student)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2))
     scheduler = make_scheduler(optimizer, config)
     ckpt_path = out / CHECKPOINT
     ckpt = resume(ckpt_path, model, optimizer, scheduler)

@@ -175,6 +175,7 @@ def load_suite(path: str | Path) -> Suite:
     _check_tta(path, sections["eval"])
     _check_training_settings(path, "[train]", sections["train"])
     _check_training_settings(path, "[teacher]", sections["teacher"])
+    _check_training_settings(path, "[distill]", sections["distill"])
     raw_runs = data.get("run", [])
     if not isinstance(raw_runs, list) or not raw_runs:
         raise SuiteError(f"{path}: no [[run]] entries")
@@ -204,6 +205,7 @@ def load_suite(path: str | Path) -> Suite:
                                   or len(set(seeds)) != len(seeds)):
             raise SuiteError(f"{path}: {where} seeds must be a non-empty list of distinct integers, got {seeds!r}")
         _check_keys(path, f"{where} distill_settings", dset, _fields(DistillConfig) - _RUNNER_FIELDS - SETTINGS)
+        _check_training_settings(path, f"{where} distill_settings", dset)
         overrides = dict(r.get("model_overrides", {}))
         if not r.get("skip", True):
             overrides["skip"] = False
