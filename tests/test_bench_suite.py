@@ -766,6 +766,19 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         for seed in run.seeds:
             tsb = {**current.settings, "seed": seed}
             assert pretrain_folder(kunl, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
+    # cpu-track-room-beta2: the track's finetune-only and Dist rows, and the same with the room-level Adam beta2 0.95
+    # alone (the same block trainings, seed by seed)
+    rb2 = load_suite("cpu-track-room-beta2")
+    assert (rb2.train, rb2.teacher, rb2.distill, rb2.eval) == (track_now.train, track_now.teacher, track_now.distill,
+                                                              track_now.eval)
+    for run in rb2.runs:
+        twin = now_runs[run.name.replace("-b2", "")]
+        assert run.distill_settings == ({"adam_beta2": 0.95} if run.name.endswith("-b2") else {})
+        assert dataclasses.replace(run, name=twin.name, label=twin.label, distill_settings=twin.distill_settings,
+                                   paper=twin.paper) == twin
+        for seed in run.seeds:
+            tsb = {**current.settings, "seed": seed}
+            assert pretrain_folder(rb2, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
     # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]
