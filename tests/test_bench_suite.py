@@ -766,6 +766,17 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         for seed in run.seeds:
             tsb = {**current.settings, "seed": seed}
             assert pretrain_folder(kunl, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
+    # cpu-track-kd-unlabelled-seeds: the same rows with 6 seeds; seeds 3-5 train as cpu-track-seeds-beta2's half rows
+    kunl6 = load_suite("cpu-track-kd-unlabelled-seeds")
+    assert (kunl6.train, kunl6.teacher, kunl6.distill, kunl6.eval) == (kunl.train, kunl.teacher, kunl.distill,
+                                                                      kunl.eval)
+    assert [dataclasses.replace(r, seeds=[0, 1, 2]) for r in kunl6.runs] == kunl.runs
+    sb_half = {r.name: r for r in sb.runs}["3dseg-t-half-finetune"]
+    for run in kunl6.runs:
+        assert run.seeds == [0, 1, 2, 3, 4, 5]
+        for seed in run.seeds:
+            tsb = {**current.settings, "seed": seed}
+            assert pretrain_folder(kunl6, run, tsb, tmp_path) == pretrain_folder(sb, sb_half, tsb, tmp_path)
     # cpu-track-room-beta2: the track's finetune-only and Dist rows, and the same with the room-level Adam beta2 0.95
     # alone (the same block trainings, seed by seed)
     rb2 = load_suite("cpu-track-room-beta2")
