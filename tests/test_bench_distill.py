@@ -224,8 +224,8 @@ def test_finetune_only_control_has_no_kd(setup: dict) -> None:
 def test_room_level_adam_beta2_is_a_setting(setup: dict) -> None:
     """``adam_beta2``: the room-level optimizer's second-moment decay (0.999 unless asked), checked like block training's.
 
-    After one step Adam's second moment is (1 - beta2) g^2 and its first 0.1 g: so their ratio per element is
-    (1 - beta2) / 0.01 times g, whatever g is."""
+    After one step (before bias correction) Adam's first moment is 0.1 g and its second (1 - beta2) g^2, so the
+    checkpoint's moments must satisfy v = (1 - beta2) (m / 0.1)^2, whatever the gradient g was."""
     from panorooms3d.run.checkpoint import load_checkpoint
 
     for beta2 in (0.95, None):

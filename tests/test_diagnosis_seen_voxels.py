@@ -32,7 +32,7 @@ def test_seen_voxels_straddle_the_surfaces_and_the_parts_add_up(tmp_path):
     assert {int(c) for c in np.unique(room.y[seen])} >= {int(c) for c in wanted}
     # each wall plane is met between the voxel centres either side of it: at x = 0 (centres -0.02 and 0.02 m) the
     # voxels of index 0 and 1 in x, and every seen voxel of the wall's middle (away from the floor, ceiling and
-    # the other walls, above the bed, which is at most 0.3 m tall: centres 0.42-0.62 m) is one of those two
+    # the other walls, above the bed, which is at most 0.3 m tall: z centres 0.46-0.62 m) is one of those two
     x_wall = seen[:, 10:-10, 12:-5]
     assert x_wall[:2].all(axis=0).mean() > 0.9 and not x_wall[2:x_wall.shape[0] // 2].any()
     torch.manual_seed(0)
