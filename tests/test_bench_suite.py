@@ -315,6 +315,18 @@ def test_shipped_suites_parse(tmp_path: Path) -> None:
         load_suite(bad)
 
 
+def _stages(suite) -> tuple:
+    """A suite's [train], [teacher], [distill] and [eval] sections: what a derived suite shares with its base."""
+    return suite.train, suite.teacher, suite.distill, suite.eval
+
+
+def _assert_same_students(a, run_a, b, run_b, settings: dict, tmp_path: Path) -> None:
+    """Run ``run_a`` of suite ``a`` trains the blocks ``run_b`` of ``b`` trains (the same keys) in each of its seeds."""
+    for seed in run_a.seeds:
+        s = {**settings, "seed": seed}
+        assert pretrain_folder(a, run_a, s, tmp_path) == pretrain_folder(b, run_b, s, tmp_path)
+
+
 def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     base = tmp_path / "base.toml"
     base.write_text('protocol = "official"\n[settings]\nseed = 3\n[train]\niterations = 7\nlr = 0.5\n'
@@ -740,22 +752,18 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     # cpu-track-kd-std: the track's finetune-only rows (the same keys, seed by seed) against Dist on standardised
     # logits, which differs from the track's Dist in its distill_settings alone
     kstd = load_suite("cpu-track-kd-std")
-    assert (kstd.train, kstd.teacher, kstd.distill, kstd.eval) == (track_now.train, track_now.teacher,
-                                                                  track_now.distill, track_now.eval)
+    assert _stages(kstd) == _stages(track_now)
     std_settings = {"kd_loss": "soft-standardised", "tau": 2.0, "kd_weight": 30.0}
     for run in kstd.runs:
         twin = now_runs[run.name.replace("-std", "")]
         assert run.distill_settings == {**twin.distill_settings, **(std_settings if run.distill else {})}
         assert dataclasses.replace(run, name=twin.name, label=twin.label, distill_settings=twin.distill_settings,
                                    paper=twin.paper) == twin
-        for seed in run.seeds:
-            tsb = {**current.settings, "seed": seed}
-            assert pretrain_folder(kstd, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
+        _assert_same_students(kstd, run, track_now, twin, current.settings, tmp_path)
     # cpu-track-kd-unlabelled: the track's half-labelled finetune-only row, and rows that differ from it in their
     # room-level stage alone (distill or not, distill_settings): the track's half-labelled students, seed by seed
     kunl = load_suite("cpu-track-kd-unlabelled")
-    assert (kunl.train, kunl.teacher, kunl.distill, kunl.eval) == (track_now.train, track_now.teacher,
-                                                                  track_now.distill, track_now.eval)
+    assert _stages(kunl) == _stages(track_now)
     twin = now_runs["3dseg-t-half-finetune"]
     assert dataclasses.replace(kunl.runs[0], paper=twin.paper) == twin
     for run in kunl.runs:
@@ -763,33 +771,25 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert run.distill_settings.get("kd_rooms", "unlabelled") == "unlabelled"
         assert dataclasses.replace(run, name=twin.name, label=twin.label, distill=False, finetune_only=True,
                                    distill_settings=twin.distill_settings, paper=twin.paper) == twin
-        for seed in run.seeds:
-            tsb = {**current.settings, "seed": seed}
-            assert pretrain_folder(kunl, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
+        _assert_same_students(kunl, run, track_now, twin, current.settings, tmp_path)
     # cpu-track-kd-unlabelled-seeds: the same rows with 6 seeds; seeds 3-5 train as cpu-track-seeds-beta2's half rows
     kunl6 = load_suite("cpu-track-kd-unlabelled-seeds")
-    assert (kunl6.train, kunl6.teacher, kunl6.distill, kunl6.eval) == (kunl.train, kunl.teacher, kunl.distill,
-                                                                      kunl.eval)
+    assert _stages(kunl6) == _stages(kunl)
     assert [dataclasses.replace(r, seeds=[0, 1, 2]) for r in kunl6.runs] == kunl.runs
     sb_half = {r.name: r for r in sb.runs}["3dseg-t-half-finetune"]
     for run in kunl6.runs:
         assert run.seeds == [0, 1, 2, 3, 4, 5]
-        for seed in run.seeds:
-            tsb = {**current.settings, "seed": seed}
-            assert pretrain_folder(kunl6, run, tsb, tmp_path) == pretrain_folder(sb, sb_half, tsb, tmp_path)
+        _assert_same_students(kunl6, run, sb, sb_half, current.settings, tmp_path)
     # cpu-track-room-beta2: the track's finetune-only and Dist rows, and the same with the room-level Adam beta2 0.95
     # alone (the same block trainings, seed by seed)
     rb2 = load_suite("cpu-track-room-beta2")
-    assert (rb2.train, rb2.teacher, rb2.distill, rb2.eval) == (track_now.train, track_now.teacher, track_now.distill,
-                                                              track_now.eval)
+    assert _stages(rb2) == _stages(track_now)
     for run in rb2.runs:
         twin = now_runs[run.name.replace("-b2", "")]
         assert run.distill_settings == ({"adam_beta2": 0.95} if run.name.endswith("-b2") else {})
         assert dataclasses.replace(run, name=twin.name, label=twin.label, distill_settings=twin.distill_settings,
                                    paper=twin.paper) == twin
-        for seed in run.seeds:
-            tsb = {**current.settings, "seed": seed}
-            assert pretrain_folder(rb2, run, tsb, tmp_path) == pretrain_folder(track_now, twin, tsb, tmp_path)
+        _assert_same_students(rb2, run, track_now, twin, current.settings, tmp_path)
     # cpu-track-droppath's 0.2 row is the evening's 3DSeg-T; its other row differs by the model's drop_path_rate alone
     droppath = load_suite("cpu-track-droppath")
     assert droppath.train == current.train and [r.model_overrides for r in droppath.runs] == [{}, {"drop_path_rate": 0.0}]

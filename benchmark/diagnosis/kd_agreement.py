@@ -70,24 +70,17 @@ def main(argv=None) -> None:
     from panorooms3d.bench.distill import project_logits
     from panorooms3d.bench.evaluate import forward_room
     from panorooms3d.bench.metrics import confusion, metrics_from_confusion
+    from panorooms3d.bench.suite import load_model
     from panorooms3d.bench.teacher import prepare_label, teacher_cache_path
     from panorooms3d.nn.losses import distillation_loss
-    from panorooms3d.nn.registry import build_model
     from panorooms3d.run.atomic import write_json
-    from panorooms3d.run.checkpoint import load_checkpoint
     from panorooms3d.store.dataset import Dataset
     from panorooms3d.taxonomy import get_class_set
 
     torch.set_num_threads(2)
     ds = Dataset(args.data)
     k = get_class_set("paper30").num_classes
-    students = {}
-    for name, path in args.student:
-        ckpt = load_checkpoint(path, "cpu")
-        config = ckpt.get("config", {})
-        model = build_model(config["model"], num_classes=k, in_channels=4, **config.get("model_overrides", {}))
-        model.load_state_dict(ckpt["model"])
-        students[name] = model.eval()
+    students = {name: load_model(path).eval() for name, path in args.student}
     rooms = [u for u in ds.split(args.split) if teacher_cache_path(args.teacher_cache, u).exists()]
     if args.unlabelled_of is not None:
         labelled = set(labelled_subset(ds.split(args.split), args.unlabelled_of))

@@ -71,22 +71,15 @@ def main(argv=None) -> None:
     from panorooms3d.bench.data import load_room
     from panorooms3d.bench.evaluate import predict_logits
     from panorooms3d.bench.metrics import confusion, metrics_from_confusion
-    from panorooms3d.nn.registry import build_model
+    from panorooms3d.bench.suite import load_model
     from panorooms3d.run.atomic import write_json
-    from panorooms3d.run.checkpoint import load_checkpoint
     from panorooms3d.store.dataset import Dataset
     from panorooms3d.taxonomy import get_class_set
 
     torch.set_num_threads(2)
     ds = Dataset(args.data)
     k = get_class_set("paper30").num_classes
-    models = {}
-    for name, path in args.checkpoint:
-        ckpt = load_checkpoint(path, "cpu")
-        config = ckpt.get("config", {})
-        model = build_model(config["model"], num_classes=k, in_channels=4, **config.get("model_overrides", {}))
-        model.load_state_dict(ckpt["model"])
-        models[name] = model.eval()
+    models = {name: load_model(path).eval() for name, path in args.checkpoint}
     rooms = ds.split(args.split)
     if not rooms:
         raise SystemExit(f"{args.data}: no rooms in split {args.split!r}")
