@@ -772,6 +772,16 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         assert dataclasses.replace(run, name=twin.name, label=twin.label, distill=False, finetune_only=True,
                                    distill_settings=twin.distill_settings, paper=twin.paper) == twin
         _assert_same_students(kunl, run, track_now, twin, current.settings, tmp_path)
+    # the track's own row of issue 14 point 6: its half-labelled Dist row but for KD on the unlabelled rooms alone
+    # (the paper's KD, CE alone on the labelled rooms); the same students, seed by seed
+    unl, half_dist = now_runs["3dseg-t-half-dist-unl"], now_runs["3dseg-t-half-dist"]
+    assert unl.distill_settings == {**half_dist.distill_settings, "kd_rooms": "unlabelled"}
+    assert half_dist.distill_settings.get("kd_rooms", "all") == "all"
+    assert dataclasses.replace(unl, name=half_dist.name, label=half_dist.label,
+                               distill_settings=half_dist.distill_settings) == half_dist
+    _assert_same_students(track_now, unl, track_now, half_dist, current.settings, tmp_path)
+    assert {(c.better, c.worse) for c in track_now.claims} >= {("3dseg-t-half-dist-unl", "3dseg-t-half-finetune"),
+                                                              ("3dseg-t-half-dist", "3dseg-t-half-finetune")}
     # cpu-track-kd-unlabelled-seeds: the same rows with 6 seeds; seeds 3-5 train as cpu-track-seeds-beta2's half rows
     kunl6 = load_suite("cpu-track-kd-unlabelled-seeds")
     assert _stages(kunl6) == _stages(kunl)
