@@ -122,7 +122,8 @@ def _hard_unweighted_kd(values, teacher, result, mask, *, tau, normalisation, cl
 #: What the teacher's term is (``kd_loss``): ``soft`` = the paper's KL at temperature tau (``kd_normalisation``
 #: and ``kd_mask`` apply); ``soft-standardised`` = beyond the paper, the same on logits z-scored over the classes
 #: at each pixel, the teacher's and the student's (neither's scale counts, only how it ranks and spaces the
-#: classes; tau then acts on unit-variance logits: Sun et al. 2024 use about 2); ``hard`` = beyond the paper, the teacher's argmax as labels of the projected student
+#: classes; tau then acts on unit-variance logits: Sun et al. 2024 use about 2); ``hard`` = beyond the paper,
+#: the teacher's argmax as labels of the projected student
 #: (:func:`panorooms3d.nn.losses.pseudo_label_loss`: weighted like the CE term, only pixels whose ray hit a
 #: surface, whose teacher probability reaches ``pseudo_threshold`` and whose teacher class is one of
 #: ``pseudo_classes``; tau and the normalisation do not apply);
@@ -167,7 +168,8 @@ class DistillConfig:
         kd_normalisation: ``project`` (mean over counted pixels) or ``official`` (sum / (K H W)), see
             :func:`panorooms3d.nn.losses.distillation_loss`.
         kd_mask: ``hit`` or ``none`` (:data:`KD_MASKS`).
-        kd_loss: ``soft`` (the paper's KD), ``soft-standardised`` (the same on logits z-scored over the classes), ``hard`` (the teacher's argmax as pseudo-labels, weighted like CE) or
+        kd_loss: ``soft`` (the paper's KD), ``soft-standardised`` (the same on logits z-scored over the classes),
+            ``hard`` (the teacher's argmax as pseudo-labels, weighted like CE) or
             ``hard-unweighted`` (the same, every class weighing 1); :data:`KD_LOSSES`.
         pseudo_threshold: with a ``hard`` kd_loss, the smallest teacher probability of its argmax that counts.
         kd_rooms: ``all`` or ``unlabelled``: the rooms that get the teacher's term (:data:`KD_ROOMS`).
