@@ -40,7 +40,8 @@ def test_a_teacher_that_is_the_labels(tmp_path):
     record = json.loads(out.read_text())
     assert record["rooms"] == 2 and record["hit_pixels"] > 0
     teacher, a, b = (record["models"][n] for n in ("teacher", "a", "b"))
-    assert teacher["vs_labels"] == {"pixel_accuracy": 100.0, "mIoU_void_excluded": 100.0}
+    assert {key: teacher["vs_labels"][key] for key in ("pixel_accuracy", "mIoU_void_excluded")} == {
+        "pixel_accuracy": 100.0, "mIoU_void_excluded": 100.0}
     # one logit of 10 and 29 of 0: standard deviation 10 / sqrt(30); softmax(z / 20)'s top e^0.5 / (e^0.5 + 29)
     assert teacher["logit_spread"] == pytest.approx(scale / math.sqrt(k), rel=1e-5)
     top = math.exp(scale / 20) / (math.exp(scale / 20) + k - 1)
@@ -48,6 +49,19 @@ def test_a_teacher_that_is_the_labels(tmp_path):
     # the teacher is the labels, so agreeing with it is being right
     assert a["agreement_with_teacher"] == pytest.approx(a["vs_labels"]["pixel_accuracy"])
     assert a == b and a["kd_official"] > 0
+    # where a student disagrees with a teacher that is the labels, the teacher is right and the student is not
+    dis = a["disagreement"]
+    assert dis["share_of_hit"] == pytest.approx(100.0 - a["agreement_with_teacher"])
+    assert dis["share_of_hit"] > 0 and dis["teacher_right"] == 100.0 and dis["student_right"] == 0.0
+    # the pixels the teacher leads the reference student on are all the reference's errors: none right there
+    assert record["teacher_leads_reference"] == "a" and a["teacher_leads"]["accuracy"] == 0.0
+    assert record["teacher_leads_pixels"] == pytest.approx(record["hit_pixels"] * dis["share_of_hit"] / 100, abs=0.5)
+    assert a["teacher_leads"]["margin"] > 0 and 0 < a["kd_gradient"]["decision_share_all"] <= 100.0
+    assert 0 < a["kd_gradient"]["margin_share_disagreement"] <= a["kd_gradient"]["decision_share_disagreement"]
+    # against itself nothing changes; the teacher's per-class IoU is 100 wherever a class is present
+    assert a["versus_reference"] == {"changed": 0.0, "toward": 0.0, "away": 0.0, "gained": 0.0, "lost": 0.0}
+    present = {c: v for c, v in teacher["vs_labels"]["per_class_iou"].items() if v is not None}
+    assert present and set(present.values()) == {100.0} and "void" not in teacher["vs_labels"]["per_class_iou"]
     # --max-rooms: the first and the last of the 2 rooms when asked for 2, the first when asked for 1
     one = tmp_path / "one.json"
     script.main([str(data), "--teacher-cache", str(cache), "--student", f"a={ckpt}", "--max-rooms", "1",
@@ -66,3 +80,30 @@ def test_a_teacher_that_is_the_labels(tmp_path):
     assert got["unlabelled_of"] == 0.5 and record["unlabelled_of"] is None
     with pytest.raises(SystemExit):
         script.main([str(data), "--teacher-cache", str(cache), "--student", "no-equals-sign"])
+
+
+def test_near_label_boundary_wraps_longitude_only():
+    script = load_script("benchmark/diagnosis/kd_agreement.py")
+    label = np.zeros((4, 6), np.int64)
+    label[0, 0] = 1
+    near = script.near_label_boundary(label)
+    expected = np.zeros((4, 6), bool)
+    expected[0:2, [5, 0, 1]] = True  # its 3 x 3 neighbourhood, wrapped across longitude 0, not across the pole
+    assert (near == expected).all()
+    assert not script.near_label_boundary(np.full((3, 5), 7)).any()
+
+
+def test_kd_logit_gradient_is_the_gradient_of_the_kd_term():
+    from panorooms3d.nn.losses import distillation_loss
+
+    script = load_script("benchmark/diagnosis/kd_agreement.py")
+    torch.manual_seed(0)
+    k, h, w, tau = 5, 3, 4, 20.0
+    s = (torch.randn(k, h, w) * 4).requires_grad_()
+    t = torch.randn(k, h, w) * 2
+    distillation_loss(s, t, None, tau=tau, normalisation="official").backward()
+    # official: tau^2 * summed KL / (K H W), so the autograd gradient is the helper's / (K H W)
+    got = script.kd_logit_gradient(s.detach().permute(1, 2, 0).reshape(-1, k), t.permute(1, 2, 0).reshape(-1, k), tau)
+    want = s.grad.permute(1, 2, 0).reshape(-1, k) * (k * h * w)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(got.sum(1), torch.zeros(h * w), atol=1e-5)  # the pull sums to 0 over the classes
