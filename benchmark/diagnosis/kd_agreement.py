@@ -23,8 +23,8 @@ the pixels whose ray hits a surface it records:
   teacher whose logits spread less than the student's pulls the student's logits together, which
   makes its hard predictions less confident, not more like the teacher's.
 
-Where the student and the teacher disagree, pixel by pixel (each student's ``disagreement``, ``kd_gradient``
-and ``teacher_leads``; the record's ``hit_near_boundary`` is the base rate):
+Where the student and the teacher disagree, pixel by pixel (each student's ``disagreement``, ``kd_gradient``,
+``teacher_leads`` and ``versus_reference``; the record's ``hit_near_boundary`` is the base rate):
 
 - ``disagreement``: the hit pixels whose argmax differs from the teacher's, the share of them within one pixel
   of a change of the panorama's label (:func:`near_label_boundary`, longitude wrapping), and who is right there
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
             q["student_right"] += int((dis & (sa == lab)).sum())
             g = kd_logit_gradient(sz, tz, args.tau).numpy()
             rows = np.arange(len(sa))
-            mass = np.abs(g).sum(1)
+            mass = np.maximum(np.abs(g).sum(1), 1e-12)  # 0 only where the two softened predictions are equal
             g_s, g_t = g[rows, sa], g[rows, ta]
             decision = (np.abs(g_s) + np.where(dis, np.abs(g_t), 0.0)) / mass
             q["decision_all"] += float(decision.sum())
