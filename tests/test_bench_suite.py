@@ -343,7 +343,20 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert [r.name for r in s.runs] == ["mine"]  # runs are not inherited
     # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
-    track_now = load_suite("cpu-track")
+    track = load_suite("cpu-track")
+    # since 2026-12-07 (its third recording that day) each 3D Segmenter row trains 3,000 block steps, its own
+    # iterations; every suite below was recorded when they trained 2,300: `track_now` is the track as it was then
+    assert {r.name: r.train.get("iterations") for r in track.runs} == {
+        r.name: 3000 if r.model.startswith("3dseg-") else None for r in track.runs}
+    track_now = dataclasses.replace(track, runs=[
+        dataclasses.replace(r, train={**r.train, "iterations": 2300}) if "iterations" in r.train else r
+        for r in track.runs])
+    # cpu-track-3000: the track's 3DSeg-T at 2,300 steps (the trainings of before, the same keys seed by seed) and at
+    # 3,000 (the track's since: its 3,000-step trainings were copied into the track's recording)
+    t3k = load_suite("cpu-track-3000")
+    assert [r.train["iterations"] for r in t3k.runs] == [2300, 3000]
+    _assert_same_students(t3k, t3k.runs[0], track_now, track_now.runs[0], track.settings, tmp_path)
+    _assert_same_students(t3k, t3k.runs[1], track, track.runs[0], track.settings, tmp_path)
     # since 2026-12-07 (its second recording that day) each 3D Segmenter row trains with Adam beta2 0.95, set in the
     # row; the baselines keep the default. Every suite below was recorded before, with 0.999: `current` is the track
     # as it was then
