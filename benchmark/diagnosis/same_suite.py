@@ -33,10 +33,14 @@ FILES = ("table.csv", "claims.csv", "curves.json")
 
 
 def state_of(path: Path) -> dict:
-    """The tensors of a saved training (``{"model": state_dict, ...}`` or a bare state dict)."""
-    import torch
+    """The tensors of a saved training (``{"model": state_dict, ...}`` or a bare state dict), loaded as the project
+    loads checkpoints: without running code from the file (``run.checkpoint.load_checkpoint``)."""
+    from panorooms3d.run.checkpoint import CheckpointError, load_checkpoint
 
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        saved = load_checkpoint(path)
+    except CheckpointError as exc:  # the message names the file and what to do
+        raise SystemExit(str(exc)) from None
     state = saved.get("model", saved) if isinstance(saved, dict) else saved
     if not isinstance(state, dict):
         raise SystemExit(f"{path}: not a saved state dict (a {type(state).__name__})")
