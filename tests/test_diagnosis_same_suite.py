@@ -15,9 +15,10 @@ def write_suite(out: Path, weight: float = 1.0, miou: float = 50.0, config_path:
     for rel in ("pretrain/m-123/model.pt", "teacher/teacher.pt", "runs/m/seed0/distill/model.pt"):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": state, "config": {"out": config_path}}, out / rel)  # the config's paths differ
-    (out / "runs/m/seed0/metrics.json").write_text(json.dumps(
-        {"metrics": {"mIoU": miou}, "void_excluded": {"mIoU": miou - 5}, "per_class_iou": {"wall": miou},
-         "run": {"out": config_path}}))
+    for name in ("metrics.json", "panorama_metrics.json"):
+        (out / "runs/m/seed0" / name).write_text(json.dumps(
+            {"metrics": {"mIoU": miou}, "void_excluded": {"mIoU": miou - 5}, "per_class_iou": {"wall": miou},
+             "run": {"out": config_path}}))
     for name in ("table.csv", "claims.csv", "curves.json"):
         (out / name).write_text(f"{name}\n")
 
@@ -30,7 +31,7 @@ def test_equal_suites_are_the_same_and_a_changed_tensor_or_score_is_named(tmp_pa
     result = script.main([str(a), str(b), "--out", str(tmp_path / "same.json")])
     assert result["same"] and json.loads((tmp_path / "same.json").read_text()) == result
     assert {k: c["compared"] for k, c in result["checks"].items()} == {
-        "block training": 1, "teacher": 1, "room-level run": 1, "evaluation": 1,
+        "block training": 1, "teacher": 1, "room-level run": 1, "evaluation": 1, "evaluation on panorama pixels": 1,
         "table.csv": 1, "claims.csv": 1, "curves.json": 1}
 
     write_suite(b, weight=1.0 + 1e-6, miou=50.001, config_path="/b")  # one float apart: not the same
@@ -44,4 +45,9 @@ def test_equal_suites_are_the_same_and_a_changed_tensor_or_score_is_named(tmp_pa
     assert result["checks"]["evaluation"]["differ"] == {
         "runs/m/seed0/metrics.json": "differ in ['metrics', 'void_excluded', 'per_class_iou']"}
     assert result["checks"]["table.csv"]["differ"] == {}
+
+    (a / "runs/m/seed0/panorama_metrics.json").write_text("{}")  # equal files without scores are not "the same"
+    (b / "runs/m/seed0/panorama_metrics.json").write_text("{}")
+    assert script.main([str(a), str(b)])["checks"]["evaluation on panorama pixels"]["differ"] == {
+        "runs/m/seed0/panorama_metrics.json": "holds none of ['metrics', 'void_excluded', 'pooled', 'per_class_iou']"}
     assert "NOT the same" in capsys.readouterr().out

@@ -11,7 +11,7 @@ with the very weights and scores of any other. This checks that on two suite out
 - every block training in both (``pretrain/<key>/model.pt``), the teacher (``teacher/teacher.pt``) and every
   room-level run (``runs/**/distill/model.pt``): the same tensor names, and each tensor equal
   (``torch.equal``). The files themselves differ: each holds its training's config, whose paths differ;
-- every evaluation in both (``runs/**/metrics.json``): the same metrics, void-excluded and pooled scores and
+- every evaluation in both (``runs/**/metrics.json``, ``runs/**/panorama_metrics.json``): the same metrics, void-excluded and pooled scores and
   per-class IoU (exact float equality);
 - ``table.csv``, ``claims.csv`` and ``curves.json``: equal (the tables name the dataset given, so the two
   runs must be given datasets of equal bytes, e.g. both built by ``pipelines/cpu-track.sh``).
@@ -60,6 +60,8 @@ def same_tensors(a: Path, b: Path) -> str | None:
 
 def same_scores(a: Path, b: Path) -> str | None:
     ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    if not any(k in ra for k in SCORES):  # equal only because there is nothing to compare
+        return f"holds none of {list(SCORES)}"
     differ = [k for k in SCORES if ra.get(k) != rb.get(k)]
     return f"differ in {differ}" if differ else None
 
@@ -73,6 +75,7 @@ CHECKS = (  # (what, glob in a suite's out folder, how two of them are compared)
     ("teacher", "teacher/teacher.pt", same_tensors),
     ("room-level run", "runs/**/distill/model.pt", same_tensors),
     ("evaluation", "runs/**/metrics.json", same_scores),
+    ("evaluation on panorama pixels", "runs/**/panorama_metrics.json", same_scores),
 ) + tuple((name, name, same_file) for name in FILES)
 
 
