@@ -343,7 +343,20 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     assert [r.name for r in s.runs] == ["mine"]  # runs are not inherited
     # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
-    track = load_suite("cpu-track")
+    track5k = load_suite("cpu-track")
+    # since 2026-12-07 (its fifth recording that day) 3DSeg-T with every room labelled (blocks only, finetune-only,
+    # Dist), without skip, and 3DSeg-B (one seed) train 5,000 block steps, validated every 250; the half-labelled
+    # rows keep 3,000. Every suite below was recorded when every 3D Segmenter row trained 3,000 (validated every
+    # 100, 3DSeg-B with three seeds): `track` is the track as it was then
+    longer = {"3dseg-t", "3dseg-t-noskip", "3dseg-t-finetune", "3dseg-t-dist", "3dseg-b"}
+    assert {r.name: (r.train.get("iterations"), r.train.get("val_every")) for r in track5k.runs} == {
+        r.name: (5000, 250) if r.name in longer else (3000, None) if r.model.startswith("3dseg-") else (None, None)
+        for r in track5k.runs}
+    assert [r.seeds for r in track5k.runs if r.name == "3dseg-b"] == [[0]]
+    track = dataclasses.replace(track5k, runs=[
+        dataclasses.replace(r, train={**{k: v for k, v in r.train.items() if k != "val_every"}, "iterations": 3000},
+                            seeds=[0, 1, 2]) if r.name in longer else r
+        for r in track5k.runs])
     # since 2026-12-07 (its third recording that day) each 3D Segmenter row trains 3,000 block steps, its own
     # iterations; every suite below was recorded when they trained 2,300: `track_now` is the track as it was then
     assert {r.name: r.train.get("iterations") for r in track.runs} == {
