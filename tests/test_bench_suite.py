@@ -344,7 +344,7 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
     # the shipped derived suites have the CPU track's settings, with the blocks it had when they were recorded
     kd = load_suite(Path(__file__).resolve().parents[1] / "benchmark" / "cpu-track-kd.toml")
     track5k = load_suite("cpu-track")
-    # since 2026-12-07 (its fifth recording that day) 3DSeg-T with every room labelled (blocks only, finetune-only,
+    # since the evening of 2026-12-07 3DSeg-T with every room labelled (blocks only, finetune-only,
     # Dist), without skip, and 3DSeg-B (one seed) train 5,000 block steps, validated every 250; the half-labelled
     # rows keep 3,000. Every suite below was recorded when every 3D Segmenter row trained 3,000 (validated every
     # 100, 3DSeg-B with three seeds): `track` is the track as it was then
