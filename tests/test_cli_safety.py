@@ -24,7 +24,7 @@ from script_module import load_script
 from panorooms3d.cli import cli, user_error_message
 from panorooms3d.render.settings import RenderSettings
 from panorooms3d.run.atomic import OutputPathError, atomic_path, write_json
-from panorooms3d.run.checkpoint import CheckpointError, load_checkpoint
+from panorooms3d.run.checkpoint import CheckpointError, load_checkpoint, named_checkpoint
 from panorooms3d.run.lock import LOCK_NAME, FolderLock, LockError, output_folder
 from panorooms3d.store.frames import write_frames
 
@@ -182,6 +182,25 @@ def test_what_training_saves_loads_safely(tmp_path: Path) -> None:
     opt2 = torch.optim.Adam(net.parameters(), 1e-3)
     opt2.load_state_dict(back["optimizer"])
     assert opt2.state_dict()["state"][0]["step"] == 1
+
+
+def test_named_checkpoint_options_name_the_option_and_the_value(tmp_path: Path) -> None:
+    import argparse
+
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"")
+    parse = named_checkpoint("--student")
+    assert parse(f"dist={ckpt}") == ("dist", ckpt)
+    odd = tmp_path / "lr=1e-3.pt"  # the name ends at the first "=": a path may hold more
+    odd.write_bytes(b"")
+    assert parse(f"a={odd}") == ("a", odd)
+    for text, words in [("no-equals-sign", ["--student takes NAME=CHECKPOINT", "'no-equals-sign'"]),
+                        (f"={ckpt}", ["--student takes NAME=CHECKPOINT"]), ("dist=", ["--student takes NAME=CHECKPOINT"]),
+                        (f"dist={tmp_path}/gone.pt", ["--student dist: no such checkpoint", "gone.pt"]),
+                        (f"dist={tmp_path}", ["--student dist: no such checkpoint"])]:
+        with pytest.raises(argparse.ArgumentTypeError) as info:
+            parse(text)
+        assert all(w in str(info.value) for w in words), (text, str(info.value))
 
 
 # 3 and 5. user mistakes: Error: + exit code, nothing left behind ---------------------------------------

@@ -55,16 +55,9 @@ from pathlib import Path
 
 import numpy as np
 
+from panorooms3d.run.checkpoint import named_checkpoint
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _parse_student(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--student takes NAME=CHECKPOINT, got {text!r}")
-    if not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"--student {name}: no such checkpoint: {path}")
-    return name, Path(path)
 
 
 def near_label_boundary(label: np.ndarray) -> np.ndarray:
@@ -89,7 +82,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="the dataset the students were distilled on (out/cpu-track/data)")
     ap.add_argument("--teacher-cache", type=Path, required=True, help="the suite's teacher/cache folder")
-    ap.add_argument("--student", type=_parse_student, action="append", required=True,
+    ap.add_argument("--student", type=named_checkpoint("--student"), action="append", required=True,
                     help="NAME=CHECKPOINT (repeatable): a distilled or finetuned student (its best.pt)")
     ap.add_argument("--split", default="train")
     ap.add_argument("--max-rooms", type=int, default=None,

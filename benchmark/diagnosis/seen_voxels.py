@@ -30,16 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from panorooms3d.run.checkpoint import named_checkpoint
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _parse_checkpoint(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--checkpoint takes NAME=CHECKPOINT, got {text!r}")
-    if not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"--checkpoint {name}: no such checkpoint: {path}")
-    return name, Path(path)
 
 
 def seen_mask(sample, height: int, width: int):
@@ -57,7 +50,7 @@ def seen_mask(sample, height: int, width: int):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="the dataset (out/cpu-track/data)")
-    ap.add_argument("--checkpoint", type=_parse_checkpoint, action="append", required=True,
+    ap.add_argument("--checkpoint", type=named_checkpoint("--checkpoint"), action="append", required=True,
                     help="NAME=CHECKPOINT (repeatable): a block training's model.pt or a room-level run's best.pt")
     ap.add_argument("--split", default="test")
     ap.add_argument("--height", type=int, default=128, help="panorama height (the track's teacher: 128)")

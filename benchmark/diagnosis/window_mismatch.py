@@ -37,16 +37,9 @@ import argparse
 import time
 from pathlib import Path
 
+from panorooms3d.run.checkpoint import named_checkpoint
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _parse_checkpoint(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--checkpoint takes NAME=CHECKPOINT, got {text!r}")
-    if not Path(path).is_file():
-        raise argparse.ArgumentTypeError(f"--checkpoint {name}: no such checkpoint: {path}")
-    return name, Path(path)
 
 
 def stage_windows(model, padded: tuple[int, int, int]) -> list[dict]:
@@ -67,7 +60,7 @@ def stage_windows(model, padded: tuple[int, int, int]) -> list[dict]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("data", type=Path, help="the dataset (out/more/merged)")
-    ap.add_argument("--checkpoint", type=_parse_checkpoint, action="append", required=True,
+    ap.add_argument("--checkpoint", type=named_checkpoint("--checkpoint"), action="append", required=True,
                     help="NAME=CHECKPOINT (repeatable): a block training's model.pt or a finetuned best.pt")
     ap.add_argument("--split", default="test")
     ap.add_argument("--tile", type=int, nargs=3, default=None,

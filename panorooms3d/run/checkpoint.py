@@ -12,8 +12,10 @@ made by ``dataclasses.asdict``) loads as it is. Anything else is refused with
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,25 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Any:
     except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError, KeyError, IndexError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint {path}: not a PyTorch checkpoint or damaged ({detail})") from None
+
+
+def named_checkpoint(option: str) -> Callable[[str], tuple[str, Path]]:
+    """An argparse ``type`` for ``option NAME=CHECKPOINT``: gives ``(NAME, Path)`` when the file exists.
+
+    A value without ``=``, with an empty name or path, or naming no file is refused with an
+    ``argparse.ArgumentTypeError`` that names ``option`` and the value, so argparse prints it as a usage
+    error. The file is only checked to exist here; :func:`load_checkpoint` checks what it holds.
+    """
+
+    def parse(text: str) -> tuple[str, Path]:
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"{option} takes NAME=CHECKPOINT, got {text!r}")
+        if not Path(path).is_file():
+            raise argparse.ArgumentTypeError(f"{option} {name}: no such checkpoint: {path}")
+        return name, Path(path)
+
+    return parse
 
 
 #: The plain types allow-listed on top of torch's own (built on first use; numpy is imported lazily).
