@@ -69,14 +69,14 @@ def suite_tasks(suite: Path, data: Path) -> list:
     real = jobs.run_tasks
     jobs.run_tasks = capture
     try:
-        with tempfile.TemporaryDirectory() as empty:
+        with tempfile.TemporaryDirectory() as empty:  # jobs=2 whatever --jobs: with 1 the suite would train
             run_suite(suite, data, empty, progress=False, jobs=2)
     except Captured:
         pass
     finally:
         jobs.run_tasks = real
     if not got:
-        raise SystemExit(f"{suite}: no jobs were made (a suite that runs one job at a time is not scheduled)")
+        raise SystemExit(f"{suite}: the suite made no jobs for an empty folder: nothing to replay")
     return got
 
 
