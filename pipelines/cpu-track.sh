@@ -3,7 +3,8 @@
 # Run it again after an interruption: every step skips what is finished (synth is deterministic,
 # build/panoramas skip staged rooms, the suite skips finished steps and resumes trainings).
 #   bash pipelines/cpu-track.sh            # outputs in $TRACK_OUT (default out/cpu-track)
-# Why these sizes: docs/benchmark.md, "The CPU track".
+# Why these sizes: docs/benchmark.md, "The CPU track". Two rooms at a time (--workers 2): a room's Blender
+# renders on both cores but builds its scene, fuses and writes on one (the same bytes, docs/performance.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${TRACK_OUT:-out/cpu-track}
@@ -23,12 +24,12 @@ if [ "$houses" != 20 ]; then  # e.g. a folder of the first track (16 houses, 48 
   exit 2
 fi
 $P build --front "$OUT/front" --out "$OUT/data" --width 192 --height 144 --skybox-size 256 \
-  --pano-height 256 --voxel-size 0.08 --splits 0.47,0.2,0.33 --seed 0 --delete-frames
+  --pano-height 256 --voxel-size 0.08 --splits 0.47,0.2,0.33 --seed 0 --delete-frames --workers 2
 
 echo "== 2/4 the 2D data: 100 other synthetic houses (249 rooms), panoramas only (skybox render, no volume),"
 echo "   rendered at the teacher's 128 x 256 (1.7x sooner than 256 x 512 resized)"
 [ -f "$OUT/front-2d/synth_report.json" ] || $P synth --out "$OUT/front-2d" --houses 100 --seed 2
-$P panoramas --front "$OUT/front-2d" --out "$OUT/panos" --skybox-size 128 --pano-height 128 --seed 0 || {
+$P panoramas --front "$OUT/front-2d" --out "$OUT/panos" --skybox-size 128 --pano-height 128 --seed 0 --workers 2 || {
   echo "If the error above says rooms are staged with other settings, $OUT/panos was made by an earlier version of" >&2
   echo "this track (256 x 512 panoramas): delete it (rm -rf $OUT/panos) and run this script again." >&2
   exit 2

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from panorooms3d.bench.jobs import JobError, Task, run_tasks
+from panorooms3d.bench.jobs import JobError, Task, longest_first, run_tasks
 
 
 def stamp(folder: str, name: str, seconds: float) -> None:
@@ -79,6 +79,20 @@ def test_bad_task_lists_are_refused() -> None:
         run_tasks([Task("a", "a", die, (0,), after=("b",)), Task("b", "b", die, (0,), after=("a",))], jobs=2)
     with pytest.raises(ValueError, match="unique"):
         run_tasks([Task("a", "a", die, (0,)), Task("a", "a", die, (0,))], jobs=1)
+
+
+def test_longest_first_orders_each_rank_by_its_chains_of_seconds() -> None:
+    """Chains worked out by hand: a task's seconds plus the chains of the tasks waiting on it."""
+    t = {k: Task(k, k.upper(), die, (0,), after, rank) for k, after, rank in [
+        ("a", (), 0), ("b", (), 0), ("c", ("a",), 0), ("d", (), 0), ("e", (), 1), ("f", (), 1), ("g", (), 0)]}
+    seconds = {"A": 10.0, "B": 12.0, "C": 5.0, "D": 3.0, "E": 1.0, "F": 50.0}  # G: not measured
+    order = longest_first(list(t.values()), seconds)
+    # rank 0: A 10 + C 5 = 15 before B 12, C 5, D 3 and G 0; rank 1 after it, whatever its seconds: F 50, E 1
+    assert [x.key for x in order] == ["a", "b", "c", "d", "g", "f", "e"]
+    # ties (nothing measured) keep the given order
+    assert [x.key for x in longest_first(list(t.values()), {})] == ["a", "b", "c", "d", "g", "e", "f"]
+    with pytest.raises(JobError, match="cycle"):
+        longest_first([Task("x", "X", die, (0,), ("y",)), Task("y", "Y", die, (0,), ("x",))], {})
 
 
 def fail_loudly(size: int) -> None:

@@ -1017,6 +1017,20 @@ def test_a_suite_with_two_jobs_gives_the_same_results_as_one_after_the_other(fin
     assert sorted(r["run"] for r in again if r["step"] == "job" and r["status"] == "done") == ["t", "t-dist",
                                                                                              "teacher"]
     assert again and all(r["status"] == "skipped" for r in again if r["step"] != "job")
+    # in the suite's order run t's rest (its training done) starts before the teacher, which t-dist waits on
+    assert [r["run"] for r in again if r["step"] == "job" and r["status"] == "started"] == ["t", "teacher", "t-dist"]
+    # [settings] schedule_log: an earlier log's seconds order the jobs longest first; the teacher's 100 s (and
+    # t-dist's after it) put it first. Its path is relative to the suite file
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "earlier.jsonl").write_text(
+        json.dumps({"run": "teacher", "step": "job", "status": "started"}) + "\n"
+        + json.dumps({"run": "teacher", "step": "job", "status": "done", "seconds": 100.0}) + "\n")
+    scheduled = tmp_path / "scheduled.toml"
+    scheduled.write_text(suite.read_text().replace("jobs = 2", 'jobs = 2\nschedule_log = "logs/earlier.jsonl"'))
+    before += len(again)
+    run_suite(scheduled, finished["data"], out, progress=False)
+    again = [json.loads(x) for x in (out / "suite_log.jsonl").read_text().splitlines()][before:]
+    assert [r["run"] for r in again if r["step"] == "job" and r["status"] == "started"] == ["teacher", "t", "t-dist"]
 
 
 def pretrain_folder_name(finished: dict) -> str:
@@ -1031,6 +1045,17 @@ def test_jobs_must_be_a_whole_number(finished: dict, tmp_path: Path) -> None:
     r = CliRunner().invoke(benchmark, ["run", str(finished["suite"]), "--data", str(finished["data"]), "--out",
                                        str(tmp_path / "o2"), "--jobs", "0"])
     assert r.exit_code == 2 and "--jobs" in r.output
+
+
+def test_a_bad_schedule_log_is_a_clean_error_before_anything_trains(finished: dict, tmp_path: Path) -> None:
+    suite = tmp_path / "bad.toml"
+    suite.write_text(SUITE.replace("device = \"cpu\"", 'device = "cpu"\njobs = 2\nschedule_log = "nope.jsonl"'))
+    with pytest.raises(SuiteError, match=r"bad.toml: schedule_log = 'nope.jsonl': .*nope.jsonl does not exist"):
+        run_suite(suite, finished["data"], tmp_path / "out", progress=False)
+    (tmp_path / "nope.jsonl").write_text('{"run": "t", "step": "job", "status": "done", "seconds": 1}\nnot json\n')
+    with pytest.raises(SuiteError, match=r"nope.jsonl, line 2: not a suite log record"):
+        run_suite(suite, finished["data"], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "pretrain").exists(), "nothing trained"
 
 
 def test_a_run_taught_by_another_runs_block_training(tmp_path: Path, monkeypatch) -> None:

@@ -10,23 +10,22 @@ an empty temporary folder). Each job is given the seconds a recorded run's ``sui
 for it, and the scheduler is replayed: ``--jobs`` at a time, a job starting when the jobs it waits on are
 done, the first ready job in priority order first, no time between jobs. Replayed orders:
 
-- ``recorded``: the suite's priority, seed-major (every row's first seed before any row's second);
+- ``suite order``: the suite's priority without a ``schedule_log``, seed-major (every row's first seed
+  before any row's second): the order of the track's runs before 2026-12-07 evening;
 - ``seed-major, most dependants first``: the same, each seed's jobs sorted by how many jobs wait on them;
 - ``seed-major, longest first``: each seed's jobs sorted by their own seconds plus those of the jobs that
-  wait on them, as if these seconds were known before the run (they are not: the scheduler has no
-  estimate of a job's length);
+  wait on them (:func:`panorooms3d.bench.jobs.longest_first`: the suite's order when its ``[settings]
+  schedule_log`` names a log that measured every job);
 - ``longest first``: the same without the seed-major rule.
 
-Recorded: each order's makespan in seconds and its first jobs. The replay of ``recorded`` against the
-measured suite shows what it leaves out (the seconds between jobs, the tables at the end).
+Recorded: each order's makespan in seconds and its trainings in order. The replay of the order a log was
+measured in against the measured suite shows what it leaves out (the seconds between jobs, the tables at the end).
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
-import json
-import re
 import tempfile
 from pathlib import Path
 
@@ -53,7 +52,8 @@ def replay(tasks: list, seconds: dict[str, float], jobs: int) -> float:
 
 
 def suite_tasks(suite: Path, data: Path) -> list:
-    """The jobs ``benchmark run --jobs 2`` makes for ``suite`` on ``data`` into an empty folder."""
+    """The jobs ``benchmark run --jobs 2`` makes for ``suite`` on ``data`` into an empty folder, in the suite's
+    priority before any ``schedule_log`` reorders them."""
     import panorooms3d.bench.jobs as jobs
     from panorooms3d.bench.suite import run_suite
 
@@ -66,15 +66,16 @@ def suite_tasks(suite: Path, data: Path) -> list:
         got.extend(tasks)
         raise Captured
 
-    real = jobs.run_tasks
+    real, real_order = jobs.run_tasks, jobs.longest_first
     jobs.run_tasks = capture
+    jobs.longest_first = lambda tasks, seconds: tasks
     try:
         with tempfile.TemporaryDirectory() as empty:  # jobs=2 whatever --jobs: with 1 the suite would train
             run_suite(suite, data, empty, progress=False, jobs=2)
     except Captured:
         pass
     finally:
-        jobs.run_tasks = real
+        jobs.run_tasks, jobs.longest_first = real, real_order
     if not got:
         raise SystemExit(f"{suite}: the suite made no jobs for an empty folder: nothing to replay")
     return got
@@ -89,32 +90,24 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the result here (JSON)")
     args = ap.parse_args(argv)
 
+    from panorooms3d.bench.jobs import longest_first
+    from panorooms3d.bench.suite import recorded_job_seconds
     from panorooms3d.run.atomic import write_json
 
     tasks = suite_tasks(args.suite, args.data)
-    seconds: dict[str, float] = {}
-    for line in args.log.read_text().splitlines():
-        row = json.loads(line)
-        if row["step"] == "job" and row["status"] == "done":
-            seconds[row["run"]] = row["seconds"]
+    seconds = recorded_job_seconds(args.log)
     missing = [t.label for t in tasks if t.label not in seconds]
     if missing:
         raise SystemExit(f"{args.log}: no measured seconds for {', '.join(missing)}: a log of the whole suite is needed")
     waiting_on = {t.key: [u for u in tasks if t.key in u.after] for t in tasks}
 
-    def seed_rank(task) -> int:
-        if not task.key.startswith("run "):
-            return min(seed_rank(u) for u in waiting_on[task.key])
-        found = re.search(r"/seed(\d+)$", task.key)
-        return int(found.group(1)) if found else 0
-
     def chain(task) -> float:
         return seconds[task.label] + sum(chain(u) for u in waiting_on[task.key])
 
     orders = {
-        "recorded": tasks,
-        "seed-major, most dependants first": sorted(tasks, key=lambda t: (seed_rank(t), -len(waiting_on[t.key]))),
-        "seed-major, longest first": sorted(tasks, key=lambda t: (seed_rank(t), -chain(t))),
+        "suite order": tasks,
+        "seed-major, most dependants first": sorted(tasks, key=lambda t: (t.rank, -len(waiting_on[t.key]))),
+        "seed-major, longest first": longest_first(tasks, seconds),
         "longest first": sorted(tasks, key=lambda t: -chain(t)),
     }
     result = {"suite": str(args.suite), "log": str(args.log), "jobs": args.jobs,

@@ -9,6 +9,8 @@ side finish a pair of the CPU track's trainings 1.1-1.3x sooner than one two-thr
 arguments; it runs in its own ``spawn`` process (a fresh interpreter: nothing of torch's or OpenMP's state is
 shared or forked) with ``threads`` torch threads, once every task it comes ``after`` has finished. At most
 ``jobs`` run at once; when a slot frees, the first waiting task whose dependencies are done starts.
+:func:`longest_first` reorders tasks by their expected seconds (measured in an earlier run) within each rank,
+so that a long job does not start last and run alone at the end.
 
 When a task fails, the others still running are stopped (a training resumes from its last checkpoint when the
 suite runs again) and the task's exception is raised in the caller, with the task's label and its traceback
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-__all__ = ["JobError", "Task", "default_threads", "run_tasks"]
+__all__ = ["JobError", "Task", "default_threads", "longest_first", "run_tasks"]
 
 
 class JobError(RuntimeError):
@@ -43,6 +45,7 @@ class Task:
         fn: a module-level function (it is pickled by reference into a fresh process).
         args: its picklable positional arguments.
         after: keys of the tasks that must have finished before this one starts.
+        rank: the group :func:`longest_first` keeps it in (a suite's seed round: 0 for every run's first seed).
     """
 
     key: str
@@ -50,11 +53,38 @@ class Task:
     fn: Callable
     args: tuple = ()
     after: tuple[str, ...] = ()
+    rank: int = 0
 
 
 def default_threads(jobs: int) -> int:
     """Torch threads for each of ``jobs`` side-by-side jobs: the cores shared out, at least 1."""
     return max(1, (os.cpu_count() or 1) // max(1, int(jobs)))
+
+
+def longest_first(tasks: list[Task], seconds: dict[str, float]) -> list[Task]:
+    """``tasks`` reordered rank by rank, in each rank the longest chain first (a stable sort).
+
+    A task's chain is its expected seconds (``seconds[label]``; 0 when not given) plus the chains of every
+    task that waits on it, so a job that others wait for counts with them. Ranks keep their order: with a
+    suite's seed rounds as ranks, every run's first seed still comes before any run's second. Tasks with
+    no known seconds keep their relative order after the others of their rank (when no task waits on them).
+    """
+    waiting_on: dict[str, list[Task]] = {t.key: [] for t in tasks}
+    for t in tasks:
+        for k in t.after:
+            if k in waiting_on:
+                waiting_on[k].append(t)
+    chains: dict[str, float | None] = {}
+
+    def chain(task: Task) -> float:
+        if task.key in chains and chains[task.key] is None:
+            raise JobError(f"task {task.key!r} waits on itself through the tasks that wait on it (a cycle)")
+        if task.key not in chains:
+            chains[task.key] = None
+            chains[task.key] = float(seconds.get(task.label, 0.0)) + sum(chain(u) for u in waiting_on[task.key])
+        return chains[task.key]
+
+    return sorted(tasks, key=lambda t: (t.rank, -chain(t)))
 
 
 def _child(fn: Callable, args: tuple, threads: int, conn) -> None:

@@ -65,7 +65,7 @@ from panorooms3d.run.atomic import write_json
 from panorooms3d.run.checkpoint import load_checkpoint
 
 SECTIONS = ("settings", "train", "teacher", "distill", "eval")
-SETTINGS = {"class_set", "seed", "seeds", "device", "workers", "jobs"}
+SETTINGS = {"class_set", "seed", "seeds", "device", "workers", "jobs", "schedule_log"}
 EVAL_KEYS = {"split", "max_voxels", "samples", "weights", "round_per_room", "input_encoding", "pad_to", "panorama",
              "tta"}
 RUN_KEYS = {"name", "label", "model", "distill", "finetune_only", "skip", "iterations", "batch_size", "block", "lr",
@@ -358,6 +358,46 @@ class SuiteLog:
         self.record(run, step, "done", seconds=round(time.perf_counter() - t0, 3))
 
 
+def recorded_job_seconds(path: str | Path) -> dict[str, float]:
+    """Each job's seconds in a suite's ``suite_log.jsonl`` (``"step": "job"``, ``done``), by the job's label.
+
+    A job logged done more than once gets its longest time (a resumed job measures only its rest).
+
+    Raises:
+        SuiteError: the file cannot be read, or a line is not one of the log's JSON records.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(f"{path}: cannot read the suite log: {e}") from e
+    seconds: dict[str, float] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if row.get("step") == "job" and row.get("status") == "done":
+                seconds[str(row["run"])] = max(float(row["seconds"]), seconds.get(str(row["run"]), 0.0))
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise SuiteError(f"{path}, line {number}: not a suite log record ({e}): {line[:80]!r}") from e
+    return seconds
+
+
+def _schedule_seconds(suite: Suite, settings: dict) -> tuple[dict[str, float], Path | None]:
+    """The job seconds of ``[settings] schedule_log`` (a path relative to the suite file), or none."""
+    name = settings.get("schedule_log")
+    if name is None:
+        return {}, None
+    if not isinstance(name, str) or not name:
+        raise SuiteError(f"{suite.path}: schedule_log must name a suite_log.jsonl, got {name!r}")
+    path = suite.path.parent / name
+    if not path.is_file():
+        raise SuiteError(f"{suite.path}: schedule_log = {name!r}: {path} does not exist. It names an earlier run's "
+                         "suite_log.jsonl, whose job seconds order the jobs; fix the path or remove the setting.")
+    return recorded_job_seconds(path), path
+
+
 def load_model(checkpoint: str | Path, model: str | None = None, class_set: str = "paper30",
                model_overrides: dict | None = None):
     """A 3D model with the weights of a run checkpoint (block training or distillation).
@@ -448,7 +488,7 @@ def run_suite(suite_path: str | Path, data: str | Path, out: str | Path, *, only
     if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs < 1:
         raise SuiteError(f"{suite.path}: jobs must be a whole number >= 1, got {n_jobs!r}")
     if n_jobs > 1:
-        _run_parallel(suite, order, settings, data, out, log, progress, n_jobs)
+        _run_parallel(suite, order, settings, data, out, log, progress, n_jobs, _schedule_seconds(suite, settings))
     else:
         for spec, seed in tqdm(order, desc=f"suite {suite.name}", unit="run", disable=not progress,
                                dynamic_ncols=True):
@@ -509,15 +549,18 @@ def _job_run(suite: Suite, spec: RunSpec, seed: int, settings: dict, data: Path,
 
 
 def _run_parallel(suite: Suite, order: list[tuple[RunSpec, int]], settings: dict, data: Path, out: Path,
-                  log: SuiteLog, progress: bool, n_jobs: int) -> None:
+                  log: SuiteLog, progress: bool, n_jobs: int,
+                  schedule: tuple[dict[str, float], Path | None] = ({}, None)) -> None:
     """The runs of ``order`` with ``n_jobs`` steps at a time (:func:`panorooms3d.bench.jobs.run_tasks`).
 
     Jobs: each block training not yet finished (once, however many runs share it), the teacher and its caches
     (when a run distils), and the rest of each run and seed after its training and teacher. Their
     priority is the sequential order (seed-major), so a suite cut short has the same rows done first.
+    With ``schedule`` (the job seconds of ``[settings] schedule_log`` and that file) each seed round's jobs
+    are ordered longest first (:func:`panorooms3d.bench.jobs.longest_first`), still seed-major.
     Each training runs with cores / n_jobs threads, whatever ``[train] threads`` says.
     """
-    from panorooms3d.bench.jobs import Task, default_threads, run_tasks
+    from panorooms3d.bench.jobs import Task, default_threads, longest_first, run_tasks
 
     threads = default_threads(n_jobs)
     tasks: list[Task] = []
@@ -525,7 +568,7 @@ def _run_parallel(suite: Suite, order: list[tuple[RunSpec, int]], settings: dict
     distilling = [spec for spec, _ in order if spec.distill]
     distilling = [r for i, r in enumerate(distilling) if r not in distilling[:i]]
 
-    def training(spec: RunSpec, seed: int, after: tuple[str, ...] = ()) -> str | None:
+    def training(spec: RunSpec, seed: int, rank: int, after: tuple[str, ...] = ()) -> str | None:
         """The key of the job that trains ``spec``'s block training for ``seed`` (added once), None when trained."""
         folder = pretrain_folder(suite, spec, {**settings, "seed": seed}, out)
         if (folder / "model.pt").exists():
@@ -534,26 +577,35 @@ def _run_parallel(suite: Suite, order: list[tuple[RunSpec, int]], settings: dict
         if key not in keys:
             keys.add(key)
             tasks.append(Task(key, f"train ({folder.name})", _job_train,
-                              (suite, spec, seed, settings, data, out, threads), after))
+                              (suite, spec, seed, settings, data, out, threads), after, rank))
         return key
 
     for spec, seed in order:
         run, _, rs = _run_variant(spec, settings, seed, out)
+        rank = run_seeds(spec, settings).index(seed)  # the seed round: 0 for every run's first seed
         taught_after = ()  # a block training with a block_teacher waits for the teacher's training
         if spec.block_teacher is not None and not (pretrain_folder(suite, run, rs, out) / "model.pt").exists():
-            teacher_key = training(*_block_teacher(suite, spec, settings))
+            teacher_key = training(*_block_teacher(suite, spec, settings), rank)
             taught_after = () if teacher_key is None else (teacher_key,)
-        key = training(spec, seed, taught_after)
+        key = training(spec, seed, rank, taught_after)
         after = [] if key is None else [key]
         if spec.distill:  # always a job (seconds when finished): it also caches any new unlabelled rooms
             if "teacher" not in keys:
                 keys.add("teacher")
-                tasks.append(Task("teacher", "teacher", _job_teacher, (suite, distilling, settings, data, out)))
+                tasks.append(Task("teacher", "teacher", _job_teacher, (suite, distilling, settings, data, out),
+                                  rank=rank))
             after.append("teacher")
         tasks.append(Task(f"run {run.name}", run.name, _job_run, (suite, spec, seed, settings, data, out),
-                          tuple(after)))
+                          tuple(after), rank))
+    seconds, schedule_log = schedule
+    if schedule_log is not None:
+        tasks = longest_first(tasks, seconds)
     if progress:
         tqdm.write(f"suite {suite.name}: {len(tasks)} job(s), {n_jobs} at a time, {threads} thread(s) each")
+        if schedule_log is not None:
+            known = sum(t.label in seconds for t in tasks)
+            tqdm.write(f"  each seed's jobs longest first by the seconds in {schedule_log} ({known} of {len(tasks)} "
+                       "jobs measured there" + (")" if known == len(tasks) else "; the others count as 0 s)"))
     bar = tqdm(total=len(tasks), desc=f"suite {suite.name}", unit="job", disable=not progress, dynamic_ncols=True)
 
     def started(task) -> None:
