@@ -182,7 +182,7 @@ def build_panoramas(front: Path, dataset: Path, room_uids: list[str], *, work: P
               help="local: process pool; ray: an existing Ray cluster (see --ray-address).")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Rooms in parallel (local). Blender renders one room on every core, but its scene builds "
-                   "and writing use one: on 2 cores 2 workers rendered panoramas 1.6x sooner, the same "
+                   "and writing use one: on 2 cores 2 workers rendered panoramas 1.4x sooner, the same "
                    "bytes (docs/performance.md).")
 @click.option("--retries", type=int, default=1, show_default=True, help="Extra attempts for a failing room.")
 @click.option("--ray-address", default=None, help="Ray cluster address (auto, ray://host:port) [default auto].")
