@@ -25,6 +25,7 @@ measured in against the measured suite shows what it leaves out (the seconds bet
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import heapq
 import tempfile
 from pathlib import Path
@@ -100,15 +101,11 @@ def main(argv=None) -> None:
     if missing:
         raise SystemExit(f"{args.log}: no measured seconds for {', '.join(missing)}: a log of the whole suite is needed")
     waiting_on = {t.key: [u for u in tasks if t.key in u.after] for t in tasks}
-
-    def chain(task) -> float:
-        return seconds[task.label] + sum(chain(u) for u in waiting_on[task.key])
-
     orders = {
         "suite order": tasks,
         "seed-major, most dependants first": sorted(tasks, key=lambda t: (t.rank, -len(waiting_on[t.key]))),
         "seed-major, longest first": longest_first(tasks, seconds),
-        "longest first": sorted(tasks, key=lambda t: -chain(t)),
+        "longest first": longest_first([dataclasses.replace(t, rank=0) for t in tasks], seconds),
     }
     result = {"suite": str(args.suite), "log": str(args.log), "jobs": args.jobs,
               "job_seconds": round(sum(seconds[t.label] for t in tasks), 1), "orders": {}}

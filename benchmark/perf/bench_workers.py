@@ -6,7 +6,8 @@ with ``--workers 2``, through the real command line (Blender renders, Open3D fus
 room's Blender renders on every core, but its scene build, the fusion and the writing run on one, so
 two rooms at a time can use the second core. Measured: wall seconds and the CPU seconds of the
 command's processes (user + system, from ``os.wait4``), and whether the shards of both are the same
-bytes (they must be: a room's output does not depend on what runs beside it).
+bytes (the sha256 each ``manifest.json`` records for its shards; they must be equal: a room's output does
+not depend on what runs beside it).
 
     python benchmark/perf/bench_workers.py             # quick (make bench): 2 houses built, 4 rendered
     python benchmark/perf/bench_workers.py --houses-3d 3 --houses-2d 10   # the numbers in docs/performance.md
@@ -17,7 +18,6 @@ Writes benchmark/results/perf_workers.json.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -36,27 +36,17 @@ PANORAMAS = ["--skybox-size", "128", "--pano-height", "128", "--seed", "0"]
 
 def timed(args: list[str]) -> dict:
     """Run a command; its wall seconds and its processes' CPU seconds (user + system, children included)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read()
-    proc.stderr.close()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({code}):\n{err[-2000:]}")
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: the progress bars would fill a pipe and block
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(args)} failed ({code}):\n{err.read()[-2000:]}")
     return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
             "cores_busy": round((usage.ru_utime + usage.ru_stime) / wall, 2)}
-
-
-def shards_digest(dataset: Path) -> str:
-    """One sha256 over every file of the dataset's shards, by relative path."""
-    h = hashlib.sha256()
-    shards = dataset / "shards"
-    for f in sorted(p for p in shards.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(shards)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def main(argv=None) -> None:
@@ -79,8 +69,9 @@ def main(argv=None) -> None:
                 out = tmp / f"{name}-{workers}"
                 rows[workers] = timed([*CLI, command, "--front", str(front), "--out", str(out), *extra,
                                        "--workers", str(workers)])
-                rows[workers]["rooms"] = len(json.loads((out / "manifest.json").read_text())["rooms"])
-                rows[workers]["shards_sha256"] = shards_digest(out)
+                manifest = json.loads((out / "manifest.json").read_text())
+                rows[workers]["rooms"] = len(manifest["rooms"])
+                rows[workers]["shards_sha256"] = {s["file"]: s["sha256"] for s in manifest["shards"]}
                 print(f"{name}: {houses} houses, {rows[workers]['rooms']} rooms, --workers {workers}: "
                       f"{rows[workers]['wall_s']} s ({rows[workers]['cores_busy']} cores busy)", flush=True)
             result["steps"][name] = {
