@@ -11,7 +11,7 @@ training, closes it. Both are probes: the project's evaluation is unchanged.
   power -1/2 (``class_weights = "sqrt-inverse"``). A model trained so estimates probabilities proportional to
   ``w_c p(c | x)``, so dividing its averaged probabilities by ``w_c ** alpha`` moves it back toward the data's prior
   (alpha = 1: all the way; Menon et al. 2021, "logit adjustment"). The weights are the training run's own
-  (``train.class_weights`` over its training rooms). alpha is chosen on the validation rooms (the mean over the
+  (``train.training_blocks`` of its ``config.json``). alpha is chosen on the validation rooms (the mean over the
   given trainings), then scored once on the test rooms.
 - **The patch grid shifted.** 3DSeg-T cuts a room into 4-voxel patches from its corner, and its eight test-time
   passes (mirrored and turned about z) see the patch grid at other phases only where a room's size is not a
@@ -29,6 +29,7 @@ Not part of ``make bench``: 10 minutes for the track's 3 trainings on 2 cores, b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -36,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from panorooms3d.bench.data import free_space_input, labelled_subset, load_room, select_rooms
+from panorooms3d.bench.data import free_space_input, load_room
 from panorooms3d.bench.evaluate import predict_logits, room_record, scores
 from panorooms3d.bench.metrics import room_metrics, room_weight
 from panorooms3d.bench.stats import RunRecords, bootstrap, compare
 from panorooms3d.bench.suite import load_model
-from panorooms3d.bench.train import class_weights
+from panorooms3d.bench.train import TrainConfig, training_blocks
 from panorooms3d.run.atomic import write_json
 from panorooms3d.store.dataset import Dataset
 from panorooms3d.taxonomy import get_class_set
@@ -62,12 +63,8 @@ def shifted_probs(net: torch.nn.Module, x: np.ndarray, shift: tuple[int, int, in
 
 
 def training_weights(data: Path, config: dict) -> np.ndarray:
-    """The class weights (K,) the training of ``config`` used (its rooms, its class set)."""
-    rooms = Dataset(data).split(config.get("split", "train"))
-    if config.get("rooms"):
-        rooms = select_rooms(rooms, config["rooms"])
-    rooms = labelled_subset(rooms, config.get("labelled_fraction", 1.0))
-    w = class_weights(data, rooms, config["class_set"], config["class_weights"])
+    """The class weights (K,) the training of ``config`` (its ``config.json``) used, on the dataset ``data``."""
+    w = training_blocks(dataclasses.replace(TrainConfig(**config), data=str(data))).weights
     return np.ones(get_class_set(config["class_set"]).num_classes) if w is None else w.numpy().astype(np.float64)
 
 
@@ -94,8 +91,7 @@ def predictions(net, ds: Dataset, uids: list[str], class_set: str, log_w: torch.
     for i, uid in enumerate(uids):
         sample = load_room(ds, uid, class_set)
         labels[uid] = sample.y
-        with torch.no_grad():
-            probs = {s: shifted_probs(net, sample.x, s) for s in {s for shifts in SHIFTS.values() for s in shifts}}
+        probs = {s: shifted_probs(net, sample.x, s) for s in {s for shifts in SHIFTS.values() for s in shifts}}
         for way, shifts in SHIFTS.items():
             total = sum(probs[s] for s in shifts)
             out.setdefault(way, {})[uid] = total.argmax(0).numpy()

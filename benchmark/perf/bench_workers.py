@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from panorooms3d.run.atomic import write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "panorooms3d.cli"]
 BUILD = ["--width", "192", "--height", "144", "--skybox-size", "256", "--pano-height", "256", "--voxel-size", "0.08",
@@ -80,10 +82,7 @@ def main(argv=None) -> None:
                 "same_bytes": rows[1]["shards_sha256"] == rows[2]["shards_sha256"]}
             print(f"{name}: 2 workers {result['steps'][name]['speedup']}x, same bytes: "
                   f"{result['steps'][name]['same_bytes']}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(result, indent=1) + "\n")
-    tmp_out.replace(args.out)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     if not all(step["same_bytes"] for step in result["steps"].values()):
         raise SystemExit("two workers wrote other bytes than one: a room's output depends on what runs beside it")
