@@ -23,7 +23,13 @@ training, closes it. Both are probes: the project's evaluation is unchanged.
 Each way is paired with the track's ``d4`` on the same rooms and seeds: the difference in mIoU (the paper's
 protocol) and void-excluded mIoU, with its 95% interval over rooms and seeds (:func:`panorooms3d.bench.stats.compare`).
 The ``d4`` scores are also checked against the suite's own ``metrics.json`` when ``--runs`` names them.
-Not part of ``make bench``: 10 minutes for the track's 3 trainings on 2 cores, beside a test run.
+Not part of ``make bench``: 10 minutes for the track's 3 trainings on 2 cores, beside a test run. Recorded with
+(``out/fn5k3`` a run of the track from nothing whose trainings equal the recording's, bit for bit)::
+
+    P=out/fn5k3/bench; .venv/bin/python benchmark/diagnosis/test_time_probes.py out/fn5k3/data \
+        $P/pretrain/3dseg-t-5624a283 $P/pretrain/3dseg-t-005abca0 $P/pretrain/3dseg-t-3205d3aa \
+        --runs $P/runs/3dseg-t/seed0 $P/runs/3dseg-t/seed1 $P/runs/3dseg-t/seed2 \
+        --out benchmark/results/diagnosis/test-time-probes.json
 """
 
 from __future__ import annotations
