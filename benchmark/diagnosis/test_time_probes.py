@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 from panorooms3d.bench.data import free_space_input, load_room
-from panorooms3d.bench.evaluate import predict_logits, room_record, scores
-from panorooms3d.bench.metrics import room_metrics, room_weight
+from panorooms3d.bench.evaluate import RoomScores, predict_logits
+from panorooms3d.bench.metrics import room_weight
 from panorooms3d.bench.stats import RunRecords, bootstrap, compare
 from panorooms3d.bench.suite import load_model
 from panorooms3d.bench.train import TrainConfig, training_blocks
@@ -74,18 +74,12 @@ def training_weights(data: Path, config: dict) -> np.ndarray:
     return np.ones(get_class_set(config["class_set"]).num_classes) if w is None else w.numpy().astype(np.float64)
 
 
-def score(preds: dict, rooms: dict, class_set: str, k: int) -> dict:
+def score(preds: dict, rooms: dict, class_set: str) -> dict:
     """An evaluation result (``evaluate``'s keys that :mod:`stats` reads) of predictions {uid: (X, Y, Z)}."""
-    per_room, no_void, weights, records = [], [], [], []
+    scored = RoomScores(class_set)
     for uid, pred in preds.items():
-        y = rooms[uid]
-        m, mv = room_metrics(pred, y, k), room_metrics(pred, y, k, exclude_void=True)
-        w = room_weight(y.shape, "project")
-        per_room.append(m)
-        no_void.append(mv)
-        weights.append(w)
-        records.append(room_record(uid, m, mv, w))
-    return scores(per_room, no_void, weights, records, class_set)
+        scored.add(uid, pred, rooms[uid], room_weight(rooms[uid].shape, "project"))
+    return scored.result()
 
 
 def predictions(net, ds: Dataset, uids: list[str], class_set: str, log_w: torch.Tensor,
@@ -126,7 +120,6 @@ def main(argv=None) -> int:
         config = json.loads((folder / "config.json").read_text())
         seeds.append(str(config["seed"]))
         class_set = config["class_set"]
-        k = get_class_set(class_set).num_classes
         log_w = torch.tensor(np.log(training_weights(a.data, config)), dtype=torch.float32)[:, None, None, None]
         net = load_model(folder / "model.pt", config["model"]).eval()
         for split in ("val", "test"):
@@ -134,7 +127,7 @@ def main(argv=None) -> int:
             preds, labels = predictions(net, ds, ds.split(split), class_set, log_w, f"seed {config['seed']} {split}")
             timing[f"seed {config['seed']} {split}"] = round(time.time() - t0, 1)
             for way, p in preds.items():
-                results[split].setdefault(way, []).append(score(p, labels, class_set, k))
+                results[split].setdefault(way, []).append(score(p, labels, class_set))
     summary: dict = {"trainings": [str(f) for f in a.trainings], "seeds": seeds, "seconds": timing, "val": {},
                      "test": {}}
     for split in ("val", "test"):

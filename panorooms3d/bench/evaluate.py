@@ -171,9 +171,8 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
     uids = rooms if rooms is not None else ds.split(split)
     if not uids:
         raise ValueError(f"{dataset_dir}: no rooms in split {split!r} to evaluate")
-    cs = get_class_set(class_set)
     passes = len(tta_transforms(tta))
-    per_room, no_void, weights, records, preds = [], [], [], [], {}
+    rooms_scored, preds = RoomScores(class_set, round_per_room=round_per_room), {}
     model.to(device)
     for uid in tqdm(uids, desc="evaluate", unit="room", disable=not progress, dynamic_ncols=True):
         sample = samples.get(uid) if samples is not None else None
@@ -183,23 +182,61 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
                 samples[uid] = sample
         pred = predict_logits(model, sample.x, max_voxels=max_voxels, window=window, overlap=overlap, device=device,
                               pad_to=pad_to, tta=tta).argmax(0).numpy()
-        m = room_metrics(pred, sample.y, cs.num_classes)
-        mv = room_metrics(pred, sample.y, cs.num_classes, exclude_void=True)
-        if round_per_room:  # the official eval.py's per-room numbers
-            m.update(official_rounded(m["confusion"]))
-            mv.update(official_rounded(mv["confusion"], exclude=(0,)))
-        w = room_weight(sample.y.shape, room_weights)
-        per_room.append(m)
-        no_void.append(mv)
-        weights.append(w)
-        records.append(room_record(uid, m, mv, w))
+        rooms_scored.add(uid, pred, sample.y, room_weight(sample.y.shape, room_weights))
         if keep_predictions:
             preds[uid] = pred.astype(np.uint8)
     result = {"class_set": class_set, "split": split, "eval": {"tta": tta, "passes": passes},
-              **scores(per_room, no_void, weights, records, class_set)}
+              **rooms_scored.result()}
     if keep_predictions:
         result["predictions"] = preds
     return result
+
+
+class RoomScores:
+    """The scores of predictions, collected one room (or panorama) at a time: every scorer of the project
+    (:func:`evaluate`, :func:`evaluate_on_panoramas`, the teacher's ``evaluate_teacher``, diagnosis scripts) adds
+    its rooms here and reads the same result layout back.
+
+    ``add(uid, pred, gt, weight)`` scores one room's predicted class ids against its class ids (equal shapes: a
+    room's voxels or a panorama's pixels) with :func:`room_metrics`, with void and without (class 0 left out);
+    ``result()`` is :func:`scores` of the rooms added so far, in the order added.
+
+    Args:
+        class_set: the class set both ids are in (its number of classes and names).
+        size_key: what a room's size counts in its record: ``voxels`` or ``pixels`` (:func:`room_record`).
+        round_per_room: round each room's metrics as the official eval.py does (:func:`official_rounded`).
+    """
+
+    def __init__(self, class_set: str, *, size_key: str = "voxels", round_per_room: bool = False) -> None:
+        self.class_set = class_set
+        self.num_classes = get_class_set(class_set).num_classes
+        self.size_key = size_key
+        self.round_per_room = round_per_room
+        self.per_room: list[dict] = []
+        self.no_void: list[dict] = []
+        self.weights: list[float] = []
+        self.records: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, uid: str, pred: np.ndarray, gt: np.ndarray, weight: float = 1.0) -> None:
+        """Score room ``uid``: ``pred`` and ``gt`` class ids of the same shape; ``weight`` its weight in the
+        rooms' mean (:func:`panorooms3d.bench.metrics.room_weight`; 1 for panoramas, which are all one size)."""
+        m = room_metrics(pred, gt, self.num_classes)
+        mv = room_metrics(pred, gt, self.num_classes, exclude_void=True)
+        if self.round_per_room:  # the official eval.py's per-room numbers
+            m.update(official_rounded(m["confusion"]))
+            mv.update(official_rounded(mv["confusion"], exclude=(0,)))
+        self.per_room.append(m)
+        self.no_void.append(mv)
+        self.weights.append(weight)
+        self.records.append(room_record(uid, m, mv, weight, self.size_key))
+
+    def result(self) -> dict:
+        """:func:`scores` of the rooms added (``metrics``, ``pooled``, ``void_excluded``, ``per_class_iou``,
+        ``confusion``, ``rooms``)."""
+        return scores(self.per_room, self.no_void, self.weights, self.records, self.class_set)
 
 
 def room_record(uid: str, m: dict, mv: dict, weight: float, size_key: str = "voxels") -> dict:
@@ -257,7 +294,7 @@ def evaluate_on_panoramas(predictions: dict, dataset_dir: Path, *, class_set: st
 
     ds = Dataset(Path(dataset_dir))
     cs = get_class_set(class_set)
-    per_room, no_void, records = [], [], []
+    rooms_scored = RoomScores(class_set, size_key="pixels")
     for uid, pred in predictions.items():
         sample = load_room(ds, uid, class_set, encoding=input_encoding)
         pano = ds.load_panorama(uid) if sample.camera is not None else None
@@ -265,15 +302,10 @@ def evaluate_on_panoramas(predictions: dict, dataset_dir: Path, *, class_set: st
             continue
         gt = cs.map(pano.label)
         labels, _ = project_labels(sample, np.asarray(pred), *gt.shape)
-        m = room_metrics(labels, gt, cs.num_classes)
-        mv = room_metrics(labels, gt, cs.num_classes, exclude_void=True)
-        per_room.append(m)
-        no_void.append(mv)
-        records.append(room_record(uid, m, mv, 1.0, size_key="pixels"))
-    if not per_room:
+        rooms_scored.add(uid, labels, gt)
+    if not rooms_scored:
         raise ValueError(f"{dataset_dir}: none of the {len(predictions)} room(s) has a panorama and a camera")
-    return {"class_set": class_set, "unit": "panorama pixels",
-            **scores(per_room, no_void, [1.0] * len(per_room), records, class_set)}
+    return {"class_set": class_set, "unit": "panorama pixels", **rooms_scored.result()}
 
 
 def _num(v: float) -> float | None:

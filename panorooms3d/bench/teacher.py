@@ -626,7 +626,7 @@ def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: l
 
     The teacher predicts at (height, width) (default: its run's training size, else the stored size);
     its logits are upsampled bilinearly to the stored panorama size, and the argmax is scored against
-    the stored labels mapped to ``class_set``, per room with :func:`panorooms3d.bench.metrics.room_metrics`.
+    the stored labels mapped to ``class_set``, per room (:class:`panorooms3d.bench.evaluate.RoomScores`).
 
     Returns the layout of :func:`panorooms3d.bench.evaluate.evaluate` (so tables read both):
     ``metrics`` (mean over rooms; every panorama has the same pixel count, so each room weighs 1),
@@ -636,8 +636,7 @@ def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: l
 
     Raises TeacherDataError when the split has no room with a panorama.
     """
-    from panorooms3d.bench.evaluate import room_record, scores
-    from panorooms3d.bench.metrics import room_metrics
+    from panorooms3d.bench.evaluate import RoomScores
     from panorooms3d.store.dataset import Dataset
 
     if not isinstance(teacher, torch.nn.Module):
@@ -651,7 +650,7 @@ def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: l
     if not uids:
         raise TeacherDataError(f"{data}: no rooms of the {split!r} split have a panorama to score the teacher on")
     cs = get_class_set(class_set)
-    per_room, no_void, records = [], [], []
+    rooms_scored = RoomScores(class_set, size_key="pixels")
     for uid in tqdm(uids, desc="evaluate teacher", unit="room", disable=not progress, dynamic_ncols=True):
         pano = ds.load_panorama(uid)
         if pano is None:
@@ -660,14 +659,8 @@ def evaluate_teacher(teacher, data: str | Path, *, split: str = "test", rooms: l
         if tuple(logits.shape[1:]) != tuple(pano.label.shape):
             logits = F.interpolate(logits[None], size=pano.label.shape, mode="bilinear", align_corners=False)[0]
         pred = logits.argmax(0).numpy()
-        gt = cs.map(pano.label)
-        m = room_metrics(pred, gt, cs.num_classes)
-        mv = room_metrics(pred, gt, cs.num_classes, exclude_void=True)
-        per_room.append(m)
-        no_void.append(mv)
-        records.append(room_record(uid, m, mv, 1.0, size_key="pixels"))
-    return {"class_set": class_set, "split": split, "unit": "panorama pixels",
-            **scores(per_room, no_void, [1.0] * len(per_room), records, class_set)}
+        rooms_scored.add(uid, pred, cs.map(pano.label))
+    return {"class_set": class_set, "split": split, "unit": "panorama pixels", **rooms_scored.result()}
 
 
 def _teacher_name(teacher) -> str:
