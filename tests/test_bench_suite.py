@@ -353,6 +353,16 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         r.name: (5000, 250) if r.name in longer else (3000, None) if r.model.startswith("3dseg-") else (None, None)
         for r in track5k.runs}
     assert [r.seeds for r in track5k.runs if r.name == "3dseg-b"] == [[0]]
+    # cpu-track-steps: the track's own 3DSeg-T trainings (the same keys seed by seed) and the same rows at 6,000 to
+    # 8,000 steps, which differ from them in their iterations alone
+    tsteps = load_suite("cpu-track-steps")
+    assert [r.train["iterations"] for r in tsteps.runs] == [5000, 6000, 7000, 8000]
+    assert (tsteps.train, tsteps.distill) == (track5k.train, track5k.distill)
+    assert tsteps.eval == {**track5k.eval, "panorama": False}
+    for run in tsteps.runs:
+        longer_t = dataclasses.replace(track5k.runs[0], train={**track5k.runs[0].train,
+                                                               "iterations": run.train["iterations"]})
+        _assert_same_students(tsteps, run, track5k, longer_t, track5k.settings, tmp_path)
     track = dataclasses.replace(track5k, runs=[
         dataclasses.replace(r, train={**{k: v for k, v in r.train.items() if k != "val_every"}, "iterations": 3000},
                             seeds=[0, 1, 2]) if r.name in longer else r
