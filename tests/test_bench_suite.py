@@ -363,6 +363,13 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         longer_t = dataclasses.replace(track5k.runs[0], train={**track5k.runs[0].train,
                                                                "iterations": run.train["iterations"]})
         _assert_same_students(tsteps, run, track5k, longer_t, track5k.settings, tmp_path)
+    # cpu-track-decay: cpu-track-steps's 6,000-step trainings (the same keys) and the same with the rate decaying over
+    # the last 1,000 of the 6,000 steps, the cooldown its only other setting
+    decay = load_suite("cpu-track-decay")
+    assert (decay.train, decay.eval) == (tsteps.train, tsteps.eval)
+    _assert_same_students(decay, decay.runs[0], tsteps, tsteps.runs[1], track5k.settings, tmp_path)
+    assert decay.runs[1].train == {**tsteps.runs[1].train, "cooldown": 0.1666667}
+    assert round(decay.runs[1].train["cooldown"] * decay.runs[1].train["iterations"]) == 1000
     track = dataclasses.replace(track5k, runs=[
         dataclasses.replace(r, train={**{k: v for k, v in r.train.items() if k != "val_every"}, "iterations": 3000},
                             seeds=[0, 1, 2]) if r.name in longer else r
