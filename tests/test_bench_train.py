@@ -19,7 +19,7 @@ from bench_rooms import BED, FLOOR, make_dataset, moving_average
 
 from panorooms3d.bench.data import BlockConfig, BlockDataset, augment, encode_input, encode_target, padded_shape
 from panorooms3d.bench.evaluate import evaluate, predict_logits
-from panorooms3d.bench.train import CHECKPOINT, TrainConfig, build, train
+from panorooms3d.bench.train import CHECKPOINT, TrainConfig, build, continue_training, train
 from panorooms3d.run.errors import UserError
 
 
@@ -158,6 +158,41 @@ def test_training_resumes_to_the_same_result(dataset: Path, tmp_path: Path) -> N
     assert (tmp_path / "full" / "model.pt").exists()
     log = [json.loads(line) for line in (tmp_path / "full" / "train_log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_longer_training_continues_a_finished_shorter_one(dataset: Path, tmp_path: Path) -> None:
+    base = dict(data=str(dataset), model="3dseg-t", batch_size=1, block=16, workers=0, checkpoint_every=2,
+                log_every=1, schedule="constant", warmup=2, ema=0.9)
+    train(TrainConfig(out=str(tmp_path / "short"), iterations=4, **base), progress=False)
+    # 7 steps whose rate falls over the last 3 (steps 5-7): the first 4 run at the short training's rates
+    seven = dict(base, iterations=7, cooldown=3 / 7)
+    full = train(TrainConfig(out=str(tmp_path / "full"), **seven), progress=False)
+    longer = TrainConfig(out=str(tmp_path / "long"), **{**seven, "log_every": 2})
+    assert continue_training(tmp_path / "short", longer) == 4
+    rest = train(longer, progress=False)
+    assert rest.resumed_from == 4 and rest.iterations == 7
+    a, b = _state(full.checkpoint), _state(rest.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a), "continued, it ends with the weights trained from nothing"
+    fa = torch.load(tmp_path / "full" / "model.pt", map_location="cpu", weights_only=False)
+    fb = torch.load(tmp_path / "long" / "model.pt", map_location="cpu", weights_only=False)
+    fa, fb = fa.get("model", fa), fb.get("model", fb)
+    assert all(torch.equal(fa[k], fb[k]) for k in fa), "and the same weight average"
+    logs = [[json.loads(x) for x in (tmp_path / d / "train_log.jsonl").read_text().splitlines()]
+            for d in ("full", "long")]
+    kept = [(r["iteration"], r["loss"]) for r in logs[0] if r["iteration"] <= 4 or r["iteration"] in (6, 7)]
+    assert kept == [(r["iteration"], r["loss"]) for r in logs[1]], "the short log, then every 2nd step and the last"
+    # refused, and nothing written: a decay that starts before the short training ends, another rate, a shorter
+    # run, a folder that has begun, a training that has not finished
+    cases = [(dict(seven, cooldown=5 / 7), "step 4 runs at 0.8 x lr"), (dict(seven, lr=5e-4), "lr: "),
+             (dict(base, iterations=3), "nothing to continue")]
+    for i, (settings, message) in enumerate(cases):
+        with pytest.raises(UserError, match=message):
+            continue_training(tmp_path / "short", TrainConfig(out=str(tmp_path / f"no{i}"), **settings))
+        assert not (tmp_path / f"no{i}").exists()
+    with pytest.raises(UserError, match="has begun already"):
+        continue_training(tmp_path / "short", longer)
+    with pytest.raises(UserError, match="not a finished training"):
+        continue_training(tmp_path / "no0", longer)
 
 
 def test_training_killed_with_sigkill_resumes(dataset: Path, tmp_path: Path) -> None:

@@ -719,11 +719,24 @@ def _pretrain(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path,
         spec, seed = _block_teacher(suite, run, settings)
         teacher, _, ts = _run_variant(spec, settings, seed, out)
         cfg["block_teacher"] = str(_pretrain(suite, teacher, ts, data, out, log, progress, threads=threads))
-    folder = pretrain_folder(suite, run, settings, out)
-    config = TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
+    config = pretrain_config(suite, run, settings, data, out, cfg)
+    folder = Path(config.out)
     marker = folder / "model.pt"
     log.step(run.name, f"train ({folder.name})", marker, lambda: train(config, progress=progress))
     return marker
+
+
+def pretrain_config(suite: Suite, run: RunSpec, settings: dict, data: Path, out: Path,
+                    cfg: dict | None = None) -> TrainConfig:
+    """The block training of ``run`` with ``settings`` (``[settings]`` and the seed) on ``data``, in its folder
+    under ``out`` (:func:`pretrain_folder`). ``cfg``: its settings when the caller has them already (a parallel
+    job's threads set); by default the suite's, with a block teacher's ``model.pt`` in its folder under ``out``."""
+    if cfg is None:
+        cfg = _pretrain_settings(suite, run, settings)
+        if cfg.get("block_teacher"):  # named relative to the suite's out folder (the folder's key)
+            cfg["block_teacher"] = str(Path(out) / cfg["block_teacher"])
+    folder = pretrain_folder(suite, run, settings, out)
+    return TrainConfig(data=str(data), out=str(folder), device=settings["device"], workers=settings["workers"], **cfg)
 
 
 #: TeacherConfig fields that do not change what the teacher learns (where it runs, how often it reports).

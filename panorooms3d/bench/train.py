@@ -654,6 +654,74 @@ def save_checkpoint(path: Path, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
+#: TrainConfig fields a longer training may set differently from the shorter one it continues
+#: (:func:`continue_training`): where it runs and reports, and its length and the decay at its end.
+CONTINUE_NEUTRAL = ("out", "iterations", "cooldown", "threads", "workers", "checkpoint_every", "log_every",
+                    "val_every")
+
+
+def continue_training(shorter: Path, longer: TrainConfig, *, check_only: bool = False) -> int:
+    """Start the training ``longer`` from the finished training in the folder ``shorter``, which it goes through
+    step for step: the shorter one's last checkpoint and its log are copied into ``longer.out``, and
+    :func:`train` then resumes ``longer`` from there. It ends with the weights a training of ``longer`` from
+    nothing would reach: every step's randomness comes from (seed, step), and a resumed training ends where an
+    uninterrupted one does (tests/test_bench_train.py). Returns the step it resumes from.
+
+    It holds only where the two trainings take the same steps up to the shorter one's end, so the folders are
+    checked first (nothing is written otherwise); ``check_only`` checks and writes nothing.
+
+    Raises:
+        UserError: ``shorter`` has not finished (no ``model.pt``, or its checkpoint is not at its last step);
+            ``longer.out`` already holds a checkpoint; the settings differ other than in
+            :data:`CONTINUE_NEUTRAL`; ``longer`` is not longer; or the learning rate of some step the shorter
+            training took differs in ``longer`` (a cosine, or a decay that starts before the shorter one ends).
+    """
+    import dataclasses
+    import shutil
+
+    shorter, out = Path(shorter), Path(longer.out)
+    config_file, ckpt_file = shorter / "config.json", shorter / CHECKPOINT
+    if not (shorter / "model.pt").is_file() or not config_file.is_file() or not ckpt_file.is_file():
+        raise UserError(f"{shorter}: not a finished training (it needs config.json, model.pt and {CHECKPOINT}); "
+                        "train it to its end first")
+    if (out / CHECKPOINT).exists():
+        raise UserError(f"{out / CHECKPOINT} exists: {out} has begun already; move it away to continue "
+                        f"{shorter} there")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    base = TrainConfig(**{k: v for k, v in json.loads(config_file.read_text()).items() if k in fields})
+    theirs, mine = asdict(base), asdict(longer)
+    for key in ("data", "init", "block_teacher"):  # the same file under another spelling is the same setting
+        for d in (theirs, mine):
+            d[key] = str(Path(d[key]).resolve()) if d[key] else d[key]
+    changed = [f"{k}: {theirs[k]!r} -> {mine[k]!r}" for k in sorted(fields - set(CONTINUE_NEUTRAL))
+               if theirs[k] != mine[k]]
+    if changed:
+        raise UserError(f"{out} cannot continue {shorter}: they differ in {'; '.join(changed)} (only "
+                        f"{', '.join(CONTINUE_NEUTRAL)} may)")
+    if longer.iterations <= base.iterations:
+        raise UserError(f"{out} trains {longer.iterations} steps, {shorter} {base.iterations} already: nothing to "
+                        "continue")
+    ckpt = load_checkpoint(ckpt_file, "cpu")
+    if int(ckpt["iteration"]) != base.iterations:
+        raise UserError(f"{ckpt_file} is at step {ckpt['iteration']}, not at the training's last step "
+                        f"{base.iterations}: let it finish first")
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    rate_s, rate_l = make_scheduler(probe, base).lr_lambdas[0], make_scheduler(probe, longer).lr_lambdas[0]
+    differ = next((it for it in range(base.iterations) if rate_s(it) != rate_l(it)), None)
+    if differ is not None:
+        raise UserError(f"{out} cannot continue {shorter}: step {differ + 1} runs at {rate_l(differ):g} x lr in "
+                        f"the longer training and at {rate_s(differ):g} x lr in the shorter one (schedule "
+                        f"{longer.schedule!r}, cooldown {base.cooldown} -> {longer.cooldown}); train it from nothing")
+    if check_only:
+        return base.iterations
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "train_log.jsonl", "file") as tmp:
+        shutil.copyfile(shorter / "train_log.jsonl", tmp)
+    with atomic_path(out / CHECKPOINT, "file") as tmp:  # last: a checkpoint that exists comes with its log
+        shutil.copyfile(ckpt_file, tmp)
+    return base.iterations
+
+
 def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool = True) -> TrainResult:
     """Train (or resume) the run described by ``config``.
 
