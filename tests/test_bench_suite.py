@@ -363,6 +363,12 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         longer_t = dataclasses.replace(track5k.runs[0], train={**track5k.runs[0].train,
                                                                "iterations": run.train["iterations"]})
         _assert_same_students(tsteps, run, track5k, longer_t, track5k.settings, tmp_path)
+    # cpu-track-7000: the track with the rows of `longer` at 7,000 steps, every other setting, row and claim the track's
+    t7k = load_suite("cpu-track-7000")
+    assert (t7k.settings, t7k.train, t7k.teacher, t7k.distill, t7k.eval, t7k.claims) == (
+        track5k.settings, track5k.train, track5k.teacher, track5k.distill, track5k.eval, track5k.claims)
+    assert t7k.runs == [dataclasses.replace(r, train={**r.train, "iterations": 7000}) if r.name in longer else r
+                        for r in track5k.runs]
     # cpu-track-decay: cpu-track-steps's 6,000-step trainings (the same keys) and the same with the rate decaying over
     # the last 1,000 of the 6,000 steps, the cooldown its only other setting
     decay = load_suite("cpu-track-decay")
