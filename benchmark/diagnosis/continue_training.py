@@ -9,11 +9,12 @@ For each seed of LONG_RUN, the folder of its block training under ``OUT/pretrain
 the log of SHORT_RUN's training with the same seed (:func:`panorooms3d.bench.train.continue_training`), so the
 suite then resumes it there. The two runs must differ only in their length (and where and how often they
 report, or a decay that starts after the shorter one ends), and the learning rate of every step the shorter one
-took must be the same in the longer one: then the longer training goes through the shorter one step for step, and ends with
-the weights it would reach from nothing. Otherwise nothing is written and the reason is printed.
+took must be the same in the longer one: then the longer training goes through the shorter one step for step, and
+ends with the weights it would reach from nothing. Otherwise nothing is written and the reason is printed.
 
-Used by ``benchmark/cpu-track-steps.toml`` (5,000 -> 6,000 -> 7,000 -> 8,000 steps) and
-``benchmark/cpu-track-decay.toml``; their READMEs in ``benchmark/results/`` give the commands.
+Used for ``benchmark/cpu-track-steps.toml`` (5,000 -> 6,000 -> 7,000 -> 8,000 steps),
+``benchmark/cpu-track-decay.toml`` and ``benchmark/cpu-track-7000.toml``; their READMEs in ``benchmark/results/``
+give the commands.
 """
 
 from __future__ import annotations
