@@ -369,6 +369,13 @@ def test_a_suite_extends_another_key_by_key(tmp_path: Path) -> None:
         track5k.settings, track5k.train, track5k.teacher, track5k.distill, track5k.eval, track5k.claims)
     assert t7k.runs == [dataclasses.replace(r, train={**r.train, "iterations": 7000}) if r.name in longer else r
                         for r in track5k.runs]
+    # cpu-track-half-5000: the track's half-labelled rows and their claims, at 5,000 steps instead of 3,000
+    half = load_suite("cpu-track-half-5000")
+    assert (half.settings, half.train, half.teacher, half.distill, half.eval) == (
+        track5k.settings, track5k.train, track5k.teacher, track5k.distill, track5k.eval)
+    track_half = [r for r in track5k.runs if r.name.startswith("3dseg-t-half")]
+    assert half.runs == [dataclasses.replace(r, train={**r.train, "iterations": 5000}) for r in track_half]
+    assert half.claims == [c for c in track5k.claims if c.better.startswith("3dseg-t-half")]
     # cpu-track-decay: cpu-track-steps's 6,000-step trainings (the same keys) and the same with the rate decaying over
     # the last 1,000 of the 6,000 steps, the cooldown its only other setting
     decay = load_suite("cpu-track-decay")
