@@ -199,7 +199,7 @@ class RoomScores:
 
     ``add(uid, pred, gt, weight)`` scores one room's predicted class ids against its class ids (equal shapes: a
     room's voxels or a panorama's pixels) with :func:`room_metrics`, with void and without (class 0 left out);
-    ``result()`` is :func:`scores` of the rooms added so far, in the order added.
+    ``result()`` aggregates the rooms added so far, in the order added.
 
     Args:
         class_set: the class set both ids are in (its number of classes and names).
@@ -208,8 +208,8 @@ class RoomScores:
     """
 
     def __init__(self, class_set: str, *, size_key: str = "voxels", round_per_room: bool = False) -> None:
-        self.class_set = class_set
-        self.num_classes = get_class_set(class_set).num_classes
+        cs = get_class_set(class_set)
+        self.num_classes, self.class_names = cs.num_classes, cs.class_names
         self.size_key = size_key
         self.round_per_room = round_per_room
         self.per_room: list[dict] = []
@@ -234,9 +234,18 @@ class RoomScores:
         self.records.append(room_record(uid, m, mv, weight, self.size_key))
 
     def result(self) -> dict:
-        """:func:`scores` of the rooms added (``metrics``, ``pooled``, ``void_excluded``, ``per_class_iou``,
-        ``confusion``, ``rooms``)."""
-        return scores(self.per_room, self.no_void, self.weights, self.records, self.class_set)
+        """The aggregated result of the rooms added (percent; NaN where undefined): ``metrics`` (weighted mean over
+        rooms), ``pooled`` (summed confusion), ``void_excluded`` (weighted, class 0 left out), ``per_class_iou``
+        (pooled, by class name), ``confusion`` (pooled), ``rooms`` (:func:`room_record` each)."""
+        pooled = pooled_metrics(self.per_room)
+        return {
+            "metrics": aggregate(self.per_room, self.weights),
+            "pooled": {k: pooled[k] for k in METRICS},
+            "void_excluded": aggregate(self.no_void, self.weights),
+            "per_class_iou": {name: _num(v) for name, v in zip(self.class_names, pooled["per_class"]["IoU"])},
+            "confusion": np.sum([m["confusion"] for m in self.per_room], axis=0).tolist(),
+            "rooms": self.records,
+        }
 
 
 def room_record(uid: str, m: dict, mv: dict, weight: float, size_key: str = "voxels") -> dict:
@@ -247,25 +256,6 @@ def room_record(uid: str, m: dict, mv: dict, weight: float, size_key: str = "vox
     """
     return {"uid": uid, "weight": weight, size_key: m["voxels"], **{k: m[k] for k in METRICS},
             "void_excluded": {k: mv[k] for k in METRICS}, "counts": {c: m[c].tolist() for c in ("I", "P", "L")}}
-
-
-def scores(per_room: list[dict], no_void: list[dict], weights: list[float], records: list[dict],
-           class_set: str) -> dict:
-    """The aggregated part of an evaluation result from its rooms (percent; NaN where undefined).
-
-    ``metrics`` (weighted mean over rooms), ``pooled`` (summed confusion), ``void_excluded`` (weighted,
-    class 0 left out), ``per_class_iou`` (pooled, by class name), ``confusion`` (pooled), ``rooms``.
-    """
-    cs = get_class_set(class_set)
-    pooled = pooled_metrics(per_room)
-    return {
-        "metrics": aggregate(per_room, weights),
-        "pooled": {k: pooled[k] for k in METRICS},
-        "void_excluded": aggregate(no_void, weights),
-        "per_class_iou": {name: _num(v) for name, v in zip(cs.class_names, pooled["per_class"]["IoU"])},
-        "confusion": np.sum([m["confusion"] for m in per_room], axis=0).tolist(),
-        "rooms": records,
-    }
 
 
 def evaluate_on_panoramas(predictions: dict, dataset_dir: Path, *, class_set: str = "paper30",
