@@ -43,14 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     except (SuiteError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    runs = {}
-    for which, name in ((short_suite, a.short), (suite, a.long)):
-        names = {r.name: r for r in which.runs}
-        if name not in names:
-            print(f"error: {which.path} has no run {name!r} (its runs: {', '.join(names)})", file=sys.stderr)
-            return 2
-        runs[name, which.path] = names[name], suite_settings(which)
-    (short, short_settings), (long, settings) = runs[a.short, short_suite.path], runs[a.long, suite.path]
+    def run_of(which, name: str):
+        found = [r for r in which.runs if r.name == name]
+        if not found:
+            print(f"error: {which.path} has no run {name!r} (its runs: {', '.join(r.name for r in which.runs)})",
+                  file=sys.stderr)
+        return found[0] if found else None
+
+    short, long = run_of(short_suite, a.short), run_of(suite, a.long)
+    if short is None or long is None:
+        return 2
+    short_settings, settings = suite_settings(short_suite), suite_settings(suite)
     missing = sorted(set(run_seeds(long, settings)) - set(run_seeds(short, short_settings)))
     if missing:
         print(f"error: {a.short} has no seed {missing} of {a.long}", file=sys.stderr)

@@ -36,8 +36,9 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -676,9 +677,6 @@ def continue_training(shorter: Path, longer: TrainConfig, *, check_only: bool = 
             :data:`CONTINUE_NEUTRAL`; ``longer`` is not longer; or the learning rate of some step the shorter
             training took differs in ``longer`` (a cosine, or a decay that starts before the shorter one ends).
     """
-    import dataclasses
-    import shutil
-
     shorter, out = Path(shorter), Path(longer.out)
     config_file, ckpt_file = shorter / "config.json", shorter / CHECKPOINT
     if not (shorter / "model.pt").is_file() or not config_file.is_file() or not ckpt_file.is_file():
@@ -687,13 +685,13 @@ def continue_training(shorter: Path, longer: TrainConfig, *, check_only: bool = 
     if (out / CHECKPOINT).exists():
         raise UserError(f"{out / CHECKPOINT} exists: {out} has begun already; move it away to continue "
                         f"{shorter} there")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    base = TrainConfig(**{k: v for k, v in json.loads(config_file.read_text()).items() if k in fields})
+    names = {f.name for f in fields(TrainConfig)}
+    base = TrainConfig(**{k: v for k, v in json.loads(config_file.read_text()).items() if k in names})
     theirs, mine = asdict(base), asdict(longer)
     for key in ("data", "init", "block_teacher"):  # the same file under another spelling is the same setting
         for d in (theirs, mine):
             d[key] = str(Path(d[key]).resolve()) if d[key] else d[key]
-    changed = [f"{k}: {theirs[k]!r} -> {mine[k]!r}" for k in sorted(fields - set(CONTINUE_NEUTRAL))
+    changed = [f"{k}: {theirs[k]!r} -> {mine[k]!r}" for k in sorted(names - set(CONTINUE_NEUTRAL))
                if theirs[k] != mine[k]]
     if changed:
         raise UserError(f"{out} cannot continue {shorter}: they differ in {'; '.join(changed)} (only "
