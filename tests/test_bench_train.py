@@ -112,6 +112,22 @@ def test_blocks_are_the_stored_rooms_crops_encoded(dataset: Path, encoding: str)
     assert len(blocks._rooms) == 1
 
 
+def test_pad_to_per_axis_starts_every_lower_block_at_the_floor(dataset: Path) -> None:
+    """A block lower than its other edges pads the rooms to its largest edge by default, so its start moves in z;
+    ``pad_to`` per axis equal to the block (rooms lower than it) starts every block at the room's floor."""
+    from panorooms3d.bench.train import training_blocks
+
+    assert padded_shape((130, 128, 20), [64, 64, 48]) == (192, 128, 48)
+    base = dict(data=str(dataset), block=[32, 32, 24], sampling="surface")  # the rooms are 32 x 27 x 22
+    default = training_blocks(TrainConfig(**base)).dataset
+    floor = training_blocks(TrainConfig(**base, pad_to=[32, 32, 24])).dataset
+    assert len({int(default.draw(i)[1][2]) for i in range(60)}) > 1, "z padded to 32: starts 0 to 8"
+    assert {int(floor.draw(i)[1][2]) for i in range(60)} == {0}
+    assert [tuple(t.shape) for t in floor[0]] == [(4, 32, 32, 24), (32, 32, 24)]
+    with pytest.raises(ValueError, match=r"pad_to = \[32, 0, 24\]"):
+        training_blocks(TrainConfig(**base, pad_to=[32, 0, 24]))
+
+
 def test_augment_false_draws_the_crops_as_they_lie_in_the_room(dataset: Path) -> None:
     from panorooms3d.bench.train import training_blocks
     from panorooms3d.store.dataset import Dataset

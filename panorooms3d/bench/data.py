@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +126,10 @@ def encode(tsdf, rgb, label, weight=None, attrs: dict | None = None, class_set: 
     return ENCODINGS[encoding](tsdf, rgb, label, weight, attrs, class_set)
 
 
-def padded_shape(shape, pad_to: int = 128) -> tuple[int, int, int]:
-    """Each dimension rounded up to a multiple of ``pad_to`` (the paper's padding)."""
-    return tuple(int(np.ceil(s / pad_to) * pad_to) for s in shape)  # type: ignore[return-value]
+def padded_shape(shape, pad_to: int | Sequence[int] = 128) -> tuple[int, int, int]:
+    """Each dimension rounded up to a multiple of ``pad_to`` (the paper's padding), one int or one per axis."""
+    pads = block_size(pad_to)
+    return tuple(int(np.ceil(s / p) * p) for s, p in zip(shape, pads))  # type: ignore[return-value]
 
 
 def augment(x: np.ndarray, y: np.ndarray, flip_x: bool, flip_y: bool, turns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +149,9 @@ class BlockConfig:
 
     Attributes:
         block: block size in voxels: an int (a cube, the paper: 128) or [bx, by, bz].
-        pad_to: rooms are padded to multiples of this (default: the block size; the paper: 128).
+        pad_to: rooms are padded to multiples of this before a block start is drawn, one int or [px, py, pz]
+            (default: the block's largest edge; the paper: 128). With ``pad_to`` equal to a block edge that
+            is at least a room's extent, every block starts at the room's first voxel along that axis.
         class_set: target class set.
         augment: random flips and turns about z (quarter turns only when bx == by).
         seed: the sampling seed.
@@ -162,7 +166,7 @@ class BlockConfig:
     """
 
     block: int | list[int] | tuple[int, int, int] = 128
-    pad_to: int | None = None
+    pad_to: int | list[int] | tuple[int, int, int] | None = None
     class_set: str = "paper30"
     augment: bool = True
     seed: int = 0
@@ -287,7 +291,7 @@ class BlockDataset(TorchDataset):
         uid = self.rooms[int(rng.integers(len(self.rooms)))]
         shape = self._dataset().room_info(uid).shape
         b = np.asarray(self.config.size)
-        padded = np.asarray(padded_shape(shape, self.config.pad_to or int(b.max())))
+        padded = np.asarray(padded_shape(shape, int(b.max()) if self.config.pad_to is None else self.config.pad_to))
         start = np.array([int(rng.integers(0, max(p - s, 0) + 1)) for p, s in zip(padded, b)])
         aug = (bool(rng.integers(2)), bool(rng.integers(2)), int(rng.integers(4))) if self.config.augment else (
             False, False, 0)

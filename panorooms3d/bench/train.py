@@ -81,6 +81,10 @@ class TrainConfig:
         iterations: optimisation steps.
         batch_size: blocks per step (per process under DDP).
         block: block edge in voxels (paper: 128), or [bx, by, bz].
+        pad_to: ``crops`` only: rooms are padded to multiples of this (an int or [px, py, pz]) before a block
+            start is drawn (:class:`BlockConfig`); ``None`` (the default): the block's largest edge. A block
+            lower than its room pads (64 x 64 x 48 with ``pad_to = [64, 64, 48]`` for rooms up to 48 voxels
+            high) then starts at the room's floor, as every 64^3 block does.
         lr: Adam learning rate (paper: 1e-3).
         weight_decay: Adam weight decay.
         adam_beta2: Adam's second-moment decay (torch's default and the official code's: 0.999; lower forgets
@@ -152,6 +156,7 @@ class TrainConfig:
     iterations: int = 20000
     batch_size: int = 2
     block: int = 128
+    pad_to: int | list[int] | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     adam_beta2: float = 0.999
@@ -439,7 +444,13 @@ def _crop_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
     rooms = labelled_subset(rooms, config.labelled_fraction)
     if not rooms:
         raise ValueError(f"labelled_fraction {config.labelled_fraction} leaves no labelled room to train on")
-    dataset = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, class_set=config.class_set,
+    if config.pad_to is not None:
+        try:
+            block_size(config.pad_to)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"pad_to = {config.pad_to!r}: a positive int or three, e.g. [64, 64, 48] ({e})") from e
+    dataset = BlockDataset(Path(config.data), rooms, BlockConfig(block=config.block, pad_to=config.pad_to,
+                                                                   class_set=config.class_set,
                                                                    seed=config.seed, sampling=config.sampling,
                                                                    augment=bool(config.augment),
                                                                    encoding=config.input_encoding))
@@ -450,7 +461,7 @@ def _crop_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
 #: Settings of random crops that official blocks (pre-cut, labels already paper30) cannot honour,
 #: with the value they must keep.
 _OFFICIAL_FIXED = {"sampling": "uniform", "labelled_fraction": 1.0, "rooms": None, "class_weights": "none",
-                   "class_set": "paper30"}
+                   "class_set": "paper30", "pad_to": None}
 
 
 def _official_blocks(config: TrainConfig, argument: str) -> TrainingBlocks:
