@@ -128,6 +128,28 @@ def test_pad_to_per_axis_starts_every_lower_block_at_the_floor(dataset: Path) ->
         training_blocks(TrainConfig(**base, pad_to=[32, 0, 24]))
 
 
+def test_evaluation_pads_each_axis_to_its_own_multiple_with_free_space(dataset: Path) -> None:
+    """``pad_to`` per axis: the room (32 x 27 x 22) padded with free space to (32, 32, 24) for (16, 16, 8), the
+    model run on that and cropped back; the eight turned passes swap the x and y multiples with the room's axes."""
+    from panorooms3d.bench.data import free_space_input, load_room
+    from panorooms3d.bench.evaluate import forward_room
+    from panorooms3d.store.dataset import Dataset
+
+    model = build(TrainConfig(data=str(dataset), model="3dseg-t"))
+    model.eval()
+    x = torch.as_tensor(load_room(Dataset(dataset), Dataset(dataset).split("train")[0]).x)[None]
+    padded = free_space_input((1, 32, 32, 24))
+    padded[:, :, :32, :27, :22] = x
+    with torch.no_grad():
+        want = model(padded)[:, :, :32, :27, :22]
+        assert torch.equal(forward_room(model, x, (16, 16, 8)), want)
+        assert not torch.allclose(forward_room(model, x, 32), want, atol=1e-4), "z padded to 32 differs"
+        turned = predict_logits(model, x[0], pad_to=(16, 32, 8), tta="d4")
+    assert turned.shape == (30, 32, 27, 22) and torch.isfinite(turned).all()
+    with pytest.raises(ValueError, match="one int or three"):
+        forward_room(model, x, (16, 16))
+
+
 def test_augment_false_draws_the_crops_as_they_lie_in_the_room(dataset: Path) -> None:
     from panorooms3d.bench.train import training_blocks
     from panorooms3d.store.dataset import Dataset

@@ -61,19 +61,22 @@ def _unturn(x: torch.Tensor, turns: int, flip: bool, axes: tuple[int, int]) -> t
     return x.flip(axes[0]) if flip else x
 
 
-def forward_room(model: torch.nn.Module, x: torch.Tensor, pad_to: int = PAD_TO) -> torch.Tensor:
+def forward_room(model: torch.nn.Module, x: torch.Tensor, pad_to: int | Sequence[int] = PAD_TO) -> torch.Tensor:
     """``model(x)`` for encoded rooms x (B, 4, X, Y, Z) padded at the far ends with free space.
 
     Training blocks are crops of rooms padded with free space (the encoding of tsdf 1 and no
     colour: channel 0 = -3, colours -1), so a whole room is shown to the model the same way and
     the output cropped back; the models' own padding would fill zeros, an input that training
     never shows (measured: 3DSeg-T's accuracy on a room fell from 93% to 79%). ``pad_to`` 128
-    is the official evaluation's padding, 1 none.
+    is the official evaluation's padding, 1 none; one int or one per axis (x, y, z).
     """
     from panorooms3d.bench.data import free_space_input
 
     size = tuple(x.shape[2:])
-    pads = [(-n) % max(int(pad_to), 1) for n in size]
+    multiples = [int(pad_to)] * 3 if isinstance(pad_to, (int, np.integer)) else [int(p) for p in pad_to]
+    if len(multiples) != 3:
+        raise ValueError(f"pad_to must be one int or three (x, y, z), got {pad_to!r}")
+    pads = [(-n) % max(p, 1) for n, p in zip(size, multiples)]
     if any(pads):
         padded = free_space_input((x.shape[0], *[n + p for n, p in zip(size, pads)]), dtype=x.dtype, device=x.device)
         padded[:, :, : size[0], : size[1], : size[2]] = x
@@ -84,7 +87,8 @@ def forward_room(model: torch.nn.Module, x: torch.Tensor, pad_to: int = PAD_TO) 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_voxels: int = 256 * 256 * 128,
                    window: int | Sequence[int] = 128, overlap: int | Sequence[int] = 16,
-                   device: str | torch.device = "cpu", pad_to: int = PAD_TO, tta: str = "none") -> torch.Tensor:
+                   device: str | torch.device = "cpu", pad_to: int | Sequence[int] = PAD_TO,
+                   tta: str = "none") -> torch.Tensor:
     """Logits (K, X, Y, Z) float32 of an encoded room x (4, X, Y, Z).
 
     One pass when X*Y*Z <= max_voxels, otherwise a sliding window (see the module docstring) of
@@ -107,14 +111,18 @@ def predict_logits(model: torch.nn.Module, x: np.ndarray | torch.Tensor, *, max_
             win = (window[1], window[0], window[2])
         if turns % 2 and not isinstance(overlap, int):
             ovl = (overlap[1], overlap[0], overlap[2])
-        logits = _predict_once(model, turned, max_voxels, win, ovl, device, pad_to)
+        pad = pad_to
+        if turns % 2 and not isinstance(pad_to, (int, np.integer)):
+            pad = (pad_to[1], pad_to[0], pad_to[2])
+        logits = _predict_once(model, turned, max_voxels, win, ovl, device, pad)
         probs = _unturn(logits, turns, flip, axes).softmax(0)
         total = probs if total is None else total.add_(probs)
     return (total / len(transforms)).clamp_min_(1e-30).log_().contiguous()
 
 
 def _predict_once(model: torch.nn.Module, xt: torch.Tensor, max_voxels: int, window: int | Sequence[int],
-                  overlap: int | Sequence[int], device: str | torch.device, pad_to: int) -> torch.Tensor:
+                  overlap: int | Sequence[int], device: str | torch.device,
+                  pad_to: int | Sequence[int]) -> torch.Tensor:
     """:func:`predict_logits` of one room as it is (one pass or the sliding window)."""
     shape = xt.shape[1:]
     if int(np.prod(shape)) <= max_voxels:
@@ -144,7 +152,7 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
              class_set: str = "paper30", max_voxels: int = 256 * 256 * 128,
              window: int | Sequence[int] = 128, overlap: int | Sequence[int] = 16, device: str = "cpu",
              progress: bool = True, keep_predictions: bool = False, room_weights: str = "project",
-             round_per_room: bool = False, input_encoding: str = "project", pad_to: int = PAD_TO,
+             round_per_room: bool = False, input_encoding: str = "project", pad_to: int | Sequence[int] = PAD_TO,
              samples: dict | None = None, tta: str = "none") -> dict:
     """Score ``model`` on whole rooms of a dataset.
 
