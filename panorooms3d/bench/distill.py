@@ -59,6 +59,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -271,7 +272,8 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
                 device: torch.device | str = "cpu", labelled: bool = True, kd_normalisation: str = "project",
                 kd_mask: str = "hit", projection_options: dict | None = None,
                 class_weight: torch.Tensor | None = None, kd_loss: str = "soft",
-                pseudo_threshold: float = 0.0, pseudo_classes: torch.Tensor | None = None) -> dict:
+                pseudo_threshold: float = 0.0, pseudo_classes: torch.Tensor | None = None,
+                pad_to: int | Sequence[int] | None = None) -> dict:
     """The losses of one room (batch 1): ``ce``, ``kd`` (None when kd_weight is 0 or no teacher), ``loss``, ``hit``.
 
     Args:
@@ -283,11 +285,12 @@ def room_losses(model: torch.nn.Module, sample: RoomSample, teacher_logits: torc
         class_weight: optional (K,) CE class weights (also those of the ``hard`` teacher term).
         kd_loss, pseudo_threshold: the teacher's term (:data:`KD_LOSSES`).
         pseudo_classes: optional (K,) bool: the teacher classes whose pseudo-labels count (``hard`` terms).
+        pad_to: the room's free-space padding (:func:`panorooms3d.bench.evaluate.forward_room`); None: its default.
     """
     from panorooms3d.bench.evaluate import forward_room
 
     x = torch.as_tensor(sample.x, dtype=torch.float32, device=device)[None]
-    logits = forward_room(model, x)
+    logits = forward_room(model, x) if pad_to is None else forward_room(model, x, pad_to)
     if labelled:
         y = torch.as_tensor(sample.y, dtype=torch.long, device=device)[None]
         ce = voxel_cross_entropy(logits.float(), y, weight=class_weight)
@@ -425,6 +428,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
             raise ValueError(f"{student_checkpoint} does not name its model; pass model=...")
     if not config.model_overrides and saved.get("model_overrides"):
         config.model_overrides = dict(saved["model_overrides"])
+    pad = saved.get("room_pad_to")  # the rooms padded as the block training validated them (TrainConfig.room_pad_to)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
@@ -481,7 +485,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
     def validate(iteration: int) -> None:
         result = evaluate(model, Path(data), rooms=val_rooms, split=config.val_split, class_set=config.class_set,
                           max_voxels=config.max_voxels, device=str(device), progress=False,
-                          input_encoding=config.input_encoding)
+                          input_encoding=config.input_encoding, **({} if pad is None else {"pad_to": pad}))
         miou = result["metrics"]["mIoU"]
         model.train()
         log.write(json.dumps({"iteration": iteration, "val_mIoU": miou}) + "\n")
@@ -513,7 +517,7 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
                              kd_normalisation=config.kd_normalisation, kd_mask=config.kd_mask,
                              projection_options={k: getattr(config, k) for k in PROJECTION_OPTIONS[config.projection]},
                              class_weight=weight, kd_loss=config.kd_loss, pseudo_threshold=config.pseudo_threshold,
-                             pseudo_classes=pseudo_classes)
+                             pseudo_classes=pseudo_classes, pad_to=pad)
         value = optimisation_step(losses["loss"], optimizer, scheduler, on_diverge=lambda it=it: checkpoint(it),
                                   where=f"iteration {it + 1} (room {uid})")
         kd = None if losses["kd"] is None else float(losses["kd"].detach())

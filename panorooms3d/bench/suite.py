@@ -841,12 +841,24 @@ def _score_split(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpo
 
     model = load_model(checkpoint, run.model, settings["class_set"], run.model_overrides)
     ev = suite.eval
+    pad = _room_pad(suite, run, settings)
     result = evaluate(model, data, split=ev.get("split", "test"), class_set=settings["class_set"],
                       max_voxels=ev.get("max_voxels", 256 * 256 * 128), device=str(resolve_device(settings["device"])),
                       progress=progress, input_encoding=ev.get("input_encoding", "project"),
-                      **({"pad_to": int(ev["pad_to"])} if "pad_to" in ev else {}), tta=ev.get("tta", "none"),
+                      **({} if pad is None else {"pad_to": pad}), tta=ev.get("tta", "none"),
                       **options)
     return model, result
+
+
+def _room_pad(suite: Suite, run: RunSpec, settings: dict):
+    """How the run's rooms are padded in evaluation: its block training's ``room_pad_to`` (as it validated and
+    finetuned), else the suite's ``[eval] pad_to``, else None (``evaluate``'s default)."""
+    pad = _pretrain_settings(suite, run, settings).get("room_pad_to")
+    if pad is None:
+        pad = suite.eval.get("pad_to")
+    if pad is None:
+        return None
+    return int(pad) if isinstance(pad, int) else [int(p) for p in pad]
 
 
 def _write_panorama_metrics(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: Path,
@@ -979,8 +991,9 @@ def _plots(suite: Suite, run: RunSpec, settings: dict, data: Path, checkpoint: P
         rooms = [r["uid"] for r in metrics["rooms"]][: int(suite.eval.get("samples", 1))]
         for i, uid in enumerate(rooms):
             sample = load_room(ds, uid, settings["class_set"])
+            pad = _room_pad(suite, run, settings)
             pred = predict_logits(model, sample.x, max_voxels=suite.eval.get("max_voxels", 256 * 256 * 128),
-                                  tta=suite.eval.get("tta", "none"))
+                                  tta=suite.eval.get("tta", "none"), **({} if pad is None else {"pad_to": pad}))
             name = "samples.png" if i == 0 else f"samples_{i}.png"
             report.plot_sample(sample, np.asarray(pred.argmax(0).numpy()), run_dir / name, settings["class_set"],
                                f"{run.label}: {uid}")

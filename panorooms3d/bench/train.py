@@ -85,6 +85,12 @@ class TrainConfig:
             start is drawn (:class:`BlockConfig`); ``None`` (the default): the block's largest edge. A block
             lower than its room pads (64 x 64 x 48 with ``pad_to = [64, 64, 48]`` for rooms up to 48 voxels
             high) then starts at the room's floor, as every 64^3 block does.
+        room_pad_to: how whole rooms are padded with free space when shown to the trained model: in its
+            validation, in room-level training from it (:mod:`panorooms3d.bench.distill`) and in a suite's
+            evaluation of it (an int or [px, py, pz]; ``None``: the evaluation's, ``evaluate.PAD_TO`` = 32 or
+            the suite's ``[eval] pad_to``). A model trained on blocks lower than 64 needs its rooms padded to
+            its blocks' height: on 64 x 64 x 48 blocks the track's 3DSeg-T scored 8 points more with rooms
+            padded to 48 in z ([32, 32, 16]) than to 64 (``benchmark/diagnosis/eval_padding.py``).
         lr: Adam learning rate (paper: 1e-3).
         weight_decay: Adam weight decay.
         adam_beta2: Adam's second-moment decay (torch's default and the official code's: 0.999; lower forgets
@@ -157,6 +163,7 @@ class TrainConfig:
     batch_size: int = 2
     block: int = 128
     pad_to: int | list[int] | None = None
+    room_pad_to: int | list[int] | None = None
     lr: float = 1e-3
     weight_decay: float = 0.0
     adam_beta2: float = 0.999
@@ -827,7 +834,8 @@ def train(config: TrainConfig, *, stop_after: int | None = None, progress: bool 
 
         result = evaluate(model if average is None else average.model, Path(config.data), rooms=val_rooms,
                           split=config.val_split, class_set=config.class_set, device=str(device), progress=False,
-                          input_encoding=config.input_encoding, samples=val_samples)
+                          input_encoding=config.input_encoding, samples=val_samples,
+                          **({} if config.room_pad_to is None else {"pad_to": config.room_pad_to}))
         net.train()
         record = {"iteration": iteration, "val_mIoU": result["metrics"]["mIoU"],
                   "val_mIoU_void_excluded": result["void_excluded"]["mIoU"], "seconds": time.perf_counter() - t0}
