@@ -120,6 +120,54 @@ def test_suite_writes_tables_in_the_paper_order(finished: dict) -> None:
     assert "teacher − model (mIoU)" in (out / "table.md").read_text()
 
 
+def test_a_row_with_room_pad_to_is_validated_finetuned_and_scored_on_rooms_padded_so(tmp_path: Path) -> None:
+    """``room_pad_to`` in a row's block training: its validation, the room-level finetuning from it and the suite's
+    evaluation of it pad the rooms so (each records it); a row without keeps the evaluation's 32."""
+    from panorooms3d.bench.evaluate import evaluate
+    from panorooms3d.bench.suite import load_model
+
+    data = three_rooms(tmp_path / "data")
+    suite = tmp_path / "pad.toml"
+    suite.write_text(SUITE.split("[[run]]")[0].replace("panorama = true", "panorama = false") + """
+[[run]]
+name = "t"
+label = "3DSeg-T"
+model = "3dseg-t"
+
+[[run]]
+name = "t-pad"
+label = "3DSeg-T finetune-only, rooms padded to multiples of 16 x 16 x 8"
+model = "3dseg-t"
+train = {room_pad_to = [16, 16, 8], val_every = 2}
+finetune_only = true
+""")
+    torch.set_num_threads(1)
+    out = tmp_path / "out"
+    run_suite(suite, data, out, progress=False)
+    plain = json.loads((out / "runs" / "t" / "metrics.json").read_text())
+    padded = json.loads((out / "runs" / "t-pad" / "metrics.json").read_text())
+    assert "pad_to" not in plain["eval"] and padded["eval"]["pad_to"] == [16, 16, 8]
+    assert json.loads((out / "runs" / "t-pad" / "distill" / "config.json").read_text())["room_pad_to"] == [16, 16, 8]
+    configs = {p: json.loads((p / "config.json").read_text()) for p in (out / "pretrain").iterdir()}
+    assert sorted(str(c["room_pad_to"]) for c in configs.values()) == ["None", "[16, 16, 8]"]
+    pretrain = next(p for p, c in configs.items() if c["room_pad_to"])
+    # each score is the evaluation of its weights on rooms padded so
+    model = load_model(out / "runs" / "t-pad" / "distill" / "best.pt", "3dseg-t")
+    again = evaluate(model, data, split="test", pad_to=(16, 16, 8), progress=False)
+    assert again["metrics"] == padded["metrics"]
+    val = [json.loads(x) for x in (pretrain / "train_log.jsonl").read_text().splitlines() if "val_mIoU" in x]
+    on_val = evaluate(load_model(pretrain / "model.pt", "3dseg-t"), data, split="val", pad_to=(16, 16, 8),
+                      progress=False)
+    assert val[-1]["iteration"] == 2 and val[-1]["val_mIoU"] == on_val["metrics"]["mIoU"]
+    # `benchmark eval` pads as the checkpoint's training did
+    res = CliRunner().invoke(benchmark, ["eval", "--data", str(data), "--checkpoint",
+                                         str(out / "runs" / "t-pad" / "distill" / "best.pt"),
+                                         "--out", str(tmp_path / "cli.json")])
+    assert res.exit_code == 0, res.output
+    cli = json.loads((tmp_path / "cli.json").read_text())
+    assert cli["eval"]["pad_to"] == [16, 16, 8] and cli["metrics"] == padded["metrics"]
+
+
 def test_a_run_folder_from_other_block_settings_is_refused_not_reused(finished: dict, tmp_path: Path) -> None:
     """A suite whose [train] changed (new block-training keys) must not skip into the old runs' results:
     it stops before training, names the run folder and both trainings, and changes nothing."""

@@ -419,10 +419,12 @@ def distill_command(data, student, teacher_cache, out, iterations, tau, lr, fine
 def eval_command(data, checkpoint, model, split, out, device, tta) -> None:
     """Score a checkpoint on whole rooms; prints the paper's columns (volume-weighted, %).
 
-    Checkpoints are loaded without running code from them (torch.load weights_only).
+    The rooms are padded with free space as the checkpoint's training padded them (its ``room_pad_to``, e.g. to 48
+    voxels in z for 64 x 64 x 48 blocks), else to multiples of 32. Checkpoints are loaded without running code from
+    them (torch.load weights_only).
     """
     from panorooms3d.bench.evaluate import evaluate, write_metrics
-    from panorooms3d.bench.suite import load_model
+    from panorooms3d.bench.suite import load_model, room_padding
     from panorooms3d.bench.train import resolve_device
     from panorooms3d.run.lock import check_output_file
 
@@ -433,7 +435,8 @@ def eval_command(data, checkpoint, model, split, out, device, tta) -> None:
     device = str(resolve_device(device))
     with _user_errors():
         net = load_model(checkpoint, model)
-        result = evaluate(net, data, split=split, device=device, tta=tta)
+        pad = room_padding(checkpoint)
+        result = evaluate(net, data, split=split, device=device, tta=tta, **({} if pad is None else {"pad_to": pad}))
     click.echo(f"\n{checkpoint} on the {split} split ({len(result['rooms'])} room(s)), %:")
     _print_metrics(result)
     if out:

@@ -184,6 +184,9 @@ class DistillConfig:
             by ``gamma`` at each milestone epoch, an epoch being ``milestone_step`` iterations (official:
             [0, 2, 4, 6], 1500, 0.5).
         input_encoding: ``project`` or ``official`` (:data:`panorooms3d.bench.data.ENCODINGS`).
+        room_pad_to: the rooms' free-space padding in this stage's training and validation (an int or [px, py, pz];
+            :func:`panorooms3d.bench.evaluate.forward_room`); None: the student's block training's ``room_pad_to``,
+            and where it has none, the evaluation's (32).
         unlabelled_data: extra 3D dataset folders (relative to ``data`` or absolute) whose ``split``
             rooms are distilled with KD only, their labels never read (see the module docstring).
         unlabelled_share: share of the iterations that visit a room of ``unlabelled_data`` (0 < s < 1),
@@ -232,6 +235,7 @@ class DistillConfig:
     milestone_step: int = 1500
     gamma: float = 0.5
     input_encoding: str = "project"
+    room_pad_to: int | list[int] | None = None
     unlabelled_data: list = field(default_factory=list)
     unlabelled_share: float | None = None
 
@@ -428,7 +432,9 @@ def distill(data: str | Path, student_checkpoint: str | Path, teacher_cache: str
             raise ValueError(f"{student_checkpoint} does not name its model; pass model=...")
     if not config.model_overrides and saved.get("model_overrides"):
         config.model_overrides = dict(saved["model_overrides"])
-    pad = saved.get("room_pad_to")  # the rooms padded as the block training validated them (TrainConfig.room_pad_to)
+    if config.room_pad_to is None:  # the rooms padded as the block training validated them
+        config.room_pad_to = saved.get("room_pad_to")
+    pad = config.room_pad_to
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)

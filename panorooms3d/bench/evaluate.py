@@ -193,7 +193,8 @@ def evaluate(model: torch.nn.Module, dataset_dir: Path, *, split: str = "test", 
         rooms_scored.add(uid, pred, sample.y, room_weight(sample.y.shape, room_weights))
         if keep_predictions:
             preds[uid] = pred.astype(np.uint8)
-    result = {"class_set": class_set, "split": split, "eval": {"tta": tta, "passes": passes},
+    how = {"tta": tta, "passes": passes, **({} if pad_to == PAD_TO else {"pad_to": pad_to})}  # as earlier records
+    result = {"class_set": class_set, "split": split, "eval": how,
               **rooms_scored.result()}
     if keep_predictions:
         result["predictions"] = preds

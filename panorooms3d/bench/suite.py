@@ -398,6 +398,14 @@ def _schedule_seconds(suite: Suite, settings: dict) -> tuple[dict[str, float], P
     return recorded_job_seconds(path), path
 
 
+def room_padding(checkpoint: str | Path):
+    """How the rooms shown to a checkpoint's model were padded in its training (``room_pad_to`` of its ``config``,
+    a block training's or a room-level run's), or None."""
+    ckpt = load_checkpoint(Path(checkpoint), "cpu")
+    cfg = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
+    return cfg.get("room_pad_to") if isinstance(cfg, dict) else None
+
+
 def load_model(checkpoint: str | Path, model: str | None = None, class_set: str = "paper30",
                model_overrides: dict | None = None):
     """A 3D model with the weights of a run checkpoint (block training or distillation).
